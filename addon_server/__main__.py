@@ -1,0 +1,5 @@
+"""Allow ``python -m addon_server``."""
+
+from addon_server.cli import main
+
+raise SystemExit(main())

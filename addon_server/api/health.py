@@ -1,0 +1,115 @@
+"""``GET /health`` (open, shaped like the seed services' health JSON) and ``GET /metrics``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from addon_server import __version__
+from addon_server.api.routes import Route, json_response
+from addon_server.services import SERVICES_KEY, Services
+
+
+def health_document(services: Services) -> dict[str, Any]:
+    """Build the health JSON; ``issues`` lists what Home Assistant turns into repairs."""
+    devices = services.devices
+    detector = services.detection.health()
+    issues: list[dict[str, Any]] = []
+    for placement in devices.placements.values():
+        if placement.fallback and placement.service in _RUNNING_SERVICES:
+            issues.append(
+                {
+                    "code": "service_fallback",
+                    "service": placement.service,
+                    "message": f"{placement.reason}; {placement.service} runs on "
+                    f"{placement.device}",
+                }
+            )
+    if not detector["installed"]:
+        issues.append(
+            {
+                "code": "model_not_installed",
+                "model": detector["name"],
+                "message": str(detector["error"]),
+            }
+        )
+    if not detector["loaded"]:
+        status = "unhealthy"
+    elif issues:
+        status = "degraded"
+    else:
+        status = "healthy"
+    cuda = any(d.kind == "cuda" and d.present for d in devices.devices.values())
+    batcher = services.detection.batcher
+    return {
+        "status": status,
+        "version": __version__,
+        "instance_id": services.instance_id,
+        "uptime_seconds": round(time.monotonic() - services.started, 1),
+        "cuda_available": cuda,
+        "model_loaded": bool(detector["loaded"]),
+        "devices": devices.as_health(),
+        "services": devices.placements_as_health(),
+        "models": [detector],
+        "batcher": {
+            "queue_depth": batcher.queue_depth,
+            "requests": batcher.stats.requests,
+            "batches": batcher.stats.batches,
+            "rejected": batcher.stats.rejected,
+            "max_batch_size": batcher.max_batch_size,
+        }
+        if batcher is not None
+        else None,
+        "issues": issues,
+    }
+
+
+_RUNNING_SERVICES = frozenset({"detector"})
+"""Services this build runs; placements of the others are reported but raise no issue yet."""
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response(health_document(request.app[SERVICES_KEY]))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    services = request.app[SERVICES_KEY]
+    m = services.metrics
+    for device in services.devices.as_health():
+        m.device_budget.labels(device["id"]).set(device["budget_bytes"])
+        m.device_used.labels(device["id"]).set(device["used_bytes"])
+    if services.detection.batcher is not None:
+        m.queue_depth.set(services.detection.batcher.queue_depth)
+    body = generate_latest(m.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+ROUTES = [
+    Route(
+        "GET",
+        "/health",
+        health,
+        "Service health, devices, placement and models",
+        "health",
+        auth=False,
+        responses={"200": json_response("Health document")},
+        tags=("ops",),
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        metrics,
+        "Prometheus metrics",
+        "metrics",
+        responses={
+            "200": {
+                "description": "Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+        tags=("ops",),
+    ),
+]

@@ -1,0 +1,110 @@
+"""Command line: ``vigil-addon [serve] [--config FILE]`` (also ``python -m addon_server``).
+
+A configuration error exits with status 2 and one line naming the key and the reason, so a
+supervisor (systemd, the HA add-on runner) shows the user what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from addon_server import __version__
+from addon_server.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load
+from addon_server.devices import PlacementError
+
+_LOGGER = logging.getLogger("addon_server")
+EXIT_CONFIG = 2
+LOOPBACK = "127.0.0.1"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vigil-addon", description="Vigil add-on server: detection and risk reasoning."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    config_help = (
+        f"YAML config file (default: ./{DEFAULT_CONFIG_PATH} when present, else built-in "
+        "defaults; environment variables override it)"
+    )
+    parser.add_argument("--config", type=Path, default=None, help=config_help)
+    sub = parser.add_subparsers(dest="command")
+    for name, text in (
+        ("serve", "run the HTTP server (the default)"),
+        ("check-config", "validate the configuration and print the result"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        # SUPPRESS keeps a --config given before the sub-command.
+        cmd.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    parser.set_defaults(command="serve")
+    return parser
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def secure_bind(settings: Settings) -> Settings:
+    """Without a token, only loopback is safe: refuse to listen beyond it and say so."""
+    host = settings.server.host
+    if settings.server.api_token is None and not _is_loopback(host):
+        _LOGGER.warning(
+            "no VIGIL_API_TOKEN is set: binding to %s instead of %s; set a token to serve "
+            "Home Assistant on another host",
+            LOOPBACK,
+            host,
+        )
+        return replace(settings, server=replace(settings.server, host=LOOPBACK))
+    if settings.server.api_token is None:
+        _LOGGER.warning("no VIGIL_API_TOKEN is set: the API is open to local processes")
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load(args.config)
+    except ConfigError as err:
+        print(f"vigil-addon: invalid configuration: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(
+        level=settings.server.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "check-config":
+        print(f"configuration OK ({settings.source})")
+        return 0
+    settings = secure_bind(settings)
+    from aiohttp import web
+
+    from addon_server.app import create_app
+
+    try:
+        app = create_app(settings)
+    except PlacementError as err:
+        print(f"vigil-addon: invalid configuration: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    _LOGGER.info(
+        "Vigil add-on %s listening on http://%s:%d (config: %s)",
+        __version__,
+        settings.server.host,
+        settings.server.port,
+        settings.source,
+    )
+    web.run_app(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        print=None,
+        access_log=None,
+    )
+    return 0

@@ -1,0 +1,370 @@
+"""The add-on's one configuration schema: a YAML file, then environment overrides.
+
+Every other module receives typed values from :class:`Settings`; nothing else reads files or
+the environment for configuration. Environment names follow the seeds' names where they exist
+(``HOST``, ``PORT``, ``YOLO26_MODEL_PATH``, ``YOLO26_CONFIDENCE``, ``VRAM_BUDGET_GB``) so users of
+the seed services can keep their ``.env`` files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import voluptuous as vol
+import yaml
+
+DEFAULT_CONFIG_PATH = Path("vigil.yaml")
+"""Looked up in the working directory; when it is absent the built-in defaults apply."""
+
+SECURITY_CLASSES: tuple[str, ...] = (
+    "person",
+    "car",
+    "truck",
+    "dog",
+    "cat",
+    "bird",
+    "bicycle",
+    "motorcycle",
+    "bus",
+)
+"""The seeds' security-relevant COCO classes: what /v1/detect returns unless asked otherwise."""
+
+SERVICES: tuple[str, ...] = ("detector", "llm", "zoo")
+DEVICE_ID = re.compile(r"^(cpu|cuda:\d+)$")
+BACKENDS = ("auto", "darknet", "ultralytics")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key and the reason."""
+
+
+def _device_id(value: Any) -> str:
+    text = str(value).strip()
+    if not DEVICE_ID.match(text):
+        raise vol.Invalid(f"expected 'cpu' or 'cuda:N', got {text!r}")
+    return text
+
+
+def _device_or_auto(value: Any) -> str:
+    text = str(value).strip()
+    return "auto" if text == "auto" else _device_id(text)
+
+
+def _multiple_of_32(value: int) -> int:
+    if value % 32:
+        raise vol.Invalid(f"must be a multiple of 32, got {value}")
+    return value
+
+
+_PROBABILITY = vol.All(vol.Coerce(float), vol.Range(min=0.0, max=1.0))
+_POSITIVE_INT = vol.All(vol.Coerce(int), vol.Range(min=1))
+_BOOL = vol.Boolean()
+
+_DEVICE_SCHEMA = vol.Schema(
+    {
+        vol.Optional("budget_gb"): vol.All(vol.Coerce(float), vol.Range(min=0.0)),
+        vol.Optional("services", default=list): [vol.In(SERVICES)],
+    }
+)
+
+SCHEMA = vol.Schema(
+    {
+        vol.Optional("server", default=dict): {
+            vol.Optional("host", default="127.0.0.1"): str,
+            vol.Optional("port", default=8095): vol.All(
+                vol.Coerce(int), vol.Range(min=1, max=65535)
+            ),
+            vol.Optional("api_token", default=None): vol.Any(None, vol.All(str, vol.Length(min=1))),
+            vol.Optional("max_body_mb", default=20.0): vol.All(
+                vol.Coerce(float), vol.Range(min=0.01, max=1024)
+            ),
+            vol.Optional("data_dir", default="data"): str,
+            vol.Optional("log_level", default="INFO"): vol.All(
+                vol.Upper, vol.In(["DEBUG", "INFO", "WARNING", "ERROR"])
+            ),
+        },
+        vol.Optional("devices", default=dict): vol.Schema(
+            {
+                vol.Optional("strict"): _BOOL,
+                vol.Optional("default_vram_budget_gb"): vol.All(
+                    vol.Coerce(float), vol.Range(min=0.0)
+                ),
+                vol.Extra: _DEVICE_SCHEMA,
+            }
+        ),
+        vol.Optional("detector", default=dict): {
+            vol.Optional("backend", default="auto"): vol.In(BACKENDS),
+            vol.Optional("model_path", default=None): vol.Any(None, str),
+            vol.Optional("cfg_path", default=None): vol.Any(None, str),
+            vol.Optional("names_path", default=None): vol.Any(None, str),
+            vol.Optional("confidence", default=0.5): _PROBABILITY,
+            vol.Optional("class_thresholds", default=dict): {str: _PROBABILITY},
+            vol.Optional("classes", default=list(SECURITY_CLASSES)): vol.All(
+                [vol.All(str, vol.Length(min=1))], vol.Length(min=1)
+            ),
+            vol.Optional("input_size", default=416): vol.All(
+                vol.Coerce(int), vol.Range(min=32, max=4096), _multiple_of_32
+            ),
+            vol.Optional("nms_iou", default=0.45): _PROBABILITY,
+            vol.Optional("min_confidence", default=0.1): _PROBABILITY,
+            vol.Optional("warmup", default=True): _BOOL,
+        },
+        vol.Optional("batching", default=dict): {
+            vol.Optional("enabled", default=True): _BOOL,
+            vol.Optional("max_batch_size", default=8): vol.All(
+                vol.Coerce(int), vol.Range(min=1, max=256)
+            ),
+            vol.Optional("max_queue_delay_us", default=5000): vol.All(
+                vol.Coerce(int), vol.Range(min=0, max=10_000_000)
+            ),
+            vol.Optional("preferred_batch_sizes", default=list): [_POSITIVE_INT],
+            vol.Optional("max_queue_size", default=64): vol.All(
+                vol.Coerce(int), vol.Range(min=1, max=100_000)
+            ),
+        },
+        vol.Optional("images", default=dict): {
+            vol.Optional("max_pixels", default=40_000_000): vol.All(
+                vol.Coerce(int), vol.Range(min=1)
+            ),
+        },
+    },
+    extra=vol.PREVENT_EXTRA,
+)
+
+# Environment variable → path in the YAML document. Values are strings; the schema coerces them.
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "HOST": ("server", "host"),
+    "PORT": ("server", "port"),
+    "VIGIL_API_TOKEN": ("server", "api_token"),
+    "VIGIL_MAX_BODY_MB": ("server", "max_body_mb"),
+    "VIGIL_DATA_DIR": ("server", "data_dir"),
+    "LOG_LEVEL": ("server", "log_level"),
+    "YOLO26_MODEL_PATH": ("detector", "model_path"),
+    "YOLO26_CONFIDENCE": ("detector", "confidence"),
+    "DETECTOR_BACKEND": ("detector", "backend"),
+    "VRAM_BUDGET_GB": ("devices", "default_vram_budget_gb"),
+    "DEVICES_STRICT": ("devices", "strict"),
+    "MAX_BATCH_SIZE": ("batching", "max_batch_size"),
+    "MAX_QUEUE_DELAY_US": ("batching", "max_queue_delay_us"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str
+    port: int
+    api_token: str | None
+    max_body_bytes: int
+    data_dir: Path
+    log_level: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSettings:
+    """What the user asked of one device; discovery decides whether it exists."""
+
+    device_id: str
+    budget_gb: float | None
+    services: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DevicesSettings:
+    strict: bool
+    default_vram_budget_gb: float | None
+    devices: tuple[DeviceSettings, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSettings:
+    backend: str
+    model_path: str | None
+    cfg_path: str | None
+    names_path: str | None
+    confidence: float
+    class_thresholds: Mapping[str, float]
+    classes: tuple[str, ...]
+    input_size: int
+    nms_iou: float
+    min_confidence: float
+    warmup: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingSettings:
+    enabled: bool
+    max_batch_size: int
+    max_queue_delay_us: int
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSettings:
+    max_pixels: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings
+    devices: DevicesSettings
+    detector: DetectorSettings
+    batching: BatchingSettings
+    images: ImageSettings
+    source: str = field(default="defaults", compare=False)
+
+
+def _format_path(path: list[Any]) -> str:
+    return ".".join(str(part) for part in path) or "<root>"
+
+
+def _apply_env(document: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, path in ENV_OVERRIDES.items():
+        if name not in environ:
+            continue
+        node = document
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{'.'.join(path[:-1])}: expected a mapping to apply ${name}")
+            node = child
+        node[path[-1]] = environ[name]
+
+
+def _build(data: dict[str, Any], source: str) -> Settings:
+    server = data["server"]
+    devices = data["devices"]
+    detector = data["detector"]
+    batching = data["batching"]
+    device_entries: list[DeviceSettings] = []
+    for key, value in devices.items():
+        if key in ("strict", "default_vram_budget_gb"):
+            continue
+        try:
+            device_id = _device_id(key)
+        except vol.Invalid as err:
+            raise ConfigError(f"devices.{key}: {err.msg}") from None
+        device_entries.append(
+            DeviceSettings(device_id, value.get("budget_gb"), tuple(value["services"]))
+        )
+    claimed: dict[str, str] = {}
+    for entry in device_entries:
+        for service in entry.services:
+            if service in claimed:
+                raise ConfigError(
+                    f"devices.{entry.device_id}.services: {service!r} is already placed on "
+                    f"{claimed[service]}"
+                )
+            claimed[service] = entry.device_id
+    preferred = tuple(sorted(set(batching["preferred_batch_sizes"])))
+    for size in preferred:
+        if size > batching["max_batch_size"]:
+            raise ConfigError(
+                f"batching.preferred_batch_sizes: {size} is larger than max_batch_size "
+                f"{batching['max_batch_size']}"
+            )
+    if detector["backend"] == "darknet" and detector["model_path"] and not detector["cfg_path"]:
+        raise ConfigError("detector.cfg_path: required with backend 'darknet' and a model_path")
+    return Settings(
+        server=ServerSettings(
+            host=server["host"],
+            port=server["port"],
+            api_token=server["api_token"],
+            max_body_bytes=int(server["max_body_mb"] * 1024 * 1024),
+            data_dir=Path(server["data_dir"]),
+            log_level=server["log_level"],
+        ),
+        devices=DevicesSettings(
+            strict=bool(devices.get("strict", False)),
+            default_vram_budget_gb=devices.get("default_vram_budget_gb"),
+            devices=tuple(device_entries),
+        ),
+        detector=DetectorSettings(
+            backend=detector["backend"],
+            model_path=detector["model_path"],
+            cfg_path=detector["cfg_path"],
+            names_path=detector["names_path"],
+            confidence=detector["confidence"],
+            class_thresholds=dict(detector["class_thresholds"]),
+            classes=tuple(detector["classes"]),
+            input_size=detector["input_size"],
+            nms_iou=detector["nms_iou"],
+            min_confidence=detector["min_confidence"],
+            warmup=detector["warmup"],
+        ),
+        batching=BatchingSettings(
+            enabled=batching["enabled"],
+            max_batch_size=batching["max_batch_size"],
+            max_queue_delay_us=batching["max_queue_delay_us"],
+            preferred_batch_sizes=preferred,
+            max_queue_size=batching["max_queue_size"],
+        ),
+        images=ImageSettings(max_pixels=data["images"]["max_pixels"]),
+        source=source,
+    )
+
+
+def parse(
+    document: Mapping[str, Any] | None,
+    environ: Mapping[str, str] | None = None,
+    source: str = "defaults",
+) -> Settings:
+    """Validate a configuration document (after env overrides) into :class:`Settings`."""
+    raw: dict[str, Any] = _deep_copy(document or {})
+    _apply_env(raw, os.environ if environ is None else environ)
+    try:
+        data = SCHEMA(raw)
+    except vol.MultipleInvalid as err:
+        first = err.errors[0]
+        found = _lookup(raw, first.path)
+        shown = "" if found is _MISSING else f" (got {found!r})"
+        raise ConfigError(f"{_format_path(first.path)}: {first.msg}{shown}") from None
+    return _build(data, source)
+
+
+def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load ``path`` (or the default file when present) and apply environment overrides."""
+    chosen = path
+    if chosen is None and DEFAULT_CONFIG_PATH.is_file():
+        chosen = DEFAULT_CONFIG_PATH
+    document: Any = {}
+    if chosen is not None:
+        try:
+            text = chosen.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"{chosen}: cannot read config file ({err.strerror})") from None
+        try:
+            document = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{chosen}: not valid YAML ({err})") from None
+        if not isinstance(document, dict):
+            raise ConfigError(f"{chosen}: the top level must be a mapping")
+    return parse(document, environ, source=str(chosen) if chosen else "defaults")
+
+
+_MISSING = object()
+
+
+def _lookup(document: Any, path: list[Any]) -> Any:
+    node = document
+    for part in path:
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
+            node = node[part]
+        else:
+            return _MISSING
+    return node
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value

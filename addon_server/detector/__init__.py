@@ -1,0 +1,72 @@
+"""Object detection: the :class:`Detector` protocol, its backends and the dynamic batcher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from addon_server.config import DetectorSettings
+from addon_server.detector.base import Detection, DetectionResult, Detector, Selection, select
+from addon_server.detector.darknet import (
+    EMBEDDED_MODEL_NAME,
+    DarknetDetector,
+    DarknetFiles,
+    ModelNotInstalledError,
+    embedded_files,
+)
+
+__all__ = [
+    "EMBEDDED_MODEL_NAME",
+    "Detection",
+    "DetectionResult",
+    "Detector",
+    "ModelNotInstalledError",
+    "Selection",
+    "load_detector",
+    "select",
+]
+
+
+def resolve_backend(settings: DetectorSettings) -> str:
+    """``auto`` means the embedded darknet model, or what the model file's type implies."""
+    if settings.backend != "auto":
+        return settings.backend
+    if settings.model_path is None:
+        return "darknet"
+    return "darknet" if settings.model_path.endswith(".weights") else "ultralytics"
+
+
+def load_detector(settings: DetectorSettings, device: str) -> Detector:
+    """Load the configured detector on ``device`` (blocking: call it off the event loop)."""
+    backend = resolve_backend(settings)
+    if backend == "darknet":
+        if settings.model_path is None:
+            files, name = embedded_files(), EMBEDDED_MODEL_NAME
+        else:
+            weights = Path(settings.model_path)
+            cfg = Path(settings.cfg_path or weights.with_suffix(".cfg"))
+            names = Path(settings.names_path or weights.with_name("coco.names"))
+            files, name = DarknetFiles(cfg, weights, names), weights.stem
+            for path in (cfg, weights, names):
+                if not path.is_file():
+                    raise ModelNotInstalledError(f"detector file not found: {path}")
+        return DarknetDetector(
+            files,
+            name=name,
+            device=device,
+            input_size=settings.input_size,
+            min_confidence=settings.min_confidence,
+            nms_iou=settings.nms_iou,
+        )
+    if settings.model_path is None:
+        raise ModelNotInstalledError("detector.model_path is required with backend 'ultralytics'")
+    if not Path(settings.model_path).exists():
+        raise ModelNotInstalledError(f"detector model not found: {settings.model_path}")
+    from addon_server.detector.ultralytics import UltralyticsDetector
+
+    return UltralyticsDetector(
+        settings.model_path,
+        device=device,
+        input_size=settings.input_size,
+        min_confidence=settings.min_confidence,
+        nms_iou=settings.nms_iou,
+    )

@@ -1,0 +1,160 @@
+"""The detect stage as the API and the analyze pipeline use it.
+
+It owns the loaded detector and its batcher, validates per-request options into a
+:class:`Selection`, and returns a typed :class:`DetectionResult`. Loading happens once at
+startup; when the weights are missing the service stays up and reports the model as not
+installed instead of failing the whole add-on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+from addon_server.config import BatchingSettings, DetectorSettings
+from addon_server.detector import ModelNotInstalledError, load_detector, resolve_backend
+from addon_server.detector.base import DetectionResult, Detector, Selection, select
+from addon_server.detector.batcher import DynamicBatcher
+from addon_server.devices import DeviceTable
+from addon_server.imaging import DecodedImage
+from addon_server.metrics import Metrics
+
+_LOGGER = logging.getLogger(__name__)
+SERVICE = "detector"
+
+
+class DetectorUnavailableError(Exception):
+    """The detector is not loaded (weights missing or failed to load)."""
+
+
+class InvalidSelectionError(ValueError):
+    """A request asked for classes or thresholds the detector cannot honour."""
+
+
+class DetectionService:
+    """The loaded detector behind its dynamic batcher."""
+
+    def __init__(
+        self,
+        settings: DetectorSettings,
+        batching: BatchingSettings,
+        devices: DeviceTable,
+        metrics: Metrics,
+        detector: Detector | None = None,
+    ) -> None:
+        self.settings = settings
+        self.batching = batching
+        self.devices = devices
+        self.metrics = metrics
+        self.device = devices.device_for(SERVICE)
+        self.detector: Detector | None = detector
+        self.batcher: DynamicBatcher | None = None
+        self.load_error: str | None = None
+        self.installed = True
+        self.backend = resolve_backend(settings)
+
+    @property
+    def model_name(self) -> str:
+        if self.detector is not None:
+            return self.detector.name
+        return self.settings.model_path or "yolov3-tiny-coco"
+
+    async def start(self) -> None:
+        if self.detector is None:
+            try:
+                self.detector = await asyncio.to_thread(load_detector, self.settings, self.device)
+            except ModelNotInstalledError as err:
+                self.installed = False
+                self.load_error = str(err)
+                _LOGGER.error("detector not installed: %s", err)
+                return
+            except Exception as err:  # a bad model file must not stop the server
+                self.load_error = f"failed to load: {err}"
+                _LOGGER.exception("detector failed to load")
+                return
+        self.device = self.detector.device
+        if self.settings.warmup:
+            await asyncio.to_thread(self._warmup, self.detector)
+        self.devices.reserve(self.device, SERVICE, self.detector.memory_bytes())
+        self.metrics.model_loaded.set(1)
+        self.batcher = DynamicBatcher(self.detector, self.batching, on_batch=self._on_batch)
+        await self.batcher.start()
+
+    @staticmethod
+    def _warmup(detector: Detector) -> None:
+        import numpy as np
+
+        detector.detect_batch([np.zeros((64, 64, 3), dtype=np.uint8)])
+
+    async def stop(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.stop()
+            self.batcher = None
+        if self.detector is not None:
+            self.devices.release(self.device, SERVICE)
+            self.detector.close()
+            self.detector = None
+        self.metrics.model_loaded.set(0)
+
+    def _on_batch(self, size: int, seconds: float) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.batch_seconds.observe(seconds)
+
+    def selection(
+        self, confidence: float | None = None, classes: Iterable[str] | None = None
+    ) -> Selection:
+        """Validate per-request options; defaults are the configured security classes."""
+        if confidence is not None and not 0.0 <= confidence <= 1.0:
+            raise InvalidSelectionError(f"confidence must be between 0 and 1, got {confidence}")
+        chosen = frozenset(classes) if classes is not None else frozenset(self.settings.classes)
+        if self.detector is not None:
+            unknown = sorted(chosen - set(self.detector.class_names))
+            if unknown:
+                raise InvalidSelectionError(
+                    f"unknown classes {', '.join(unknown)}; the model knows "
+                    f"{len(self.detector.class_names)} classes, e.g. "
+                    f"{', '.join(self.detector.class_names[:5])}"
+                )
+        if not chosen:
+            raise InvalidSelectionError("classes must name at least one class")
+        return Selection(
+            classes=chosen,
+            default_threshold=self.settings.confidence,
+            class_thresholds=self.settings.class_thresholds,
+            override=confidence,
+        )
+
+    async def detect(self, image: DecodedImage, selection: Selection) -> DetectionResult:
+        """Run one image through the batcher and keep what ``selection`` asks for."""
+        if self.batcher is None or self.detector is None:
+            raise DetectorUnavailableError(self.load_error or "the detector is not loaded")
+        started = time.perf_counter()
+        self.metrics.queue_depth.set(self.batcher.queue_depth)
+        detections, batch_size, _forward_ms = await self.batcher.infer(image.pixels)
+        kept = select(detections, selection)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self.metrics.detections_per_image.observe(len(kept))
+        return DetectionResult(
+            detections=kept,
+            width=image.width,
+            height=image.height,
+            inference_time_ms=elapsed_ms,
+            model=self.detector.name,
+            batch_size=batch_size,
+        )
+
+    def health(self) -> dict[str, object]:
+        return {
+            "name": self.model_name,
+            "kind": "detector",
+            "backend": self.detector.backend if self.detector else self.backend,
+            "device": self.device,
+            "loaded": self.detector is not None,
+            "installed": self.installed,
+            "vram_bytes": self.detector.memory_bytes()
+            if self.detector is not None and self.device.startswith("cuda")
+            else 0,
+            "error": self.load_error,
+        }

@@ -1,0 +1,49 @@
+"""The services one add-on process runs, built once by the app factory and shared by handlers.
+
+Kept apart from ``app.py`` so the ``api`` handlers can reach the services without importing the
+factory that imports them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from addon_server.config import Settings
+from addon_server.detector.service import DetectionService
+from addon_server.devices import DeviceTable
+from addon_server.metrics import Metrics
+
+
+@dataclass
+class Services:
+    """Everything a request handler may use."""
+
+    settings: Settings
+    devices: DeviceTable
+    metrics: Metrics
+    detection: DetectionService
+    instance_id: str
+    started: float = field(default_factory=time.monotonic)
+
+
+SERVICES_KEY = web.AppKey("services", Services)
+
+
+def instance_id(data_dir: Path) -> str:
+    """A stable id for this installation (Home Assistant's unique id for the config entry)."""
+    path = data_dir / "instance_id"
+    try:
+        existing = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    data_dir.mkdir(parents=True, exist_ok=True)
+    new_id = uuid.uuid4().hex
+    path.write_text(new_id + "\n", encoding="utf-8")
+    return new_id

@@ -1,0 +1,108 @@
+"""Shared fixtures: real photos, real weights, and the real app on a loopback test server."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import ultralytics
+from PIL import Image
+
+from addon_server.config import Settings, parse
+from addon_server.detector import load_detector
+from addon_server.detector.base import Detector
+
+ASSETS = Path(ultralytics.__file__).parent / "assets"
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+
+
+@pytest.fixture(scope="session")
+def bus_jpg() -> bytes:
+    return (ASSETS / "bus.jpg").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def zidane_jpg() -> bytes:
+    return (ASSETS / "zidane.jpg").read_bytes()
+
+
+def _to_jpeg(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def coffee_jpg() -> bytes:
+    from skimage import data
+
+    return _to_jpeg(data.coffee())
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> SettingsFactory:
+    """Settings from a YAML-shaped document; the environment does not leak in."""
+
+    def factory(document: dict[str, Any] | None = None, **env: str) -> Settings:
+        doc: dict[str, Any] = {"server": {"data_dir": str(tmp_path / "data")}}
+        for key, value in (document or {}).items():
+            doc.setdefault(key, {}).update(value)
+        return parse(doc, environ=env)
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def darknet_detector() -> Iterator[Detector]:
+    """The embedded yolov3-tiny, loaded once for the whole session (real weights)."""
+    detector = load_detector(parse({}, environ={}).detector, "cpu")
+    yield detector
+    detector.close()
+
+
+class CountingDetector:
+    """Wraps a real detector to count forward passes and, optionally, hold them at a gate."""
+
+    def __init__(self, inner: Detector) -> None:
+        import threading
+
+        self.inner = inner
+        self.name = inner.name
+        self.backend = inner.backend
+        self.device = inner.device
+        self.class_names = inner.class_names
+        self.calls: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def detect_batch(self, images: Any) -> Any:
+        self.entered.set()
+        self.gate.wait(timeout=30)
+        self.calls.append(len(images))
+        return self.inner.detect_batch(images)
+
+    def memory_bytes(self) -> int:
+        return self.inner.memory_bytes()
+
+    def close(self) -> None:  # the session fixture owns the real model
+        pass
+
+
+@pytest.fixture
+def counting_detector(darknet_detector: Detector) -> CountingDetector:
+    return CountingDetector(darknet_detector)
+
+
+def persons(body: dict[str, Any]) -> int:
+    return sum(1 for d in body["detections"] if d["class"] == "person")

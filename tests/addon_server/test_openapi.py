@@ -1,0 +1,30 @@
+"""/openapi.json is a valid OpenAPI 3.1 document that describes every registered route."""
+
+from __future__ import annotations
+
+from openapi_spec_validator import validate
+
+from addon_server.api import ALL_ROUTES
+from addon_server.app import create_app
+
+
+async def test_openapi_describes_every_route(
+    aiohttp_client, make_settings, counting_detector
+) -> None:
+    settings = make_settings({"detector": {"warmup": False}})
+    app = create_app(settings, detector=counting_detector)
+    client = await aiohttp_client(app)
+    spec = await (await client.get("/openapi.json")).json()
+    validate(spec)
+    documented = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
+    registered = {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD"
+    }
+    assert registered == documented
+    assert {(r.method, r.path) for r in ALL_ROUTES} == documented
+    assert spec["paths"]["/health"]["get"]["security"] == []
+    detect = spec["paths"]["/v1/detect"]["post"]
+    assert {"200", "400", "401", "413", "415", "429"} <= set(detect["responses"])
+    assert "image/jpeg" in detect["requestBody"]["content"]
