@@ -10,6 +10,7 @@ detectors receive a contiguous BGR ``uint8`` array, OpenCV's layout.
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -69,12 +70,25 @@ class ImageTooLargeError(ImageError):
 
 @dataclass(frozen=True, slots=True)
 class DecodedImage:
-    """Decoded pixels plus what the caller needs to report about them."""
+    """Decoded pixels plus what the caller needs to report about them.
+
+    ``width``/``height`` are the image's own size; ``pixels`` may be smaller when the caller
+    asked for a reduced decode (see :func:`decode`), and boxes found on them are scaled back
+    with :meth:`to_original`.
+    """
 
     pixels: BGRImage
     width: int
     height: int
     format: str
+
+    @property
+    def reduced(self) -> bool:
+        return bool(self.pixels.shape[1] != self.width or self.pixels.shape[0] != self.height)
+
+    def to_original(self) -> tuple[float, float]:
+        """Factors mapping pixel coordinates of ``pixels`` to the original image."""
+        return self.width / self.pixels.shape[1], self.height / self.pixels.shape[0]
 
 
 def check_content_type(content_type: str | None) -> None:
@@ -87,8 +101,15 @@ def check_content_type(content_type: str | None) -> None:
         )
 
 
-def decode(data: bytes, *, max_pixels: int, content_type: str | None = None) -> DecodedImage:
-    """Decode ``data`` into BGR pixels, refusing empty, corrupt, foreign and oversized images."""
+def decode(
+    data: bytes, *, max_pixels: int, content_type: str | None = None, min_side: int | None = None
+) -> DecodedImage:
+    """Decode ``data`` into BGR pixels, refusing empty, corrupt, foreign and oversized images.
+
+    With ``min_side``, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose longer
+    side still reaches ``min_side``: a detector that letterboxes to 416 pixels gains nothing
+    from a full 1080p decode, and the reduced decode costs a fraction of the time.
+    """
     check_content_type(content_type)
     if not data:
         raise EmptyImageError("the image is empty (0 bytes)")
@@ -105,6 +126,9 @@ def decode(data: bytes, *, max_pixels: int, content_type: str | None = None) -> 
                     f"image is {width}x{height} = {width * height} pixels, over the limit of "
                     f"{max_pixels} (decompression bomb protection)"
                 )
+            if min_side is not None and image.format == "JPEG":
+                factor = min(1.0, min_side / max(width, height))
+                image.draft("RGB", (math.ceil(width * factor), math.ceil(height * factor)))
             image.load()
             rgb = image.convert("RGB")
     except ImageError:

@@ -58,7 +58,13 @@ async def detect(request: web.Request) -> web.Response:
     try:
         data, declared, fields = await read_upload(request, services.settings.server.max_body_bytes)
         selection = parse_selection(services.detection, {**fields, **request.query})
-        image = await decode_upload(data, declared, services.settings.images.max_pixels)
+        # Detection alone never needs more pixels than the network's input.
+        image = await decode_upload(
+            data,
+            declared,
+            services.settings.images.max_pixels,
+            min_side=services.settings.detector.input_size,
+        )
         try:
             result = await services.detection.detect(image, selection)
         except (QueueFullError, DetectorUnavailableError, BatcherClosedError) as err:

@@ -59,9 +59,9 @@ async def read_upload(request: web.Request, limit: int) -> tuple[bytes, str | No
                     continue
                 if part.name == IMAGE_FIELD:
                     declared = part.headers.get("Content-Type")
-                    data = await _read_part(part, limit)
+                    data = await read_part(part, limit)
                 elif part.name and part.filename is None:
-                    raw = await _read_part(part, 64 * 1024)
+                    raw = await read_part(part, 64 * 1024)
                     fields[part.name] = raw.decode("utf-8", errors="replace")
                 else:
                     await part.release()  # an unexpected file: skip it
@@ -80,7 +80,7 @@ async def read_upload(request: web.Request, limit: int) -> tuple[bytes, str | No
     return await request.read(), declared, fields
 
 
-async def _read_part(part: BodyPartReader, limit: int) -> bytes:
+async def read_part(part: BodyPartReader, limit: int) -> bytes:
     """Read one multipart part, refusing it once it passes ``limit`` bytes.
 
     aiohttp's ``client_max_size`` guards ``request.read()`` but not a streamed multipart part,
@@ -98,8 +98,12 @@ async def _read_part(part: BodyPartReader, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def decode_upload(data: bytes, declared: str | None, max_pixels: int) -> DecodedImage:
+async def decode_upload(
+    data: bytes, declared: str | None, max_pixels: int, min_side: int | None = None
+) -> DecodedImage:
     try:
-        return await asyncio.to_thread(decode, data, max_pixels=max_pixels, content_type=declared)
+        return await asyncio.to_thread(
+            decode, data, max_pixels=max_pixels, content_type=declared, min_side=min_side
+        )
     except ImageError as err:
         raise ApiError(err.status, err.code, str(err)) from None

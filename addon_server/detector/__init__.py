@@ -10,9 +10,9 @@ from addon_server.detector.darknet import (
     EMBEDDED_MODEL_NAME,
     DarknetDetector,
     DarknetFiles,
-    ModelNotInstalledError,
     embedded_files,
 )
+from addon_server.errors import ModelNotInstalledError
 
 __all__ = [
     "EMBEDDED_MODEL_NAME",

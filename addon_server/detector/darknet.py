@@ -19,14 +19,11 @@ import cv2
 import numpy as np
 
 from addon_server.detector.base import Detection, canonical_class, clip_box
+from addon_server.errors import ModelNotInstalledError
 from addon_server.imaging import BGRImage, letterbox
 
 _LOGGER = logging.getLogger(__name__)
 EMBEDDED_MODEL_NAME = "yolov3-tiny-coco"
-
-
-class ModelNotInstalledError(Exception):
-    """The weights a backend needs are not on this machine."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,14 @@ from collections.abc import Iterable
 
 from addon_server.config import BatchingSettings, DetectorSettings
 from addon_server.detector import ModelNotInstalledError, load_detector, resolve_backend
-from addon_server.detector.base import DetectionResult, Detector, Selection, select
+from addon_server.detector.base import (
+    Detection,
+    DetectionResult,
+    Detector,
+    Selection,
+    clip_box,
+    select,
+)
 from addon_server.detector.batcher import DynamicBatcher
 from addon_server.devices import DeviceTable
 from addon_server.imaging import DecodedImage
@@ -31,6 +38,25 @@ class DetectorUnavailableError(Exception):
 
 class InvalidSelectionError(ValueError):
     """A request asked for classes or thresholds the detector cannot honour."""
+
+
+def _to_original(detections: list[Detection], image: DecodedImage) -> list[Detection]:
+    """Map boxes found on a reduced decode back to the original image's pixels."""
+    if not image.reduced:
+        return detections
+    sx, sy = image.to_original()
+    out = []
+    for d in detections:
+        x, y, w, h = clip_box(
+            d.x * sx,
+            d.y * sy,
+            (d.x + d.width) * sx,
+            (d.y + d.height) * sy,
+            image.width,
+            image.height,
+        )
+        out.append(Detection(d.class_name, d.confidence, x, y, w, h))
+    return out
 
 
 class DetectionService:
@@ -133,7 +159,7 @@ class DetectionService:
         started = time.perf_counter()
         self.metrics.queue_depth.set(self.batcher.queue_depth)
         detections, batch_size, _forward_ms = await self.batcher.infer(image.pixels)
-        kept = select(detections, selection)
+        kept = select(_to_original(detections, image), selection)
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.metrics.detections_per_image.observe(len(kept))
         return DetectionResult(

@@ -106,3 +106,34 @@ async def test_metrics_count_requests(client, bus_jpg: bytes) -> None:
     assert 'vigil_http_errors_total{code="empty_body"} 1.0' in text
     assert "yolo26_model_loaded 1.0" in text
     assert 'vigil_device_budget_bytes{device="cpu"}' in text
+
+
+async def test_reduced_jpeg_decode_maps_boxes_to_the_original(
+    client, darknet_detector, bus_jpg: bytes
+) -> None:
+    """/v1/detect decodes JPEGs at a DCT scale near the input size; boxes still fit the image."""
+    from addon_server.imaging import decode
+
+    reduced = decode(bus_jpg, max_pixels=10**8, min_side=416)
+    assert reduced.pixels.shape[:2] == (540, 405)  # 1/2 scale, longer side still >= 416
+    assert (reduced.width, reduced.height) == (810, 1080)
+    full = decode(bus_jpg, max_pixels=10**8)
+    best_full = max(
+        (d for d in darknet_detector.detect_batch([full.pixels])[0] if d.class_name == "person"),
+        key=lambda d: d.confidence,
+    )
+    body = await (
+        await client.post("/v1/detect", data=bus_jpg, headers={"Content-Type": "image/jpeg"})
+    ).json()
+    best = body["detections"][0]["bbox"]
+    ix = max(
+        0,
+        min(best["x"] + best["width"], best_full.x + best_full.width) - max(best["x"], best_full.x),
+    )
+    iy = max(
+        0,
+        min(best["y"] + best["height"], best_full.y + best_full.height)
+        - max(best["y"], best_full.y),
+    )
+    union = best["width"] * best["height"] + best_full.width * best_full.height - ix * iy
+    assert ix * iy / union > 0.8
