@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -14,7 +15,36 @@ from addon_server.detector.base import Detector
 from addon_server.detector.service import DetectionService
 from addon_server.devices import DeviceTable, DiscoveredDevice, discover
 from addon_server.metrics import Metrics
+from addon_server.pipeline import Analyzer
+from addon_server.reasoning.reasoner import Reasoner, ReasoningSettings
+from addon_server.reid.embedders import FACE_EMBEDDERS, OnnxFaceEmbedder
+from addon_server.reid.gallery import LEDGER_OWNER, ReidService
 from addon_server.services import SERVICES_KEY, Services, instance_id
+from addon_server.store import EventStore
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def _reid(settings: Settings, store: EventStore, devices: DeviceTable) -> ReidService:
+    config = settings.reid
+    spec = FACE_EMBEDDERS[config.embedder]
+    if not config.enabled:
+        return ReidService(
+            store, None, name=spec.name, load_error="re-ID is disabled in the configuration"
+        )
+    device = devices.device_for("zoo")
+
+    def load() -> OnnxFaceEmbedder:
+        embedder = OnnxFaceEmbedder(spec, config.models_dir, device)
+        if config.threshold is not None:
+            embedder.threshold = config.threshold
+        return embedder
+
+    reid = ReidService(store, load, name=spec.name, window_seconds=config.window_seconds)
+    if reid.load():
+        assert reid.embedder is not None
+        devices.reserve(device, LEDGER_OWNER, reid.embedder.memory_bytes)
+    return reid
 
 
 def create_app(
@@ -25,18 +55,33 @@ def create_app(
 ) -> web.Application:
     """Build the application. ``detector``/``discovered`` let tests inject real alternatives.
 
-    Raises :class:`addon_server.devices.PlacementError` when strict placement cannot be met.
+    Raises :class:`addon_server.devices.PlacementError` when strict placement cannot be met and
+    :class:`addon_server.config.ConfigError` when the reasoning section is inconsistent.
     """
     metrics = Metrics()
     devices = DeviceTable(settings.devices, discover() if discovered is None else discovered)
     detection = DetectionService(
         settings.detector, settings.batching, devices, metrics, detector=detector
     )
+    store = EventStore(
+        settings.store.path,
+        max_age_days=settings.store.max_age_days,
+        max_events=settings.store.max_events,
+    )
+    reid = _reid(settings, store, devices)
+    reasoner = Reasoner(
+        ReasoningSettings.from_config(settings.llm, settings.reasoning),
+        device=devices.device_for("llm"),
+    )
     services = Services(
         settings=settings,
         devices=devices,
         metrics=metrics,
         detection=detection,
+        store=store,
+        reid=reid,
+        reasoner=reasoner,
+        analyzer=Analyzer(detection, reid, reasoner, store, settings.analysis),
         instance_id=instance_id(settings.server.data_dir),
     )
     app = web.Application(
@@ -48,9 +93,13 @@ def create_app(
     api.register(app)
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
+        await store.open()
+        await reasoner.start()
         await detection.start()
         yield
         await detection.stop()
+        await reasoner.stop()
+        await store.close()
 
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         app = create_app(settings)
-    except PlacementError as err:
+    except (PlacementError, ConfigError) as err:
         print(f"vigil-addon: invalid configuration: {err}", file=sys.stderr)
         return EXIT_CONFIG
     _LOGGER.info(

@@ -61,6 +61,15 @@ def _multiple_of_32(value: int) -> int:
     return value
 
 
+CAMERA_ID = re.compile(r"^[a-z0-9_]{1,64}$")
+
+
+def _camera_id(value: str) -> str:
+    if not CAMERA_ID.match(value):
+        raise vol.Invalid(f"camera ids are 1-64 of a-z, 0-9 and _, got {value!r}")
+    return value
+
+
 _PROBABILITY = vol.All(vol.Coerce(float), vol.Range(min=0.0, max=1.0))
 _POSITIVE_INT = vol.All(vol.Coerce(int), vol.Range(min=1))
 _BOOL = vol.Boolean()
@@ -132,6 +141,87 @@ SCHEMA = vol.Schema(
                 vol.Coerce(int), vol.Range(min=1)
             ),
         },
+        vol.Optional("llm", default=dict): {
+            vol.Optional("mode", default="supervised"): vol.In(
+                ["supervised", "external", "disabled"]
+            ),
+            vol.Optional("model_path", default=None): vol.Any(None, str),
+            vol.Optional("gpu_layers", default=-1): vol.All(vol.Coerce(int), vol.Range(min=-1)),
+            vol.Optional("ctx_size", default=2048): vol.All(
+                vol.Coerce(int), vol.Range(min=256, max=1_048_576)
+            ),
+            vol.Optional("parallel", default=1): vol.All(vol.Coerce(int), vol.Range(min=1, max=64)),
+            vol.Optional("threads", default=None): vol.Any(None, _POSITIVE_INT),
+            vol.Optional("url", default=None): vol.Any(None, vol.All(str, vol.Url())),
+            vol.Optional("api_key", default=None): vol.Any(None, str),
+            vol.Optional("model", default=""): str,
+            vol.Optional("response_format", default="auto"): vol.In(
+                ["auto", "json_object", "json_schema", "none"]
+            ),
+            vol.Optional("connect_timeout_s", default=3.0): vol.All(
+                vol.Coerce(float), vol.Range(min=0.1, max=60)
+            ),
+            vol.Optional("queue_timeout_s", default=2.0): vol.All(
+                vol.Coerce(float), vol.Range(min=0, max=600)
+            ),
+            vol.Optional("seed", default=None): vol.Any(None, vol.Coerce(int)),
+            vol.Optional("repeat_penalty", default=None): vol.Any(
+                None, vol.All(vol.Coerce(float), vol.Range(min=0.5, max=2.0))
+            ),
+            vol.Optional("backoff_initial_s", default=1.0): vol.All(
+                vol.Coerce(float), vol.Range(min=0.01, max=600)
+            ),
+            vol.Optional("backoff_max_s", default=60.0): vol.All(
+                vol.Coerce(float), vol.Range(min=0.01, max=3600)
+            ),
+            vol.Optional("stop_timeout_s", default=10.0): vol.All(
+                vol.Coerce(float), vol.Range(min=0.1, max=120)
+            ),
+            vol.Optional("timeout_s", default=20.0): vol.All(
+                vol.Coerce(float), vol.Range(min=0.1, max=600)
+            ),
+            vol.Optional("max_tokens", default=384): vol.All(
+                vol.Coerce(int), vol.Range(min=16, max=8192)
+            ),
+            vol.Optional("temperature", default=0.2): vol.All(
+                vol.Coerce(float), vol.Range(min=0.0, max=2.0)
+            ),
+            vol.Optional("ready_timeout_s", default=180.0): vol.All(
+                vol.Coerce(float), vol.Range(min=1, max=3600)
+            ),
+        },
+        vol.Optional("reasoning", default=dict): {
+            vol.Optional("weights", default=dict): {
+                vol.Optional("rules"): vol.All(vol.Coerce(float), vol.Range(min=0)),
+                vol.Optional("llm"): vol.All(vol.Coerce(float), vol.Range(min=0)),
+                vol.Optional("max_llm_decrease"): vol.All(vol.Coerce(int), vol.Range(min=0)),
+            },
+            vol.Optional("rules", default=dict): {str: object},
+        },
+        vol.Optional("analysis", default=dict): {
+            vol.Optional("cameras", default=list): [vol.All(str, _camera_id)],
+            vol.Optional("history_seconds", default=600): vol.All(
+                vol.Coerce(float), vol.Range(min=0)
+            ),
+            vol.Optional("max_clock_skew_s", default=300): vol.All(
+                vol.Coerce(float), vol.Range(min=0)
+            ),
+        },
+        vol.Optional("store", default=dict): {
+            vol.Optional("max_age_days", default=30): vol.All(
+                vol.Coerce(float), vol.Range(min=0.001)
+            ),
+            vol.Optional("max_events", default=10_000): _POSITIVE_INT,
+        },
+        vol.Optional("reid", default=dict): {
+            vol.Optional("enabled", default=True): _BOOL,
+            vol.Optional("embedder", default="faceres"): vol.In(["faceres", "mobilefacenet"]),
+            vol.Optional("models_dir", default="models"): str,
+            vol.Optional("threshold", default=None): vol.Any(None, _PROBABILITY),
+            vol.Optional("window_seconds", default=3600): vol.All(
+                vol.Coerce(float), vol.Range(min=0)
+            ),
+        },
     },
     extra=vol.PREVENT_EXTRA,
 )
@@ -151,6 +241,15 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "DEVICES_STRICT": ("devices", "strict"),
     "MAX_BATCH_SIZE": ("batching", "max_batch_size"),
     "MAX_QUEUE_DELAY_US": ("batching", "max_queue_delay_us"),
+    "LLM_MODE": ("llm", "mode"),
+    "MODEL_PATH": ("llm", "model_path"),
+    "GPU_LAYERS": ("llm", "gpu_layers"),
+    "CTX_SIZE": ("llm", "ctx_size"),
+    "PARALLEL": ("llm", "parallel"),
+    "LLM_URL": ("llm", "url"),
+    "LLM_API_KEY": ("llm", "api_key"),
+    "LLM_MODEL": ("llm", "model"),
+    "VIGIL_MODELS_DIR": ("reid", "models_dir"),
 }
 
 
@@ -210,12 +309,41 @@ class ImageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AnalysisSettings:
+    cameras: frozenset[str]
+    history_seconds: float
+    max_clock_skew_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    path: Path
+    max_age_days: float
+    max_events: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReidSettings:
+    enabled: bool
+    embedder: str
+    models_dir: Path
+    threshold: float | None
+    window_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings
     devices: DevicesSettings
     detector: DetectorSettings
     batching: BatchingSettings
     images: ImageSettings
+    llm: Mapping[str, Any]
+    """The validated ``llm`` section; ``reasoning.ReasoningSettings.from_config`` types it."""
+    reasoning: Mapping[str, Any]
+    analysis: AnalysisSettings
+    store: StoreSettings
+    reid: ReidSettings
     source: str = field(default="defaults", compare=False)
 
 
@@ -268,6 +396,8 @@ def _build(data: dict[str, Any], source: str) -> Settings:
                 f"batching.preferred_batch_sizes: {size} is larger than max_batch_size "
                 f"{batching['max_batch_size']}"
             )
+    if data["llm"]["mode"] == "external" and not data["llm"]["url"]:
+        raise ConfigError("llm.url: required when llm.mode is 'external' (set LLM_URL)")
     if detector["backend"] == "darknet" and detector["model_path"] and not detector["cfg_path"]:
         raise ConfigError("detector.cfg_path: required with backend 'darknet' and a model_path")
     return Settings(
@@ -305,6 +435,25 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             max_queue_size=batching["max_queue_size"],
         ),
         images=ImageSettings(max_pixels=data["images"]["max_pixels"]),
+        llm=dict(data["llm"]),
+        reasoning=dict(data["reasoning"]),
+        analysis=AnalysisSettings(
+            cameras=frozenset(data["analysis"]["cameras"]),
+            history_seconds=data["analysis"]["history_seconds"],
+            max_clock_skew_s=data["analysis"]["max_clock_skew_s"],
+        ),
+        store=StoreSettings(
+            path=Path(server["data_dir"]) / "vigil.db",
+            max_age_days=data["store"]["max_age_days"],
+            max_events=data["store"]["max_events"],
+        ),
+        reid=ReidSettings(
+            enabled=data["reid"]["enabled"],
+            embedder=data["reid"]["embedder"],
+            models_dir=Path(data["reid"]["models_dir"]),
+            threshold=data["reid"]["threshold"],
+            window_seconds=data["reid"]["window_seconds"],
+        ),
         source=source,
     )
 

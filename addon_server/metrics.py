@@ -69,6 +69,12 @@ class Metrics:
         self.device_used = Gauge(
             "vigil_device_used_bytes", "Memory Vigil holds per device", ["device"], registry=r
         )
+        self.events = Counter(
+            "vigil_events_total",
+            "Stored risk events by level and LLM status",
+            ["level", "llm_status"],
+            registry=r,
+        )
         self.http_errors = Counter(
             "vigil_http_errors_total", "Error responses by code", ["code"], registry=r
         )

@@ -17,6 +17,10 @@ from addon_server.config import Settings
 from addon_server.detector.service import DetectionService
 from addon_server.devices import DeviceTable
 from addon_server.metrics import Metrics
+from addon_server.pipeline import Analyzer
+from addon_server.reasoning.reasoner import Reasoner
+from addon_server.reid.gallery import ReidService
+from addon_server.store import EventStore
 
 
 @dataclass
@@ -27,6 +31,10 @@ class Services:
     devices: DeviceTable
     metrics: Metrics
     detection: DetectionService
+    store: EventStore
+    reid: ReidService
+    reasoner: Reasoner
+    analyzer: Analyzer
     instance_id: str
     started: float = field(default_factory=time.monotonic)
 

@@ -158,8 +158,10 @@ def main() -> None:
     again = in_process([best_size], args.seconds)[best_size]
     best = (rates[best_size] + again) / 2
     print()
-    print(f"in-process: batch 1 {rates[1]:.2f} img/s; best batch {best_size} "
-          f"{rates[best_size]:.2f} img/s before, {again:.2f} after, mean {best:.2f}")
+    print(
+        f"in-process: batch 1 {rates[1]:.2f} img/s; best batch {best_size} "
+        f"{rates[best_size]:.2f} img/s before, {again:.2f} after, mean {best:.2f}"
+    )
     for (mode, concurrency), (rate, p50, p95) in results.items():
         print(
             f"  {mode:<12} c={concurrency:>2}: {rate:6.2f} img/s p50 {p50:.0f} ms "

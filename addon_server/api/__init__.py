@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from addon_server.api import detect, health, openapi
+from addon_server.api import analyze, detect, events, health, models, openapi, people
 from addon_server.api.routes import Route
 
-ALL_ROUTES: list[Route] = [*health.ROUTES, *detect.ROUTES, *openapi.ROUTES]
+ALL_ROUTES: list[Route] = [
+    *health.ROUTES,
+    *detect.ROUTES,
+    *analyze.ROUTES,
+    *events.ROUTES,
+    *people.ROUTES,
+    *models.ROUTES,
+    *openapi.ROUTES,
+]
 
 
 def register(app: web.Application, routes: list[Route] | None = None) -> None:

@@ -13,7 +13,7 @@ from addon_server.api.routes import Route, json_response
 from addon_server.services import SERVICES_KEY, Services
 
 
-def health_document(services: Services) -> dict[str, Any]:
+async def health_document(services: Services) -> dict[str, Any]:
     """Build the health JSON; ``issues`` lists what Home Assistant turns into repairs."""
     devices = services.devices
     detector = services.detection.health()
@@ -36,6 +36,15 @@ def health_document(services: Services) -> dict[str, Any]:
                 "message": str(detector["error"]),
             }
         )
+    if not services.reid.installed and services.settings.reid.enabled:
+        issues.append(
+            {
+                "code": "model_not_installed",
+                "model": services.settings.reid.embedder,
+                "message": str(services.reid.load_error),
+            }
+        )
+    issues.extend(services.reasoner.issues())
     if not detector["loaded"]:
         status = "unhealthy"
     elif issues:
@@ -53,7 +62,8 @@ def health_document(services: Services) -> dict[str, Any]:
         "model_loaded": bool(detector["loaded"]),
         "devices": devices.as_health(),
         "services": devices.placements_as_health(),
-        "models": [detector],
+        "models": [detector, reid_model(services)],
+        "llm": await services.reasoner.health(),
         "batcher": {
             "queue_depth": batcher.queue_depth,
             "requests": batcher.stats.requests,
@@ -67,12 +77,29 @@ def health_document(services: Services) -> dict[str, Any]:
     }
 
 
-_RUNNING_SERVICES = frozenset({"detector"})
+_RUNNING_SERVICES = frozenset({"detector", "llm", "zoo"})
 """Services this build runs; placements of the others are reported but raise no issue yet."""
 
 
+def reid_model(services: Services) -> dict[str, Any]:
+    reid = services.reid
+    device = services.devices.device_for("zoo")
+    return {
+        "name": reid.name,
+        "kind": "face_embedder",
+        "backend": "onnxruntime",
+        "device": device,
+        "loaded": reid.embedder is not None,
+        "installed": reid.installed,
+        "vram_bytes": reid.embedder.memory_bytes
+        if reid.embedder is not None and device.startswith("cuda")
+        else 0,
+        "error": reid.load_error,
+    }
+
+
 async def health(request: web.Request) -> web.Response:
-    return web.json_response(health_document(request.app[SERVICES_KEY]))
+    return web.json_response(await health_document(request.app[SERVICES_KEY]))
 
 
 async def metrics(request: web.Request) -> web.Response:

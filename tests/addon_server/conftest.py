@@ -18,6 +18,10 @@ from addon_server.detector import load_detector
 from addon_server.detector.base import Detector
 
 ASSETS = Path(ultralytics.__file__).parent / "assets"
+SHARED_MODELS = Path(
+    os.environ.get("VIGIL_SHARED_MODELS", Path(__file__).resolve().parents[3] / "shared" / "models")
+)
+"""The pretrained ONNX files beside the checkout (../shared/models; see its README)."""
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")
@@ -54,7 +58,12 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
     """Settings from a YAML-shaped document; the environment does not leak in."""
 
     def factory(document: dict[str, Any] | None = None, **env: str) -> Settings:
-        doc: dict[str, Any] = {"server": {"data_dir": str(tmp_path / "data")}}
+        doc: dict[str, Any] = {
+            "server": {"data_dir": str(tmp_path / "data")},
+            # The LLM has its own tests; elsewhere rules-only keeps each app light.
+            "llm": {"mode": "disabled"},
+            "reid": {"models_dir": str(SHARED_MODELS)},
+        }
         for key, value in (document or {}).items():
             doc.setdefault(key, {}).update(value)
         return parse(doc, environ=env)

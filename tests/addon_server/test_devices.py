@@ -12,6 +12,7 @@ import pytest
 
 from addon_server.app import create_app
 from addon_server.devices import GIB, DeviceTable, DiscoveredDevice, PlacementError, discover
+from tests.addon_server.conftest import SHARED_MODELS
 
 CPU = DiscoveredDevice("cpu", "cpu", "CPU", 32 * GIB)
 GPU0 = DiscoveredDevice("cuda:0", "cuda", "NVIDIA GeForce RTX 3090", 24 * GIB)
@@ -102,7 +103,8 @@ async def test_health_shows_placement_and_fallback(
     assert body["issues"][0]["service"] == "detector"
     devices = {d["id"]: d for d in body["devices"]}
     assert devices["cuda:0"]["present"] is False
-    assert devices["cpu"]["used_bytes"] == counting_detector.memory_bytes()
+    faceres = (SHARED_MODELS / "faceres.onnx").stat().st_size
+    assert devices["cpu"]["used_bytes"] == counting_detector.memory_bytes() + faceres
     assert "detector" in devices["cpu"]["services"]
     assert body["models"][0]["device"] == "cpu"
     assert body["cuda_available"] is False
@@ -120,18 +122,19 @@ async def test_health_shape(aiohttp_client, make_settings, counting_detector) ->
     assert len(body["instance_id"]) == 32
     assert body["uptime_seconds"] >= 0
     assert body["issues"] == []
-    assert body["models"] == [
-        {
-            "name": "yolov3-tiny-coco",
-            "kind": "detector",
-            "backend": "darknet",
-            "device": "cpu",
-            "loaded": True,
-            "installed": True,
-            "vram_bytes": 0,
-            "error": None,
-        }
-    ]
+    assert body["models"][0] == {
+        "name": "yolov3-tiny-coco",
+        "kind": "detector",
+        "backend": "darknet",
+        "device": "cpu",
+        "loaded": True,
+        "installed": True,
+        "vram_bytes": 0,
+        "error": None,
+    }
+    assert body["models"][1]["name"] == "faceres"
+    assert body["models"][1]["loaded"] is True
+    assert body["llm"] == {"mode": "disabled", "state": "disabled", "ready": False}
     again = await (await client.get("/health")).json()
     assert again["instance_id"] == body["instance_id"]
 

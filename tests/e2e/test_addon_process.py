@@ -15,6 +15,8 @@ from pathlib import Path
 
 import ultralytics
 
+from tests.addon_server.conftest import SHARED_MODELS
+
 BUS = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
 
 
@@ -44,6 +46,8 @@ def test_addon_process_serves_bus_jpg(tmp_path: Path) -> None:
         "VIGIL_API_TOKEN": token,
         "VIGIL_DATA_DIR": str(tmp_path / "data"),
         "HOST": "127.0.0.1",
+        "VIGIL_MODELS_DIR": str(SHARED_MODELS),
+        "LLM_MODE": "disabled",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "addon_server"],
@@ -68,7 +72,7 @@ def test_addon_process_serves_bus_jpg(tmp_path: Path) -> None:
             time.sleep(0.3)
         assert status == 200
         health = json.loads(body)
-        assert health["status"] == "healthy"
+        assert health["status"] == "healthy", health["issues"]
         assert health["models"][0]["name"] == "yolov3-tiny-coco"
 
         request = urllib.request.Request(

@@ -1,0 +1,143 @@
+"""``POST /v1/analyze``: one camera image → detect, re-ID, reason → a stored risk event."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+from aiohttp import web
+
+from addon_server.api.detect import unavailable
+from addon_server.api.errors import ApiError
+from addon_server.api.images import IMAGE_BODY, decode_upload, read_upload
+from addon_server.api.routes import Route, error, json_response, query
+from addon_server.config import CAMERA_ID
+from addon_server.detector.batcher import BatcherClosedError, QueueFullError
+from addon_server.detector.service import DetectorUnavailableError
+from addon_server.pipeline import AnalyzeRequest, utcnow
+from addon_server.reasoning.risk import RiskLevel
+from addon_server.services import SERVICES_KEY, Services
+
+ENDPOINT = "/v1/analyze"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_request(services: Services, params: dict[str, str]) -> AnalyzeRequest:
+    """Validate the analyze options (form fields or query parameters); 400/404 when bad."""
+    camera = params.get("camera", "").strip()
+    if not camera:
+        raise ApiError(400, "bad_parameter", "camera is required (an id like 'front_door')")
+    if not CAMERA_ID.match(camera):
+        raise ApiError(
+            400, "bad_parameter", f"camera must be 1-64 of a-z, 0-9 and _, got {camera!r}"
+        )
+    allowed = services.settings.analysis.cameras
+    if allowed and camera not in allowed:
+        raise ApiError(
+            404,
+            "unknown_camera",
+            f"camera {camera!r} is not configured; known: {', '.join(sorted(allowed))}",
+        )
+    timestamp = utcnow()
+    raw_ts = params.get("timestamp", "").strip()
+    if raw_ts:
+        try:
+            timestamp = datetime.fromisoformat(raw_ts)
+        except ValueError:
+            raise ApiError(
+                400, "bad_parameter", f"timestamp must be ISO 8601, got {raw_ts!r}"
+            ) from None
+        if timestamp.tzinfo is None:
+            raise ApiError(
+                400, "bad_parameter", f"timestamp must include a UTC offset, got {raw_ts!r}"
+            )
+        now = utcnow()
+        skew = services.settings.analysis.max_clock_skew_s
+        if timestamp > now + timedelta(seconds=skew):
+            raise ApiError(
+                400,
+                "bad_parameter",
+                f"timestamp {raw_ts} is in the future (more than {skew:.0f} s ahead)",
+            )
+        max_age = timedelta(days=services.settings.store.max_age_days)
+        if timestamp < now - max_age:
+            raise ApiError(
+                400, "bad_parameter", f"timestamp {raw_ts} is older than the retention period"
+            )
+    zone = params.get("zone", "").strip() or None
+    if zone is not None and len(zone) > 64:
+        raise ApiError(400, "bad_parameter", "zone must be at most 64 characters")
+    raw_llm = params.get("llm", "true").strip().lower()
+    if raw_llm not in _TRUE | _FALSE:
+        raise ApiError(400, "bad_parameter", f"llm must be true or false, got {raw_llm!r}")
+    raw_level = params.get("notify_level", "high").strip().lower()
+    try:
+        notify_level = RiskLevel(raw_level)
+    except ValueError:
+        raise ApiError(
+            400,
+            "bad_parameter",
+            f"notify_level must be low, medium, high or critical, got {raw_level!r}",
+        ) from None
+    return AnalyzeRequest(camera, timestamp, zone, raw_llm in _TRUE, notify_level)
+
+
+async def analyze(request: web.Request) -> web.Response:
+    services = request.app[SERVICES_KEY]
+    data, declared, fields = await read_upload(request, services.settings.server.max_body_bytes)
+    options = parse_request(services, {**fields, **request.query})
+    started = time.perf_counter()
+    image = await decode_upload(data, declared, services.settings.images.max_pixels)
+    decode_ms = (time.perf_counter() - started) * 1000
+    try:
+        event = await services.analyzer.analyze(options, image, decode_ms)
+    except (QueueFullError, DetectorUnavailableError, BatcherClosedError) as err:
+        raise unavailable(err) from None
+    services.metrics.events.labels(event["risk_level"], event["llm_status"]).inc()
+    return web.json_response(event)
+
+
+ROUTES = [
+    Route(
+        "POST",
+        ENDPOINT,
+        analyze,
+        "Analyse one camera image into a stored risk event",
+        "analyze",
+        parameters=(
+            query(
+                "camera",
+                "Camera id (a-z, 0-9, _); also accepted as a multipart field",
+                {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"},
+            ),
+            query(
+                "timestamp",
+                "When the image was taken, ISO 8601 with offset (default now)",
+                {"type": "string", "format": "date-time"},
+            ),
+            query("zone", "Optional zone name", {"type": "string", "maxLength": 64}),
+            query(
+                "llm",
+                "Use the LLM (default true); false scores with the rules only",
+                {"type": "boolean"},
+            ),
+            query(
+                "notify_level",
+                "Level from which the event is marked notify (default high)",
+                {"type": "string", "enum": ["low", "medium", "high", "critical"]},
+            ),
+        ),
+        request_body=IMAGE_BODY,
+        responses={
+            "200": json_response("The stored event"),
+            "400": error("Bad image or bad parameter (camera, timestamp, ...)"),
+            "404": error("Camera not configured"),
+            "413": error("Body or image too large"),
+            "415": error("Unsupported content type"),
+            "429": error("Detection queue full; see Retry-After"),
+            "503": error("Detector not installed"),
+        },
+        tags=("analysis",),
+    )
+]

@@ -1,0 +1,138 @@
+"""``GET /v1/events``, ``GET /v1/events/{id}`` and the annotated snapshot."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from aiohttp import web
+
+from addon_server.api.errors import ApiError
+from addon_server.api.routes import Route, error, json_response, path_param, query
+from addon_server.config import CAMERA_ID
+from addon_server.services import SERVICES_KEY
+from addon_server.store import LEVEL_RANK
+
+MAX_LIMIT = 500
+
+
+def _since(raw: str) -> float:
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ApiError(
+                400, "bad_parameter", f"since must be ISO 8601 or a Unix time, got {raw!r}"
+            ) from None
+    if value.tzinfo is None:
+        raise ApiError(400, "bad_parameter", f"since must include a UTC offset, got {raw!r}")
+    return value.timestamp()
+
+
+async def list_events(request: web.Request) -> web.Response:
+    services = request.app[SERVICES_KEY]
+    params = request.query
+    camera = params.get("camera") or None
+    if camera is not None and not CAMERA_ID.match(camera):
+        raise ApiError(
+            400, "bad_parameter", f"camera must be 1-64 of a-z, 0-9 and _, got {camera!r}"
+        )
+    since = _since(params["since"]) if params.get("since") else None
+    min_level = params.get("min_level") or None
+    if min_level is not None and min_level not in LEVEL_RANK:
+        raise ApiError(
+            400,
+            "bad_parameter",
+            f"min_level must be low, medium, high or critical, got {min_level!r}",
+        )
+    raw_limit = params.get("limit", "50")
+    try:
+        limit = int(raw_limit)
+    except ValueError:
+        raise ApiError(
+            400, "bad_parameter", f"limit must be an integer, got {raw_limit!r}"
+        ) from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(400, "bad_parameter", f"limit must be between 1 and {MAX_LIMIT}")
+    events = await services.store.list_events(
+        camera=camera, since=since, min_level=min_level, limit=limit
+    )
+    return web.json_response({"events": events})
+
+
+async def get_event(request: web.Request) -> web.Response:
+    services = request.app[SERVICES_KEY]
+    event = await services.store.get_event(request.match_info["event_id"])
+    if event is None:
+        raise ApiError(404, "unknown_event", f"no event {request.match_info['event_id']!r}")
+    return web.json_response(event)
+
+
+async def get_snapshot(request: web.Request) -> web.Response:
+    services = request.app[SERVICES_KEY]
+    snapshot = await services.store.get_snapshot(request.match_info["event_id"])
+    if snapshot is None:
+        raise ApiError(404, "unknown_event", f"no snapshot for {request.match_info['event_id']!r}")
+    return web.Response(
+        body=snapshot,
+        content_type="image/jpeg",
+        headers={"Cache-Control": "private, max-age=86400, immutable"},
+    )
+
+
+ROUTES = [
+    Route(
+        "GET",
+        "/v1/events",
+        list_events,
+        "Stored events, newest first",
+        "list_events",
+        parameters=(
+            query("camera", "Only this camera", {"type": "string"}),
+            query(
+                "since",
+                "Only events at or after this time (ISO 8601 or Unix seconds)",
+                {"type": "string"},
+            ),
+            query(
+                "min_level",
+                "Only events at or above this level",
+                {"type": "string", "enum": list(LEVEL_RANK)},
+            ),
+            query(
+                "limit",
+                f"At most this many (1-{MAX_LIMIT}, default 50)",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+            ),
+        ),
+        responses={"200": json_response("Events"), "400": error("Bad filter")},
+        tags=("events",),
+    ),
+    Route(
+        "GET",
+        "/v1/events/{event_id}",
+        get_event,
+        "One stored event",
+        "get_event",
+        parameters=(path_param("event_id", "Event id"),),
+        responses={"200": json_response("The event"), "404": error("Unknown event")},
+        tags=("events",),
+    ),
+    Route(
+        "GET",
+        "/v1/events/{event_id}/snapshot.jpg",
+        get_snapshot,
+        "The event's annotated snapshot (boxes and labels)",
+        "get_snapshot",
+        parameters=(path_param("event_id", "Event id"),),
+        responses={
+            "200": {
+                "description": "JPEG",
+                "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            "404": error("Unknown event"),
+        },
+        tags=("events",),
+    ),
+]

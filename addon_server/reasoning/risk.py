@@ -1,0 +1,258 @@
+"""Risk bands and the blend of the rule score with the LLM's score.
+
+Two invariants live here and nowhere else:
+
+* the level is *always* computed from the final score with :func:`level_for`. Small models
+  (SmolLM2-135M) often answer ``risk_score: 80, risk_level: "low"``; we never trust the model's
+  level, so an event can't say "critical" with a score of 20, and Home Assistant automations keyed
+  on either field agree;
+* the rules hold the line: the LLM moves the rule score only by a weighted blend, and it can pull
+  a score *down* by at most ``max_llm_decrease`` points, so a confused model can't talk a detected
+  gun down to "low". With the LLM disabled or failing, the rule score is the final score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from .rules import Factor, RuleResult
+
+if TYPE_CHECKING:
+    from .llm import LLMAnswer
+
+__all__ = [
+    "BANDS",
+    "Assessment",
+    "BlendWeights",
+    "LLMStatus",
+    "RiskLevel",
+    "blend",
+    "clamp_score",
+    "level_for",
+]
+
+
+class RiskLevel(StrEnum):
+    """Event levels, lowest first (their order is meaningful: ``min_level`` filters)."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class LLMStatus(StrEnum):
+    """Whether the LLM contributed: ``fallback`` means it should have and couldn't."""
+
+    OK = "ok"
+    FALLBACK = "fallback"
+    DISABLED = "disabled"
+
+
+#: Inclusive lower bound of each band; a score belongs to the last band whose bound it reaches.
+BANDS: tuple[tuple[int, RiskLevel], ...] = (
+    (0, RiskLevel.LOW),
+    (30, RiskLevel.MEDIUM),
+    (60, RiskLevel.HIGH),
+    (85, RiskLevel.CRITICAL),
+)
+
+
+def clamp_score(value: float) -> int:
+    """Round to an int in 0-100; NaN (a garbage blend input) becomes 0, ±inf clamps."""
+    if math.isnan(value):
+        return 0
+    if value >= 100:
+        return 100
+    if value <= 0:
+        return 0
+    return round(value)
+
+
+def level_for(score: int) -> RiskLevel:
+    """The band of a score: 0-29 low, 30-59 medium, 60-84 high, 85-100 critical."""
+    score = clamp_score(score)
+    level = RiskLevel.LOW
+    for bound, band in BANDS:
+        if score >= bound:
+            level = band
+    return level
+
+
+@dataclass(frozen=True, slots=True)
+class BlendWeights:
+    """How much each opinion counts when the LLM answered, and how far it may pull down.
+
+    Weights are relative (normalised by their sum), so ``rules: 3, llm: 1`` is the same as
+    ``0.75 / 0.25``. ``max_llm_decrease`` bounds how far below the rule score the blend may
+    land; raising the score has no bound because a false alarm is cheaper than a missed one.
+    """
+
+    rules: float = 0.6
+    llm: float = 0.4
+    max_llm_decrease: int = 15
+
+    def __post_init__(self) -> None:
+        if self.rules < 0 or self.llm < 0 or self.rules + self.llm <= 0:
+            raise ValueError("blend weights must be >= 0 and not both 0")
+        if self.max_llm_decrease < 0:
+            raise ValueError("max_llm_decrease must be >= 0")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> BlendWeights:
+        """From a validated config section (keys: rules, llm, max_llm_decrease)."""
+        default = cls()
+        return cls(
+            rules=float(values.get("rules", default.rules)),
+            llm=float(values.get("llm", default.llm)),
+            max_llm_decrease=int(values.get("max_llm_decrease", default.max_llm_decrease)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """The reasoning stage's result, i.e. the risk part of an event.
+
+    ``factors`` are the rule factors plus, when the LLM moved the score, one ``llm_adjustment``
+    factor whose points are that move (final score minus rule score), so the user sees how much
+    came from the model and how much from each rule. The model's own factor list is
+    kept apart in ``llm_factors`` because a small model's names and details are free text.
+    ``llm_text_used`` says whether summary and reasoning are the model's words or the rules'.
+    """
+
+    risk_score: int
+    risk_level: RiskLevel
+    summary: str
+    reasoning: str
+    factors: tuple[Factor, ...]
+    llm_status: LLMStatus
+    rule_score: int
+    llm_score: int | None = None
+    llm_level: str | None = None
+    llm_factors: tuple[Factor, ...] = ()
+    llm_error: str | None = None
+    llm_raw: str | None = None
+    llm_text_used: bool = False
+    model: str | None = None
+    timings_ms: Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        # The one invariant an event must never break, checked where it is built.
+        if level_for(self.risk_score) is not self.risk_level:
+            raise ValueError(f"level {self.risk_level} does not match score {self.risk_score}")
+
+    def as_json(self) -> dict[str, Any]:
+        """The event fields this stage owns (risk_score, risk_level, summary, ...)."""
+        return {
+            "risk_score": self.risk_score,
+            "risk_level": str(self.risk_level),
+            "summary": self.summary,
+            "reasoning": self.reasoning,
+            "factors": [f.as_json() for f in self.factors],
+            "llm_status": str(self.llm_status),
+        }
+
+
+def rules_summary(rules: RuleResult, counts: str, level: RiskLevel | None = None) -> str:
+    """A one-line summary from the rules' factors, headed by the event's (final) level."""
+    level = level or level_for(rules.score)
+    if not rules.factors:
+        return f"{counts}: nothing of concern" if counts else "Nothing of concern in view"
+    top = "; ".join(f.detail for f in rules.factors[:2])
+    return f"{level.value.capitalize()} risk: {top}"
+
+
+def rules_reasoning(rules: RuleResult) -> str:
+    """The rules' arithmetic in words, e.g. ``unknown_person +25, night +20 = 45``."""
+    if not rules.factors:
+        return "No rule fired; score 0."
+    parts = ", ".join(f"{f.name} {f.points:+d}" for f in rules.factors)
+    total = rules.raw_total
+    clamp = "" if total == rules.score else f" (clamped to {rules.score})"
+    return f"Rules: {parts} = {total}{clamp}."
+
+
+def blend(
+    rules: RuleResult,
+    answer: LLMAnswer | None,
+    weights: BlendWeights,
+    *,
+    llm_status: LLMStatus,
+    counts: str = "",
+    llm_error: str | None = None,
+    model: str | None = None,
+    timings_ms: Mapping[str, float] | None = None,
+) -> Assessment:
+    """Combine the rule verdict with the LLM's answer (if any) into the final assessment.
+
+    ``answer`` is used only with ``llm_status == OK``; for ``DISABLED`` and ``FALLBACK`` the
+    rule score is final. The LLM's ``risk_level`` is recorded but ignored: the level comes from
+    the final score.
+    """
+    if llm_status is not LLMStatus.OK or answer is None:
+        status = LLMStatus.DISABLED if llm_status is LLMStatus.DISABLED else LLMStatus.FALLBACK
+        score = clamp_score(rules.score)
+        return Assessment(
+            risk_score=score,
+            risk_level=level_for(score),
+            summary=rules_summary(rules, counts),
+            reasoning=rules_reasoning(rules),
+            factors=rules.factors,
+            llm_status=status,
+            rule_score=score,
+            llm_error=llm_error if status is LLMStatus.FALLBACK else None,
+            model=model,
+            timings_ms=timings_ms,
+        )
+
+    llm_score = clamp_score(answer.risk_score)
+    total = weights.rules + weights.llm
+    mixed = (weights.rules * rules.score + weights.llm * llm_score) / total
+    floor = rules.score - weights.max_llm_decrease
+    score = clamp_score(max(mixed, floor))
+    level = level_for(score)
+    delta = score - rules.score
+    factors = rules.factors
+    if delta:
+        factors = (
+            *rules.factors,
+            Factor(
+                "llm_adjustment",
+                delta,
+                f"model scored {llm_score}; blended {weights.rules:g}:{weights.llm:g}"
+                f" with rules {rules.score}",
+            ),
+        )
+    # The model's words describe the scene *it* scored. When its score lands in another band
+    # than the one we report (SmolLM2 called a detected gun "a dog in the yard", 5/100), its
+    # summary would contradict the event, so the rules' text is used and the disagreement said.
+    trusted = level_for(llm_score) is level
+    if trusted:
+        summary = answer.summary.strip() or rules_summary(rules, counts, level)
+        reasoning = answer.reasoning.strip() or rules_reasoning(rules)
+    else:
+        summary = rules_summary(rules, counts, level)
+        reasoning = (
+            f"{rules_reasoning(rules)} The model scored {llm_score} "
+            f"({level_for(llm_score).value}); its text was not used."
+        )
+    return Assessment(
+        risk_score=score,
+        risk_level=level,
+        summary=summary,
+        reasoning=reasoning,
+        factors=factors,
+        llm_status=LLMStatus.OK,
+        rule_score=rules.score,
+        llm_score=llm_score,
+        llm_level=answer.risk_level,
+        llm_factors=answer.factors,
+        llm_raw=answer.raw,
+        llm_text_used=trusted,
+        model=model,
+        timings_ms=timings_ms,
+    )

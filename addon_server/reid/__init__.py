@@ -1,0 +1,1 @@
+"""Person re-identification: faces found in a frame, embedded, matched against a gallery."""

@@ -1,0 +1,193 @@
+"""The re-ID gallery: who is this face, and where was it seen before?
+
+Each analysed frame's faces are embedded and compared (cosine) with two sets from the store:
+enrolled people (a match above the threshold names the person) and recent sightings on any
+camera (a match says "same person seen on front_door 5 minutes ago"). The frame's own
+embeddings are returned for the event store to keep, so the gallery survives restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from addon_server.errors import ModelNotInstalledError
+from addon_server.imaging import BGRImage
+from addon_server.reid.faces import FaceBox, HaarFaceFinder
+from addon_server.store import EventStore, Person, StoredEmbedding, Vector
+
+_LOGGER = logging.getLogger(__name__)
+LEDGER_OWNER = "reid"
+"""The name the face embedder's memory is booked under in the device ledger."""
+
+
+class Embedder(Protocol):
+    """Turns crops of one kind (``face`` now, ``body`` from the zoo later) into unit vectors."""
+
+    kind: str
+    name: str
+    threshold: float
+    memory_bytes: int
+
+    def embed(self, pixels: BGRImage, faces: Sequence[FaceBox]) -> list[Vector]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SeenOn:
+    camera: str
+    seconds_ago: float
+    similarity: float
+
+
+@dataclass(frozen=True, slots=True)
+class FaceMatch:
+    """One face in the frame and what the gallery knows about it."""
+
+    face: FaceBox
+    vector: Vector
+    person_id: str | None
+    person_name: str | None
+    similarity: float
+    seen: tuple[SeenOn, ...]
+
+
+class NoFaceError(ValueError):
+    """An enrolment image had no detectable face."""
+
+
+class ReidService:
+    """Face finding, embedding and gallery matching.
+
+    ``loader`` builds the embedder (and may raise :class:`ModelNotInstalledError`); the service
+    can unload it to free its device budget and load it again on demand. Without an embedder
+    frames simply carry no re-ID, and ``load_error`` says why.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        loader: Callable[[], Embedder] | None,
+        *,
+        name: str,
+        window_seconds: float = 3600.0,
+        load_error: str | None = None,
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.embedder: Embedder | None = None
+        self.window_seconds = window_seconds
+        self.load_error = load_error
+        self.installed = loader is not None
+        self._loader = loader
+        self._finder = HaarFaceFinder()
+
+    def load(self) -> bool:
+        """Load the embedder (blocking); False when it is not installed."""
+        if self.embedder is not None:
+            return True
+        if self._loader is None:
+            return False
+        try:
+            self.embedder = self._loader()
+        except ModelNotInstalledError as err:
+            self.installed = False
+            self.load_error = str(err)
+            _LOGGER.warning("%s; re-ID is off until it is installed", err)
+            return False
+        self.installed = True
+        self.load_error = None
+        return True
+
+    def unload(self) -> None:
+        self.embedder = None
+        self.load_error = "unloaded on request"
+
+    @property
+    def available(self) -> bool:
+        return self.embedder is not None
+
+    def _faces_and_vectors(self, pixels: BGRImage) -> tuple[list[FaceBox], list[Vector]]:
+        assert self.embedder is not None
+        faces = self._finder.find(pixels)
+        return faces, self.embedder.embed(pixels, faces)
+
+    async def identify(self, camera: str, ts: float, pixels: BGRImage) -> list[FaceMatch]:
+        if self.embedder is None:
+            return []
+        faces, vectors = await asyncio.to_thread(self._faces_and_vectors, pixels)
+        if not faces:
+            return []
+        gallery = await self.store.embeddings(self.embedder.kind, since=ts - self.window_seconds)
+        return [
+            self._match(camera, ts, face, vector, gallery)
+            for face, vector in zip(faces, vectors, strict=True)
+        ]
+
+    def _match(
+        self,
+        camera: str,
+        ts: float,
+        face: FaceBox,
+        vector: Vector,
+        gallery: Sequence[StoredEmbedding],
+    ) -> FaceMatch:
+        assert self.embedder is not None
+        threshold = self.embedder.threshold
+        best_person: StoredEmbedding | None = None
+        best_similarity = 0.0
+        seen: dict[str, SeenOn] = {}
+        for item in gallery:
+            similarity = float(np.dot(vector, item.vector))
+            if similarity < threshold:
+                continue
+            if item.person_id is not None:
+                if similarity > best_similarity:
+                    best_person, best_similarity = item, similarity
+            elif item.camera is not None and item.ts < ts:
+                ago = ts - item.ts
+                previous = seen.get(item.camera)
+                if previous is None or ago < previous.seconds_ago:
+                    seen[item.camera] = SeenOn(item.camera, ago, similarity)
+        if best_person is None:
+            best_similarity = max((s.similarity for s in seen.values()), default=0.0)
+        return FaceMatch(
+            face=face,
+            vector=vector,
+            person_id=best_person.person_id if best_person else None,
+            person_name=best_person.person_name if best_person else None,
+            similarity=best_similarity,
+            seen=tuple(sorted(seen.values(), key=lambda s: s.seconds_ago)),
+        )
+
+    def sightings(
+        self, matches: Sequence[FaceMatch], camera: str, ts: float, event_id: str
+    ) -> list[StoredEmbedding]:
+        """The frame's embeddings, to be stored with its event."""
+        kind = self.embedder.kind if self.embedder else "face"
+        return [
+            StoredEmbedding(kind, m.vector, ts, camera=camera, event_id=event_id) for m in matches
+        ]
+
+    async def enroll(self, name: str, images: Sequence[BGRImage]) -> Person:
+        """Enrol ``name`` from images showing them; the largest face of each image is used."""
+        if self.embedder is None:
+            raise RuntimeError(self.load_error or "no face embedder installed")
+        embedder = self.embedder
+
+        def embed_all() -> list[Vector]:
+            vectors = []
+            for index, pixels in enumerate(images):
+                faces = self._finder.find(pixels)
+                if not faces:
+                    raise NoFaceError(f"image {index + 1} has no detectable face")
+                largest = max(faces, key=lambda f: f.width * f.height)
+                vectors.extend(embedder.embed(pixels, [largest]))
+            return vectors
+
+        vectors = await asyncio.to_thread(embed_all)
+        return await self.store.add_person(name, [(embedder.kind, v) for v in vectors])

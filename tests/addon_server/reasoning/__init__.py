@@ -1,0 +1,1 @@
+"""Tests of addon_server.reasoning (rules, risk, prompt, LLM client, supervised server)."""

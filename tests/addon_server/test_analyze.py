@@ -1,0 +1,311 @@
+"""/v1/analyze end to end on the real server: real detector, real face re-ID, real SQLite."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import numpy as np
+import pytest
+from PIL import Image
+
+from addon_server.app import create_app
+from tests.addon_server.conftest import CountingDetector
+
+JPEG = {"Content-Type": "image/jpeg"}
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def zidane_other_camera(zidane_jpg: bytes) -> bytes:
+    """zidane.jpg as a second camera would see it: cropped, smaller, brighter."""
+    image = Image.open(io.BytesIO(zidane_jpg)).convert("RGB")
+    cropped = image.crop((300, 0, 1280, 720)).resize((735, 540))
+    array = np.clip(np.asarray(cropped, dtype=np.float32) * 1.1 + 10, 0, 255).astype(np.uint8)
+    return _jpeg(Image.fromarray(array))
+
+
+@pytest.fixture
+def astronaut_jpg() -> bytes:
+    from skimage import data
+
+    return _jpeg(Image.fromarray(data.astronaut()))
+
+
+@pytest.fixture
+def settings(make_settings):
+    return make_settings({"detector": {"warmup": False}})
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings, counting_detector: CountingDetector):
+    return await aiohttp_client(create_app(settings, detector=counting_detector))
+
+
+def _iso(offset_s: float = 0) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=offset_s)).isoformat()
+
+
+async def _analyze(client, image: bytes, camera: str, **params: str) -> dict:
+    resp = await client.post(
+        "/v1/analyze", params={"camera": camera, **params}, data=image, headers=JPEG
+    )
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def test_analyze_bus_stores_a_complete_event(client, bus_jpg) -> None:
+    event = await _analyze(client, bus_jpg, "front_door", zone="porch", llm="false")
+    assert event["camera"] == "front_door"
+    assert event["zone"] == "porch"
+    assert event["counts"]["person"] >= 3
+    assert 0 <= event["risk_score"] <= 100
+    assert event["risk_level"] in {"low", "medium", "high", "critical"}
+    assert event["llm_status"] == "disabled"
+    assert event["factors"], "every event carries the factors that drove it"
+    assert all({"name", "points", "detail"} <= set(f) for f in event["factors"])
+    assert set(event["timings_ms"]) >= {"decode", "detect", "reid", "reason", "store"}
+    assert event["image"] == {"width": 810, "height": 1080}
+    stored = await (await client.get(f"/v1/events/{event['id']}")).json()
+    for key in ("risk_score", "risk_level", "summary", "factors", "detections", "counts"):
+        assert stored[key] == event[key]
+
+
+async def test_snapshot_is_an_annotated_jpeg_of_the_image_size(client, bus_jpg) -> None:
+    event = await _analyze(client, bus_jpg, "front_door", llm="false")
+    resp = await client.get(event["snapshot_url"])
+    assert resp.status == 200
+    assert resp.content_type == "image/jpeg"
+    snapshot = Image.open(io.BytesIO(await resp.read()))
+    assert snapshot.format == "JPEG"
+    assert snapshot.size == (810, 1080)
+    original = np.asarray(Image.open(io.BytesIO(bus_jpg)).convert("RGB"), dtype=np.int16)
+    drawn = np.asarray(snapshot.convert("RGB"), dtype=np.int16)
+    box = event["detections"][0]["bbox"]
+    edge = (
+        drawn[box["y"] + box["height"] // 2, box["x"]]
+        - original[box["y"] + box["height"] // 2, box["x"]]
+    )
+    assert np.abs(edge).sum() > 60, "the box outline is drawn on the snapshot"
+
+
+async def test_event_survives_a_restart(
+    aiohttp_client, settings, counting_detector, bus_jpg
+) -> None:
+    first = await aiohttp_client(create_app(settings, detector=counting_detector))
+    event = await _analyze(first, bus_jpg, "garage", llm="false")
+    await first.close()
+    second = await aiohttp_client(create_app(settings, detector=counting_detector))
+    stored = await second.get(f"/v1/events/{event['id']}")
+    assert stored.status == 200
+    assert (await stored.json())["risk_score"] == event["risk_score"]
+    snapshot = await second.get(f"/v1/events/{event['id']}/snapshot.jpg")
+    assert Image.open(io.BytesIO(await snapshot.read())).size == (810, 1080)
+
+
+async def test_event_list_filters(client, bus_jpg, coffee_jpg) -> None:
+    old = await _analyze(client, coffee_jpg, "kitchen", llm="false", timestamp=_iso(-600))
+    busy = await _analyze(client, bus_jpg, "street", llm="false")
+    listed = (await (await client.get("/v1/events")).json())["events"]
+    assert [e["id"] for e in listed] == [busy["id"], old["id"]]  # newest first
+    only_kitchen = (await (await client.get("/v1/events?camera=kitchen")).json())["events"]
+    assert [e["id"] for e in only_kitchen] == [old["id"]]
+    recent = await client.get("/v1/events", params={"since": _iso(-60)})
+    assert [e["id"] for e in (await recent.json())["events"]] == [busy["id"]]
+    limited = (await (await client.get("/v1/events?limit=1")).json())["events"]
+    assert len(limited) == 1
+    level = busy["risk_level"]
+    at_least = (await (await client.get(f"/v1/events?min_level={level}")).json())["events"]
+    assert busy["id"] in [e["id"] for e in at_least]
+    assert old["risk_level"] == "low"
+    if level != "low":
+        assert old["id"] not in [e["id"] for e in at_least]
+
+
+async def test_retention_by_count(
+    aiohttp_client, make_settings, counting_detector, coffee_jpg
+) -> None:
+    settings = make_settings({"detector": {"warmup": False}, "store": {"max_events": 3}})
+    client = await aiohttp_client(create_app(settings, detector=counting_detector))
+    ids = [
+        (await _analyze(client, coffee_jpg, "yard", llm="false", timestamp=_iso(-100 + i)))["id"]
+        for i in range(5)
+    ]
+    listed = [e["id"] for e in (await (await client.get("/v1/events")).json())["events"]]
+    assert listed == list(reversed(ids[2:]))
+    assert (await client.get(f"/v1/events/{ids[0]}")).status == 404
+
+
+async def test_retention_by_age(
+    aiohttp_client, make_settings, counting_detector, coffee_jpg
+) -> None:
+    settings = make_settings({"detector": {"warmup": False}, "store": {"max_age_days": 0.01}})
+    client = await aiohttp_client(create_app(settings, detector=counting_detector))
+    old = await _analyze(client, coffee_jpg, "yard", llm="false", timestamp=_iso(-800))
+    mid = await _analyze(client, coffee_jpg, "yard", llm="false", timestamp=_iso(-100))
+    assert (await client.get(f"/v1/events/{old['id']}")).status == 200  # inside 0.01 d = 864 s
+    # an event stamped 200 s ahead moves the cut-off to now - 664 s: the -800 s event ages out
+    await _analyze(client, coffee_jpg, "yard", llm="false", timestamp=_iso(200))
+    assert (await client.get(f"/v1/events/{old['id']}")).status == 404
+    assert (await client.get(f"/v1/events/{mid['id']}")).status == 200
+
+
+async def test_reid_matches_across_cameras_and_not_a_different_person(
+    client, zidane_jpg, zidane_other_camera, astronaut_jpg
+) -> None:
+    first = await _analyze(client, zidane_jpg, "front_door", llm="false", timestamp=_iso(-300))
+    assert first["reid"], "zidane.jpg has a detectable face"
+    assert first["reid"][0]["seen"] == []
+    second = await _analyze(client, zidane_other_camera, "driveway", llm="false")
+    seen = [s for face in second["reid"] for s in face["seen"]]
+    assert [s["camera"] for s in seen] == ["front_door"]
+    assert 290 <= seen[0]["seconds_ago"] <= 330
+    assert any(f["name"] == "seen_on_other_cameras" for f in second["factors"])
+    other = await _analyze(client, astronaut_jpg, "driveway", llm="false")
+    assert other["reid"], "the astronaut's face is found"
+    assert all(face["seen"] == [] for face in other["reid"])
+    assert all(face["person_name"] is None for face in other["reid"])
+
+
+async def test_enrolled_person_is_named_and_lowers_risk(
+    client, zidane_jpg, zidane_other_camera
+) -> None:
+    unknown = await _analyze(client, zidane_other_camera, "patio", llm="false")
+    form = aiohttp.FormData()
+    form.add_field("name", "Zinedine")
+    form.add_field("image", zidane_jpg, filename="z.jpg", content_type="image/jpeg")
+    resp = await client.post("/v1/people", data=form)
+    assert resp.status == 201, await resp.text()
+    person = await resp.json()
+    assert person["name"] == "Zinedine"
+    assert person["embeddings"] == 1
+    people = (await (await client.get("/v1/people")).json())["people"]
+    assert [p["name"] for p in people] == ["Zinedine"]
+    known = await _analyze(client, zidane_other_camera, "patio", llm="false")
+    assert "Zinedine" in [face["person_name"] for face in known["reid"]]
+    assert known["risk_score"] < unknown["risk_score"]
+    duplicate = aiohttp.FormData()
+    duplicate.add_field("name", "zinedine")
+    duplicate.add_field("image", zidane_jpg, filename="z.jpg", content_type="image/jpeg")
+    assert (await client.post("/v1/people", data=duplicate)).status == 409
+    deleted = await client.delete(f"/v1/people/{person['id']}")
+    assert deleted.status == 200
+    assert (await (await client.get("/v1/people")).json())["people"] == []
+    assert (await client.delete(f"/v1/people/{person['id']}")).status == 404
+
+
+async def test_enrolment_needs_a_face(client, coffee_jpg) -> None:
+    form = aiohttp.FormData()
+    form.add_field("name", "Mug")
+    form.add_field("image", coffee_jpg, filename="c.jpg", content_type="image/jpeg")
+    resp = await client.post("/v1/people", data=form)
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "no_face"
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "fragment"),
+    [
+        ({}, "bad_parameter", "camera is required"),
+        ({"camera": "Front Door"}, "bad_parameter", "camera must be"),
+        ({"camera": "x" * 65}, "bad_parameter", "camera must be"),
+        ({"camera": "yard", "timestamp": "yesterday"}, "bad_parameter", "ISO 8601"),
+        ({"camera": "yard", "timestamp": "2026-11-23T04:00:00"}, "bad_parameter", "UTC offset"),
+        (
+            {"camera": "yard", "timestamp": "2099-01-01T00:00:00+00:00"},
+            "bad_parameter",
+            "in the future",
+        ),
+        (
+            {"camera": "yard", "timestamp": "2001-01-01T00:00:00+00:00"},
+            "bad_parameter",
+            "older than the retention",
+        ),
+        ({"camera": "yard", "llm": "maybe"}, "bad_parameter", "llm must be"),
+        ({"camera": "yard", "notify_level": "urgent"}, "bad_parameter", "notify_level"),
+    ],
+)
+async def test_bad_analyze_parameters(client, bus_jpg, params, code, fragment) -> None:
+    resp = await client.post("/v1/analyze", params=params, data=bus_jpg, headers=JPEG)
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["error"]["code"] == code
+    assert fragment in body["error"]["message"]
+    assert (await (await client.get("/v1/events")).json())["events"] == []  # nothing stored
+
+
+async def test_bad_image_is_refused_and_nothing_stored(client, bus_jpg) -> None:
+    resp = await client.post(
+        "/v1/analyze", params={"camera": "yard"}, data=bus_jpg[:3000], headers=JPEG
+    )
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "invalid_image"
+    assert (await (await client.get("/v1/events")).json())["events"] == []
+
+
+async def test_unknown_camera_with_an_allowlist(
+    aiohttp_client, make_settings, counting_detector, bus_jpg
+) -> None:
+    settings = make_settings(
+        {"detector": {"warmup": False}, "analysis": {"cameras": ["front_door"]}}
+    )
+    client = await aiohttp_client(create_app(settings, detector=counting_detector))
+    resp = await client.post(
+        "/v1/analyze", params={"camera": "back_door"}, data=bus_jpg, headers=JPEG
+    )
+    assert resp.status == 404
+    assert (await resp.json())["error"]["code"] == "unknown_camera"
+    ok = await client.post(
+        "/v1/analyze", params={"camera": "front_door", "llm": "false"}, data=bus_jpg, headers=JPEG
+    )
+    assert ok.status == 200
+
+
+async def test_multipart_fields_and_unknown_event(client, bus_jpg) -> None:
+    form = aiohttp.FormData()
+    form.add_field("camera", "side_gate")
+    form.add_field("llm", "false")
+    form.add_field("notify_level", "low")
+    form.add_field("image", bus_jpg, filename="bus.jpg", content_type="image/jpeg")
+    event = await (await client.post("/v1/analyze", data=form)).json()
+    assert event["camera"] == "side_gate"
+    assert event["notify"] is True  # every level reaches "low"
+    missing = await client.get("/v1/events/nope")
+    assert missing.status == 404
+    assert (await missing.json())["error"]["code"] == "unknown_event"
+    assert (await client.get("/v1/events/nope/snapshot.jpg")).status == 404
+    assert (await client.get("/v1/events?min_level=severe")).status == 400
+    assert (await client.get("/v1/events?limit=0")).status == 400
+    assert (await client.get("/v1/events?since=soon")).status == 400
+
+
+async def test_analyze_with_the_real_llm(
+    aiohttp_client, make_settings, counting_detector, bus_jpg
+) -> None:
+    """SmolLM2 through the supervised llama.cpp server: the event says why, level fits score."""
+    from addon_server.reasoning.risk import level_for
+    from addon_server.services import SERVICES_KEY
+
+    settings = make_settings(
+        {
+            "detector": {"warmup": False},
+            "llm": {"mode": "supervised", "ctx_size": 2048, "max_tokens": 200, "timeout_s": 120},
+        }
+    )
+    app = create_app(settings, detector=counting_detector)
+    client = await aiohttp_client(app)
+    assert await app[SERVICES_KEY].reasoner.wait_ready(120)
+    health = await (await client.get("/health")).json()
+    assert health["llm"]["state"] == "ready"
+    event = await _analyze(client, bus_jpg, "front_door")
+    assert event["llm_status"] == "ok", event.get("llm_error")
+    assert level_for(event["risk_score"]).value == event["risk_level"]
+    assert event["summary"]
+    assert event["timings_ms"]["reason"] > 0
+    assert event["llm_score"] is not None
