@@ -15,6 +15,8 @@ REQS      := $(wildcard requirements/addon*.txt requirements/llm.txt) pyproject.
 export YOLO_OFFLINE      := 1
 export YOLO_AUTOINSTALL  := False
 export YOLO_CONFIG_DIR   := $(CURDIR)/.state/ultralytics
+# The pretrained ONNX models beside the checkout (face re-ID); users point this at their own.
+export VIGIL_MODELS_DIR ?= $(abspath ../shared/models)
 # llama.cpp builds portable code (CI machines differ from developer machines).
 export CMAKE_ARGS        ?= -DGGML_NATIVE=OFF
 
@@ -48,9 +50,11 @@ $(STAMP): $(REQS)
 run: $(STAMP)
 	$(PY) -m addon_server serve
 
+LINT_PATHS := addon_server tests/addon_server tests/e2e benchmarks custom_components tests/components
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check addon_server tests/addon_server tests/e2e benchmarks
-	$(VENV)/bin/ruff format --check addon_server tests/addon_server tests/e2e benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -62,6 +66,7 @@ test: test-addon $(if $(wildcard mk/ha.mk),test-ha)
 
 bench: $(STAMP)
 	$(PY) benchmarks/detect_serving.py
+	$(PY) benchmarks/reasoning.py
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache

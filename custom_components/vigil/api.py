@@ -1,0 +1,559 @@
+"""HTTP client for the Vigil add-on (the contract is docs/API.md).
+
+The client runs on Home Assistant's shared aiohttp session, speaks only HTTP and turns
+every failure into one of the typed errors below. Responses are parsed into frozen
+dataclasses; a response that does not have the documented shape is an error too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+# --------------------------------------------------------------------------- errors
+
+
+class VigilError(Exception):
+    """Base error of the Vigil client."""
+
+    def __init__(self, message: str, *, code: str = "error", status: int | None = None) -> None:
+        """Initialize the error."""
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+
+
+class VigilConnectionError(VigilError):
+    """The add-on could not be reached or did not answer in time."""
+
+
+class VigilAuthenticationError(VigilError):
+    """The add-on refused the API token (HTTP 401)."""
+
+
+class VigilResponseError(VigilError):
+    """The add-on answered with an error, or with something not in the contract."""
+
+
+class VigilNotFoundError(VigilResponseError):
+    """The add-on does not know the route or the named thing (HTTP 404)."""
+
+
+class VigilModelNotInstalledError(VigilResponseError):
+    """The add-on lacks the files of a model it was asked to use."""
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _dict(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise VigilResponseError(f"{what} is not an object", code="invalid_response")
+    return value
+
+
+def _list(value: Any, what: str) -> Sequence[Any]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise VigilResponseError(f"{what} is not a list", code="invalid_response")
+    return value
+
+
+def _int(value: Any, default: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default
+    return int(value)
+
+
+def _float(value: Any, default: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default
+    return float(value)
+
+
+def _str(value: Any, default: str = "") -> str:
+    return value if isinstance(value, str) else default
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComputeDevice:
+    """A device the add-on can place models on (a GPU or the CPU)."""
+
+    id: str
+    kind: str
+    name: str
+    present: bool
+    budget_bytes: int
+    used_bytes: int
+    total_bytes: int
+    services: tuple[str, ...]
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ComputeDevice:
+        """Parse a device object."""
+        d = _dict(data, "device")
+        return cls(
+            id=_str(d.get("id")),
+            kind=_str(d.get("kind")),
+            name=_str(d.get("name")),
+            present=bool(d.get("present", False)),
+            budget_bytes=_int(d.get("budget_bytes")),
+            used_bytes=_int(d.get("used_bytes")),
+            total_bytes=_int(d.get("total_bytes")),
+            services=tuple(_str(s) for s in _list(d.get("services"), "services")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Model:
+    """A model of the add-on's model zoo."""
+
+    name: str
+    kind: str
+    backend: str
+    device: str
+    loaded: bool
+    installed: bool
+    vram_bytes: int
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Model:
+        """Parse a model object."""
+        d = _dict(data, "model")
+        return cls(
+            name=_str(d.get("name")),
+            kind=_str(d.get("kind")),
+            backend=_str(d.get("backend")),
+            device=_str(d.get("device")),
+            loaded=bool(d.get("loaded", False)),
+            installed=bool(d.get("installed", True)),
+            vram_bytes=_int(d.get("vram_bytes")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthIssue:
+    """Something the add-on wants repaired (becomes a repair issue)."""
+
+    code: str
+    message: str
+    service: str | None = None
+    model: str | None = None
+
+    @property
+    def subject(self) -> str:
+        """Return what the issue is about (a service or a model name)."""
+        return self.service or self.model or ""
+
+    @classmethod
+    def from_dict(cls, data: Any) -> HealthIssue:
+        """Parse an issue object."""
+        d = _dict(data, "issue")
+        return cls(
+            code=_str(d.get("code"), "unknown"),
+            message=_str(d.get("message")),
+            service=_opt_str(d.get("service")),
+            model=_opt_str(d.get("model")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Health:
+    """The add-on's GET /health answer."""
+
+    status: str
+    version: str
+    instance_id: str
+    uptime_seconds: float
+    cuda_available: bool
+    model_loaded: bool
+    devices: tuple[ComputeDevice, ...]
+    models: tuple[Model, ...]
+    issues: tuple[HealthIssue, ...]
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def gpus(self) -> tuple[ComputeDevice, ...]:
+        """Return the GPU devices."""
+        return tuple(d for d in self.devices if d.kind != "cpu")
+
+    @property
+    def models_loaded(self) -> int:
+        """Return how many models are loaded."""
+        return sum(1 for m in self.models if m.loaded)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Health:
+        """Parse a /health answer."""
+        d = _dict(data, "health")
+        instance_id = _str(d.get("instance_id"))
+        if not instance_id:
+            raise VigilResponseError("health has no instance_id", code="invalid_response")
+        return cls(
+            status=_str(d.get("status"), "unknown"),
+            version=_str(d.get("version")),
+            instance_id=instance_id,
+            uptime_seconds=_float(d.get("uptime_seconds")),
+            cuda_available=bool(d.get("cuda_available", False)),
+            model_loaded=bool(d.get("model_loaded", False)),
+            devices=tuple(ComputeDevice.from_dict(x) for x in _list(d.get("devices"), "devices")),
+            models=tuple(Model.from_dict(x) for x in _list(d.get("models"), "models")),
+            issues=tuple(HealthIssue.from_dict(x) for x in _list(d.get("issues"), "issues")),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Factor:
+    """One named contribution to a risk score."""
+
+    name: str
+    points: float
+    detail: str
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Factor:
+        """Parse a factor object."""
+        d = _dict(data, "factor")
+        return cls(
+            name=_str(d.get("name")), points=_float(d.get("points")), detail=_str(d.get("detail"))
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the factor as a plain dict."""
+        return {"name": self.name, "points": self.points, "detail": self.detail}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Detection:
+    """One detected object."""
+
+    label: str
+    confidence: float
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Detection:
+        """Parse a detection object."""
+        d = _dict(data, "detection")
+        box = _dict(d.get("bbox", {}), "bbox")
+        return cls(
+            label=_str(d.get("class")),
+            confidence=_float(d.get("confidence")),
+            x=_int(box.get("x")),
+            y=_int(box.get("y")),
+            width=_int(box.get("width")),
+            height=_int(box.get("height")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectResult:
+    """The add-on's POST /v1/detect answer."""
+
+    detections: tuple[Detection, ...]
+    width: int
+    height: int
+    inference_time_ms: float
+    model: str
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DetectResult:
+        """Parse a /v1/detect answer."""
+        d = _dict(data, "detect result")
+        image = _dict(d.get("image", {}), "image")
+        return cls(
+            detections=tuple(
+                Detection.from_dict(x) for x in _list(d.get("detections"), "detections")
+            ),
+            width=_int(image.get("width")),
+            height=_int(image.get("height")),
+            inference_time_ms=_float(d.get("inference_time_ms")),
+            model=_str(d.get("model")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalysisEvent:
+    """One analysed image: the add-on's stored event (POST /v1/analyze, GET /v1/events)."""
+
+    id: str
+    camera: str
+    timestamp: datetime
+    risk_score: int
+    risk_level: str
+    summary: str
+    reasoning: str
+    factors: tuple[Factor, ...]
+    detections: tuple[Detection, ...]
+    person_count: int
+    vehicle_count: int
+    animal_count: int
+    llm_status: str
+    notify: bool
+    timings_ms: Mapping[str, float]
+    snapshot_url: str | None
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def addon_time_ms(self) -> float:
+        """Return the add-on's own processing time (sum of its stage timings)."""
+        return sum(self.timings_ms.values())
+
+    @classmethod
+    def from_dict(cls, data: Any) -> AnalysisEvent:
+        """Parse an event object."""
+        d = _dict(data, "event")
+        event_id = _str(d.get("id"))
+        level = _str(d.get("risk_level"))
+        try:
+            timestamp = datetime.fromisoformat(_str(d.get("timestamp")))
+        except ValueError as err:
+            raise VigilResponseError(
+                "event has no valid timestamp", code="invalid_response"
+            ) from err
+        if not event_id or not level or timestamp.tzinfo is None:
+            raise VigilResponseError(
+                "event lacks id, risk_level or a zoned timestamp", code="invalid_response"
+            )
+        counts = _dict(d.get("counts", {}), "counts")
+        timings = _dict(d.get("timings_ms", {}), "timings_ms")
+        return cls(
+            id=event_id,
+            camera=_str(d.get("camera")),
+            timestamp=timestamp,
+            risk_score=max(0, min(100, round(_float(d.get("risk_score"))))),
+            risk_level=level,
+            summary=_str(d.get("summary")),
+            reasoning=_str(d.get("reasoning")),
+            factors=tuple(Factor.from_dict(x) for x in _list(d.get("factors"), "factors")),
+            detections=tuple(
+                Detection.from_dict(x) for x in _list(d.get("detections"), "detections")
+            ),
+            person_count=_int(counts.get("person")),
+            vehicle_count=_int(counts.get("vehicle")),
+            animal_count=_int(counts.get("animal")),
+            llm_status=_str(d.get("llm_status"), "disabled"),
+            notify=bool(d.get("notify", False)),
+            timings_ms={str(k): _float(v) for k, v in timings.items()},
+            snapshot_url=_opt_str(d.get("snapshot_url")),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Person:
+    """An enrolled person."""
+
+    id: str
+    name: str
+    embeddings: int
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Person:
+        """Parse a person object."""
+        d = _dict(data, "person")
+        return cls(
+            id=_str(d.get("id")), name=_str(d.get("name")), embeddings=_int(d.get("embeddings"))
+        )
+
+
+# --------------------------------------------------------------------------- client
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageUpload:
+    """An image to send: its bytes and content type."""
+
+    content: bytes
+    content_type: str = "image/jpeg"
+
+
+class VigilClient:
+    """Talks to one Vigil add-on."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        host: str,
+        port: int,
+        token: str | None = None,
+        ssl: bool = False,
+        request_timeout: float = 60.0,
+        health_timeout: float = 10.0,
+    ) -> None:
+        """Initialize the client."""
+        self._session = session
+        self._token = token or None
+        self._request_timeout = request_timeout
+        self._health_timeout = health_timeout
+        self.base_url = URL.build(scheme="https" if ssl else "http", host=host, port=port)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        time_limit: float | None = None,
+        raw: bool = False,
+    ) -> Any:
+        """Send one request; return parsed JSON (or bytes when raw)."""
+        all_headers = {"Accept": "application/json"}
+        if self._token:
+            all_headers["Authorization"] = f"Bearer {self._token}"
+        if headers:
+            all_headers.update(headers)
+        url = self.base_url.with_path(path)
+        try:
+            async with self._session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=all_headers,
+                timeout=aiohttp.ClientTimeout(total=time_limit or self._request_timeout),
+            ) as resp:
+                body = await resp.read()
+                if resp.status >= 400:
+                    raise self._error(resp.status, body)
+                if raw:
+                    return body
+                try:
+                    return json.loads(body)
+                except ValueError as err:
+                    raise VigilResponseError(
+                        f"{method} {path}: the add-on's answer is not JSON",
+                        code="invalid_response",
+                        status=resp.status,
+                    ) from err
+        except TimeoutError as err:
+            raise VigilConnectionError(
+                f"{method} {path}: no answer from {self.base_url} in time", code="timeout"
+            ) from err
+        except aiohttp.ClientError as err:
+            raise VigilConnectionError(
+                f"{method} {path}: cannot reach {self.base_url}: {err}", code="cannot_connect"
+            ) from err
+
+    @staticmethod
+    def _error(status: int, body: bytes) -> VigilError:
+        """Turn an error response into a typed error."""
+        code, message = f"http_{status}", f"HTTP {status}"
+        try:
+            err = json.loads(body)["error"]
+            code = str(err.get("code") or code)
+            message = str(err.get("message") or message)
+        except ValueError, KeyError, TypeError, AttributeError:
+            pass
+        if status == 401:
+            return VigilAuthenticationError(message, code=code, status=status)
+        if code == "model_not_installed":
+            return VigilModelNotInstalledError(message, code=code, status=status)
+        if status == 404:
+            return VigilNotFoundError(message, code=code, status=status)
+        return VigilResponseError(message, code=code, status=status)
+
+    # ------------------------------------------------------------------ routes
+
+    async def health(self) -> Health:
+        """GET /health (no authentication)."""
+        return Health.from_dict(
+            await self._request("GET", "/health", time_limit=self._health_timeout)
+        )
+
+    async def models(self) -> list[Model]:
+        """GET /v1/models (authenticated: also verifies the token)."""
+        data = _dict(
+            await self._request("GET", "/v1/models", time_limit=self._health_timeout), "models"
+        )
+        return [Model.from_dict(m) for m in _list(data.get("models"), "models")]
+
+    async def verify_auth(self) -> None:
+        """Raise VigilAuthenticationError when the token is refused.
+
+        The add-on checks the token before routing, so a 404 (an add-on without a model
+        zoo yet) still means the token was accepted.
+        """
+        try:
+            await self.models()
+        except VigilNotFoundError:
+            return
+
+    async def detect(self, image: ImageUpload) -> DetectResult:
+        """POST /v1/detect with a raw image body."""
+        data = await self._request(
+            "POST", "/v1/detect", data=image.content, headers={"Content-Type": image.content_type}
+        )
+        return DetectResult.from_dict(data)
+
+    async def analyze(
+        self,
+        image: ImageUpload,
+        *,
+        camera: str,
+        llm: bool | None = None,
+        timestamp: datetime | None = None,
+        zone: str | None = None,
+    ) -> AnalysisEvent:
+        """POST /v1/analyze (multipart): analyse one image, return the stored event."""
+        form = aiohttp.FormData()
+        form.add_field("image", image.content, content_type=image.content_type, filename="image")
+        form.add_field("camera", camera)
+        if zone:
+            form.add_field("zone", zone)
+        if timestamp is not None:
+            form.add_field("timestamp", timestamp.isoformat())
+        if llm is not None:
+            form.add_field("llm", "true" if llm else "false")
+        return AnalysisEvent.from_dict(await self._request("POST", "/v1/analyze", data=form))
+
+    async def latest_event(self, camera: str) -> AnalysisEvent | None:
+        """GET /v1/events?camera=…&limit=1: the camera's newest event, if any."""
+        data = _dict(
+            await self._request("GET", "/v1/events", params={"camera": camera, "limit": "1"}),
+            "events",
+        )
+        events = _list(data.get("events"), "events")
+        return AnalysisEvent.from_dict(events[0]) if events else None
+
+    async def snapshot(self, event_id: str) -> bytes:
+        """GET /v1/events/{id}/snapshot.jpg: the annotated snapshot."""
+        data: bytes = await self._request("GET", f"/v1/events/{event_id}/snapshot.jpg", raw=True)
+        return data
+
+    async def enroll_person(self, name: str, images: Sequence[ImageUpload]) -> Person:
+        """POST /v1/people: enrol a person from one or more images."""
+        form = aiohttp.FormData()
+        form.add_field("name", name)
+        for i, image in enumerate(images):
+            form.add_field(
+                "image", image.content, content_type=image.content_type, filename=f"image{i}"
+            )
+        return Person.from_dict(await self._request("POST", "/v1/people", data=form))
+
+    async def load_model(self, name: str) -> Model:
+        """POST /v1/models/{name}/load."""
+        return Model.from_dict(await self._request("POST", f"/v1/models/{name}/load"))
+
+    async def unload_model(self, name: str) -> Model:
+        """POST /v1/models/{name}/unload."""
+        return Model.from_dict(await self._request("POST", f"/v1/models/{name}/unload"))

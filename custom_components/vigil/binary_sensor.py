@@ -1,0 +1,62 @@
+"""Binary sensors of the Vigil integration."""
+
+from __future__ import annotations
+
+from homeassistant.components.binary_sensor import BinarySensorEntity, BinarySensorEntityDescription
+from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
+from homeassistant.const import EntityCategory
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .coordinator import VigilCameraCoordinator, VigilConfigEntry, VigilServerCoordinator
+from .entity import VigilEntity
+
+PARALLEL_UPDATES = 0
+
+CONNECTIVITY = BinarySensorEntityDescription(
+    key="connectivity",
+    device_class=BinarySensorDeviceClass.CONNECTIVITY,
+    entity_category=EntityCategory.DIAGNOSTIC,
+)
+
+THREAT = BinarySensorEntityDescription(
+    key="threat",
+    translation_key="threat",
+    device_class=BinarySensorDeviceClass.SAFETY,
+)
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: VigilConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Set up Vigil binary sensors."""
+    async_add_entities([VigilConnectivitySensor(entry.runtime_data.server, CONNECTIVITY)])
+    for subentry_id, camera in entry.runtime_data.cameras.items():
+        async_add_entities([VigilThreatSensor(camera, THREAT)], config_subentry_id=subentry_id)
+
+
+class VigilConnectivitySensor(VigilEntity[VigilServerCoordinator], BinarySensorEntity):
+    """Whether the add-on answers: the one entity that stays available when it does not."""
+
+    @property
+    def available(self) -> bool:
+        """Always available: it reports the connection itself."""
+        return True
+
+    @property
+    def is_on(self) -> bool:
+        """Return whether the add-on answered its last poll."""
+        return self.coordinator.last_update_success
+
+
+class VigilThreatSensor(VigilEntity[VigilCameraCoordinator], BinarySensorEntity):
+    """On while the camera's latest analysis is at or above its notify level."""
+
+    @property
+    def is_on(self) -> bool | None:
+        """Return whether the latest analysis is a threat."""
+        if (event := self.coordinator.data) is None:
+            return None
+        return self.coordinator.is_notify(event)

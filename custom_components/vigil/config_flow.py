@@ -1,0 +1,308 @@
+"""Config flow of the Vigil integration: the add-on server, its options and its cameras."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import probatio
+from homeassistant.components.binary_sensor.const import DOMAIN as BINARY_SENSOR_DOMAIN
+from homeassistant.components.camera.const import DOMAIN as CAMERA_DOMAIN
+from homeassistant.config_entries import (
+    SOURCE_USER,
+    ConfigEntry,
+    ConfigFlow,
+    ConfigFlowResult,
+    ConfigSubentryFlow,
+    OptionsFlow,
+    SubentryFlowResult,
+)
+from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT, CONF_SSL
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.selector import (
+    BooleanSelector,
+    EntitySelector,
+    EntitySelectorConfig,
+    EntityWithDeviceFilterSelectorConfig,
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    SelectSelector,
+    SelectSelectorConfig,
+    SelectSelectorMode,
+    TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
+)
+
+from .api import Health, VigilAuthenticationError, VigilClient, VigilConnectionError
+from .const import (
+    CONF_CAMERA_ENTITY,
+    CONF_LLM,
+    CONF_MIN_INTERVAL,
+    CONF_NOTIFY_LEVEL,
+    CONF_REQUEST_TIMEOUT,
+    CONF_TRIGGER_ENTITIES,
+    DEFAULT_MIN_INTERVAL,
+    DEFAULT_NOTIFY_LEVEL,
+    DEFAULT_PORT,
+    DEFAULT_REQUEST_TIMEOUT,
+    DOMAIN,
+    HEALTH_TIMEOUT,
+    LOGGER,
+    RISK_LEVELS,
+    SUBENTRY_CAMERA,
+    TRIGGER_DEVICE_CLASSES,
+)
+
+SERVER_SCHEMA = probatio.Schema(
+    {
+        probatio.Required(CONF_HOST): TextSelector(TextSelectorConfig(autocomplete="off")),
+        probatio.Required(CONF_PORT, default=DEFAULT_PORT): NumberSelector(
+            NumberSelectorConfig(min=1, max=65535, step=1, mode=NumberSelectorMode.BOX)
+        ),
+        probatio.Optional(CONF_API_TOKEN): TextSelector(
+            TextSelectorConfig(type=TextSelectorType.PASSWORD)
+        ),
+        probatio.Required(CONF_SSL, default=False): BooleanSelector(),
+    }
+)
+
+TOKEN_SCHEMA = probatio.Schema(
+    {
+        probatio.Optional(CONF_API_TOKEN): TextSelector(
+            TextSelectorConfig(type=TextSelectorType.PASSWORD)
+        ),
+    }
+)
+
+OPTIONS_SCHEMA = probatio.Schema(
+    {
+        probatio.Required(CONF_REQUEST_TIMEOUT, default=DEFAULT_REQUEST_TIMEOUT): NumberSelector(
+            NumberSelectorConfig(
+                min=5, max=600, step=1, unit_of_measurement="s", mode=NumberSelectorMode.BOX
+            )
+        ),
+    }
+)
+
+CAMERA_SCHEMA = probatio.Schema(
+    {
+        probatio.Required(CONF_CAMERA_ENTITY): EntitySelector(
+            EntitySelectorConfig(filter=EntityWithDeviceFilterSelectorConfig(domain=CAMERA_DOMAIN))
+        ),
+        probatio.Optional(CONF_TRIGGER_ENTITIES, default=[]): EntitySelector(
+            EntitySelectorConfig(
+                filter=EntityWithDeviceFilterSelectorConfig(
+                    domain=BINARY_SENSOR_DOMAIN, device_class=list(TRIGGER_DEVICE_CLASSES)
+                ),
+                multiple=True,
+            )
+        ),
+        probatio.Required(CONF_MIN_INTERVAL, default=DEFAULT_MIN_INTERVAL): NumberSelector(
+            NumberSelectorConfig(
+                min=0, max=3600, step=1, unit_of_measurement="s", mode=NumberSelectorMode.BOX
+            )
+        ),
+        probatio.Required(CONF_LLM, default=True): BooleanSelector(),
+        probatio.Required(CONF_NOTIFY_LEVEL, default=DEFAULT_NOTIFY_LEVEL): SelectSelector(
+            SelectSelectorConfig(
+                options=list(RISK_LEVELS),
+                translation_key=CONF_NOTIFY_LEVEL,
+                mode=SelectSelectorMode.DROPDOWN,
+            )
+        ),
+    }
+)
+
+
+async def _async_validate(
+    hass: HomeAssistant, data: Mapping[str, Any], errors: dict[str, str]
+) -> Health | None:
+    """Check the add-on: /health answers and the token is accepted; fill errors if not."""
+    client = VigilClient(
+        async_get_clientsession(hass),
+        host=data[CONF_HOST],
+        port=int(data[CONF_PORT]),
+        token=data.get(CONF_API_TOKEN),
+        ssl=data.get(CONF_SSL, False),
+        request_timeout=HEALTH_TIMEOUT,
+        health_timeout=HEALTH_TIMEOUT,
+    )
+    try:
+        health = await client.health()
+        await client.verify_auth()
+    except VigilConnectionError:
+        errors["base"] = "cannot_connect"
+    except VigilAuthenticationError:
+        errors[CONF_API_TOKEN] = "invalid_auth"
+    except Exception:
+        LOGGER.exception("Unexpected error while checking the Vigil add-on")
+        errors["base"] = "unknown"
+    else:
+        return health
+    return None
+
+
+def _server_data(user_input: Mapping[str, Any]) -> dict[str, Any]:
+    """Return entry data from the server form (port as int, empty token dropped)."""
+    data: dict[str, Any] = {
+        CONF_HOST: str(user_input[CONF_HOST]).strip(),
+        CONF_PORT: int(user_input[CONF_PORT]),
+        CONF_SSL: bool(user_input.get(CONF_SSL, False)),
+    }
+    if token := user_input.get(CONF_API_TOKEN):
+        data[CONF_API_TOKEN] = token
+    return data
+
+
+class VigilConfigFlow(ConfigFlow, domain=DOMAIN):
+    """Set up a Vigil add-on."""
+
+    VERSION = 1
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the add-on's address and token."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            data = _server_data(user_input)
+            if (health := await _async_validate(self.hass, data, errors)) is not None:
+                await self.async_set_unique_id(health.instance_id, raise_on_progress=False)
+                self._abort_if_unique_id_configured(updates=data)
+                return self.async_create_entry(title=f"Vigil ({data[CONF_HOST]})", data=data)
+        return self.async_show_form(
+            step_id="user",
+            data_schema=self.add_suggested_values_to_schema(SERVER_SCHEMA, user_input),
+            errors=errors,
+        )
+
+    async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
+        """Start re-authentication: the add-on refused the token."""
+        return await self.async_step_reauth_confirm()
+
+    async def async_step_reauth_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask for a new API token."""
+        errors: dict[str, str] = {}
+        entry = self._get_reauth_entry()
+        if user_input is not None:
+            data = {k: v for k, v in entry.data.items() if k != CONF_API_TOKEN}
+            data = _server_data(data | user_input)
+            if (health := await _async_validate(self.hass, data, errors)) is not None:
+                await self.async_set_unique_id(health.instance_id)
+                self._abort_if_unique_id_mismatch(reason="wrong_instance")
+                return self.async_update_reload_and_abort(entry, data=data)
+        return self.async_show_form(
+            step_id="reauth_confirm",
+            data_schema=TOKEN_SCHEMA,
+            description_placeholders={"host": entry.data[CONF_HOST]},
+            errors=errors,
+        )
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Change the add-on's address, token or SSL setting."""
+        errors: dict[str, str] = {}
+        entry = self._get_reconfigure_entry()
+        if user_input is not None:
+            data = _server_data(user_input)
+            if (health := await _async_validate(self.hass, data, errors)) is not None:
+                await self.async_set_unique_id(health.instance_id)
+                self._abort_if_unique_id_mismatch(reason="wrong_instance")
+                return self.async_update_reload_and_abort(entry, data=data)
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=self.add_suggested_values_to_schema(
+                SERVER_SCHEMA, user_input if user_input is not None else dict(entry.data)
+            ),
+            errors=errors,
+        )
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: ConfigEntry) -> VigilOptionsFlow:
+        """Return the options flow."""
+        return VigilOptionsFlow()
+
+    @classmethod
+    @callback
+    def async_get_supported_subentry_types(
+        cls, config_entry: ConfigEntry
+    ) -> dict[str, type[ConfigSubentryFlow]]:
+        """Cameras are subentries."""
+        return {SUBENTRY_CAMERA: CameraSubentryFlow}
+
+
+class VigilOptionsFlow(OptionsFlow):
+    """Server-wide settings (the entry reloads through its update listener)."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Show the options."""
+        if user_input is not None:
+            return self.async_create_entry(
+                data={CONF_REQUEST_TIMEOUT: int(user_input[CONF_REQUEST_TIMEOUT])}
+            )
+        return self.async_show_form(
+            step_id="init",
+            data_schema=self.add_suggested_values_to_schema(
+                OPTIONS_SCHEMA, dict(self.config_entry.options)
+            ),
+        )
+
+
+class CameraSubentryFlow(ConfigSubentryFlow):
+    """Add or change one camera of the add-on."""
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Add a camera."""
+        return await self._async_step_camera(user_input)
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Change a camera."""
+        return await self._async_step_camera(user_input)
+
+    async def _async_step_camera(self, user_input: dict[str, Any] | None) -> SubentryFlowResult:
+        is_new = self.source == SOURCE_USER
+        entry = self._get_entry()
+        current = None if is_new else self._get_reconfigure_subentry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            camera = user_input[CONF_CAMERA_ENTITY]
+            taken = {
+                sub.data.get(CONF_CAMERA_ENTITY)
+                for sub in entry.subentries.values()
+                if sub.subentry_type == SUBENTRY_CAMERA
+                and (current is None or sub.subentry_id != current.subentry_id)
+            }
+            state = self.hass.states.get(camera)
+            if camera in taken:
+                errors[CONF_CAMERA_ENTITY] = "camera_already_configured"
+            elif state is None:
+                errors[CONF_CAMERA_ENTITY] = "camera_not_found"
+            else:
+                data = {
+                    CONF_CAMERA_ENTITY: camera,
+                    CONF_TRIGGER_ENTITIES: list(user_input.get(CONF_TRIGGER_ENTITIES, [])),
+                    CONF_MIN_INTERVAL: int(user_input[CONF_MIN_INTERVAL]),
+                    CONF_LLM: bool(user_input[CONF_LLM]),
+                    CONF_NOTIFY_LEVEL: user_input[CONF_NOTIFY_LEVEL],
+                }
+                title = state.name
+                if current is None:
+                    return self.async_create_entry(title=title, data=data, unique_id=camera)
+                return self.async_update_and_abort(
+                    entry, current, title=title, data=data, unique_id=camera
+                )
+        suggested: Mapping[str, Any] | None = user_input
+        if suggested is None and current is not None:
+            suggested = current.data
+        return self.async_show_form(
+            step_id="user" if is_new else "reconfigure",
+            data_schema=self.add_suggested_values_to_schema(CAMERA_SCHEMA, suggested),
+            errors=errors,
+        )

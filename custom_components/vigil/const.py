@@ -1,0 +1,54 @@
+"""Constants for the Vigil integration."""
+
+import logging
+from datetime import timedelta
+from typing import Final
+
+DOMAIN: Final = "vigil"
+LOGGER = logging.getLogger(__package__)
+
+DEFAULT_PORT: Final = 8095
+DEFAULT_REQUEST_TIMEOUT: Final = 60
+HEALTH_INTERVAL: Final = timedelta(seconds=30)
+HEALTH_TIMEOUT: Final = 10
+
+# Config entry data / options
+CONF_REQUEST_TIMEOUT: Final = "request_timeout"
+
+# Camera subentries
+SUBENTRY_CAMERA: Final = "camera"
+CONF_CAMERA_ENTITY: Final = "camera_entity"
+CONF_TRIGGER_ENTITIES: Final = "trigger_entities"
+CONF_MIN_INTERVAL: Final = "min_interval"
+CONF_LLM: Final = "llm"
+CONF_NOTIFY_LEVEL: Final = "notify_level"
+
+DEFAULT_MIN_INTERVAL: Final = 10
+DEFAULT_NOTIFY_LEVEL: Final = "high"
+
+# Risk levels, lowest first; the add-on's bands.
+RISK_LEVELS: Final = ("low", "medium", "high", "critical")
+
+# Trigger entities: binary sensors of these device classes.
+TRIGGER_DEVICE_CLASSES: Final = ("motion", "occupancy")
+
+# Bus event fired after every analysis.
+EVENT_RISK: Final = "vigil_risk_event"
+
+# Repair issue codes the add-on reports in /health.
+ISSUE_CODES: Final = ("service_fallback", "model_not_installed", "llm_unavailable")
+
+ATTR_CAMERA: Final = "camera"
+ATTR_LEVEL: Final = "level"
+ATTR_SCORE: Final = "score"
+ATTR_SUMMARY: Final = "summary"
+ATTR_FACTORS: Final = "factors"
+ATTR_EVENT_ID: Final = "event_id"
+ATTR_NOTIFY: Final = "notify"
+
+
+def level_at_least(level: str, threshold: str) -> bool:
+    """Return whether a risk level is at or above a threshold level."""
+    if level not in RISK_LEVELS or threshold not in RISK_LEVELS:
+        return False
+    return RISK_LEVELS.index(level) >= RISK_LEVELS.index(threshold)

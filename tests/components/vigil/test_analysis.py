@@ -1,0 +1,285 @@
+"""Tests of the trigger → analysis → entities path, the bus event and the event entity."""
+
+from __future__ import annotations
+
+import asyncio
+from http import HTTPStatus
+from unittest.mock import MagicMock, patch
+
+import pytest
+from custom_components.vigil.api import (
+    AnalysisEvent,
+    ImageUpload,
+    VigilAuthenticationError,
+    VigilConnectionError,
+    VigilResponseError,
+)
+from custom_components.vigil.const import EVENT_RISK, HEALTH_INTERVAL
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.config_entries import SOURCE_REAUTH
+from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE
+from homeassistant.core import HomeAssistant
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_capture_events,
+    async_fire_time_changed,
+)
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
+
+from .conftest import CAMERA_ENTITY, TRIGGER_ENTITY, FakeCamera, load_bytes, load_json
+
+pytestmark = pytest.mark.usefixtures("init_integration")
+
+EVENT_ENTITY = "event.front_door_risk_event"
+
+
+def motion(hass: HomeAssistant, state: str) -> None:
+    """Set the trigger sensor."""
+    hass.states.async_set(TRIGGER_ENTITY, state, {"device_class": "motion"})
+
+
+async def test_trigger_runs_analysis(hass: HomeAssistant, mock_vigil_client: MagicMock) -> None:
+    """Motion on: the camera's image is analysed and every entity shows the result."""
+    bus_events = async_capture_events(hass, EVENT_RISK)
+    assert hass.states.get(EVENT_ENTITY).state == "unknown"
+
+    motion(hass, STATE_ON)
+    await hass.async_block_till_done()
+
+    mock_vigil_client.analyze.assert_awaited_once()
+    (image,), kwargs = mock_vigil_client.analyze.call_args
+    assert image == ImageUpload(content=load_bytes("bus.jpg"), content_type="image/jpeg")
+    assert kwargs["camera"] == "front_door"
+    assert kwargs["llm"] is True
+    assert kwargs["timestamp"].tzinfo is not None
+
+    assert hass.states.get("sensor.front_door_risk_score").state == "72"
+    assert hass.states.get("sensor.front_door_risk_level").state == "high"
+    assert hass.states.get("sensor.front_door_persons").state == "2"
+    assert hass.states.get("sensor.front_door_vehicles").state == "1"
+    assert hass.states.get("sensor.front_door_animals").state == "0"
+    assert hass.states.get("binary_sensor.front_door_threat").state == STATE_ON
+    assert hass.states.get("sensor.front_door_last_summary").state.startswith("Two unknown people")
+    assert hass.states.get("sensor.front_door_last_event").state == "2026-11-23T04:30:00+00:00"
+    assert hass.states.get("image.front_door_last_snapshot").state == "2026-11-23T04:30:00+00:00"
+
+    event_state = hass.states.get(EVENT_ENTITY)
+    assert event_state.attributes["event_type"] == "high"
+    assert event_state.attributes["score"] == 72
+    assert event_state.attributes["event_id"] == "01JDGX8Y2M3N4P5Q6R7S8T9V0W"
+    assert event_state.attributes["notify"] is True
+    assert event_state.attributes["camera_entity"] == CAMERA_ENTITY
+    assert event_state.attributes["snapshot_entity"] == "image.front_door_last_snapshot"
+    assert [f["name"] for f in event_state.attributes["factors"]] == [
+        "unknown_person",
+        "night",
+        "near_entry",
+    ]
+
+    assert len(bus_events) == 1
+    assert bus_events[0].data == {
+        "camera": CAMERA_ENTITY,
+        "level": "high",
+        "score": 72,
+        "summary": "Two unknown people at the front door at night; one is close to the door.",
+        "event_id": "01JDGX8Y2M3N4P5Q6R7S8T9V0W",
+        "notify": True,
+        "factors": load_json("event.json")["factors"],
+    }
+
+
+async def test_only_rising_edges_trigger(hass: HomeAssistant, mock_vigil_client: MagicMock) -> None:
+    """Attribute changes while on, turning off, and the sensor vanishing do not trigger."""
+    with patch(
+        "custom_components.vigil.coordinator.time.monotonic", side_effect=range(0, 10**6, 100)
+    ):
+        motion(hass, STATE_ON)
+        await hass.async_block_till_done()
+        hass.states.async_set(TRIGGER_ENTITY, STATE_ON, {"device_class": "motion", "x": 1})
+        motion(hass, STATE_OFF)
+        hass.states.async_remove(TRIGGER_ENTITY)
+        await hass.async_block_till_done()
+        assert mock_vigil_client.analyze.await_count == 1
+        # Back from "removed" (no old state) straight to on: a rising edge.
+        motion(hass, STATE_ON)
+        await hass.async_block_till_done()
+        assert mock_vigil_client.analyze.await_count == 2
+
+
+async def test_debounce(hass: HomeAssistant, mock_vigil_client: MagicMock) -> None:
+    """Triggers within the camera's minimum interval (10 s) are ignored."""
+    clock = [1000.0]
+    with patch("custom_components.vigil.coordinator.time.monotonic", side_effect=lambda: clock[0]):
+        motion(hass, STATE_ON)
+        await hass.async_block_till_done()
+        clock[0] += 5
+        motion(hass, STATE_OFF)
+        motion(hass, STATE_ON)
+        await hass.async_block_till_done()
+        assert mock_vigil_client.analyze.await_count == 1
+        clock[0] += 6
+        motion(hass, STATE_OFF)
+        motion(hass, STATE_ON)
+        await hass.async_block_till_done()
+        assert mock_vigil_client.analyze.await_count == 2
+
+
+async def test_not_twice_at_once(hass: HomeAssistant, mock_vigil_client: MagicMock) -> None:
+    """A camera being analysed is not analysed again; the action joins the running one."""
+    release = asyncio.Event()
+    result = AnalysisEvent.from_dict(load_json("event.json"))
+
+    async def slow_analyze(*args: object, **kwargs: object) -> AnalysisEvent:
+        await release.wait()
+        return result
+
+    mock_vigil_client.analyze.side_effect = slow_analyze
+    with patch(
+        "custom_components.vigil.coordinator.time.monotonic", side_effect=range(0, 10**6, 100)
+    ):
+        motion(hass, STATE_ON)
+        await hass.async_block_till_done(wait_background_tasks=False)
+        motion(hass, STATE_OFF)
+        motion(hass, STATE_ON)
+        await hass.async_block_till_done(wait_background_tasks=False)
+        call = hass.async_create_task(
+            hass.services.async_call(
+                "vigil",
+                "analyze",
+                {"entity_id": CAMERA_ENTITY},
+                blocking=True,
+                return_response=True,
+            )
+        )
+        await asyncio.sleep(0)
+        release.set()
+        response = await call
+        await hass.async_block_till_done()
+    assert mock_vigil_client.analyze.await_count == 1
+    assert response["events"][CAMERA_ENTITY]["id"] == result.id
+
+
+async def test_trigger_ignored_while_addon_down(
+    hass: HomeAssistant, mock_vigil_client: MagicMock, freezer: FrozenDateTimeFactory
+) -> None:
+    """No analysis is attempted while the add-on is unreachable."""
+    mock_vigil_client.health.side_effect = VigilConnectionError("down")
+    freezer.tick(HEALTH_INTERVAL)
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    motion(hass, STATE_ON)
+    await hass.async_block_till_done()
+    mock_vigil_client.analyze.assert_not_awaited()
+    assert hass.states.get("sensor.front_door_risk_score").state == STATE_UNAVAILABLE
+
+
+async def test_failures_logged_once(
+    hass: HomeAssistant, mock_vigil_client: MagicMock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failing trigger analyses warn once, then say when they work again."""
+    mock_vigil_client.analyze.side_effect = VigilResponseError("queue full", code="queue_full")
+    with patch(
+        "custom_components.vigil.coordinator.time.monotonic", side_effect=range(0, 10**6, 100)
+    ):
+        for _ in range(3):
+            motion(hass, STATE_ON)
+            await hass.async_block_till_done()
+            motion(hass, STATE_OFF)
+        assert caplog.text.count("analysis failed") == 1
+        assert "queue full" in caplog.text
+        mock_vigil_client.analyze.side_effect = None
+        motion(hass, STATE_ON)
+        await hass.async_block_till_done()
+    assert "analyses work again" in caplog.text
+    assert hass.states.get("sensor.front_door_risk_score").state == "72"
+
+
+async def test_connection_lost_during_analysis(
+    hass: HomeAssistant, mock_vigil_client: MagicMock
+) -> None:
+    """A connection error while analysing re-polls the add-on at once."""
+    mock_vigil_client.analyze.side_effect = VigilConnectionError("reset")
+    mock_vigil_client.health.side_effect = VigilConnectionError("down")
+    motion(hass, STATE_ON)
+    await hass.async_block_till_done()
+    assert hass.states.get("binary_sensor.vigil_127_0_0_1_connectivity").state == STATE_OFF
+
+
+async def test_token_refused_during_analysis(
+    hass: HomeAssistant, mock_vigil_client: MagicMock, init_integration: MockConfigEntry
+) -> None:
+    """A 401 from /v1/analyze starts the re-authentication flow."""
+    mock_vigil_client.analyze.side_effect = VigilAuthenticationError("401")
+    motion(hass, STATE_ON)
+    await hass.async_block_till_done()
+    flows = hass.config_entries.flow.async_progress()
+    assert [f["context"]["source"] for f in flows] == [SOURCE_REAUTH]
+
+
+async def test_camera_without_image(
+    hass: HomeAssistant,
+    mock_vigil_client: MagicMock,
+    fake_camera: FakeCamera,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A camera that gives no image: nothing is sent, a warning says why."""
+    fake_camera.fail = True
+    motion(hass, STATE_ON)
+    await hass.async_block_till_done()
+    mock_vigil_client.analyze.assert_not_awaited()
+    assert "camera.front_door: analysis failed" in caplog.text
+
+
+async def test_snapshot_image(
+    hass: HomeAssistant,
+    mock_vigil_client: MagicMock,
+    hass_client: ClientSessionGenerator,
+) -> None:
+    """The image entity serves the add-on's annotated snapshot, fetched once per event."""
+    client = await hass_client()
+    resp = await client.get("/api/image_proxy/image.front_door_last_snapshot")
+    assert resp.status == HTTPStatus.OK
+    assert await resp.read() == b"\xff\xd8annotated-snapshot\xff\xd9"
+    resp = await client.get("/api/image_proxy/image.front_door_last_snapshot")
+    assert resp.status == HTTPStatus.OK
+    mock_vigil_client.snapshot.assert_awaited_once_with("01JDGW0000000000000000STOR")
+
+    mock_vigil_client.snapshot.side_effect = VigilConnectionError("down")
+    motion(hass, STATE_ON)
+    await hass.async_block_till_done()
+    resp = await client.get("/api/image_proxy/image.front_door_last_snapshot")
+    assert resp.status == HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+async def test_unload_during_analysis(
+    hass: HomeAssistant, mock_vigil_client: MagicMock, init_integration: MockConfigEntry
+) -> None:
+    """Unloading the entry cancels a running analysis quietly."""
+    started = asyncio.Event()
+
+    async def hang(*args: object, **kwargs: object) -> AnalysisEvent:
+        started.set()
+        await asyncio.Event().wait()
+        raise AssertionError  # pragma: no cover
+
+    mock_vigil_client.analyze.side_effect = hang
+    (camera,) = init_integration.runtime_data.cameras.values()
+    motion(hass, STATE_ON)
+    await started.wait()
+    assert camera.busy
+    assert await hass.config_entries.async_unload(init_integration.entry_id)
+    await hass.async_block_till_done()
+    assert not camera.busy
+
+
+async def test_unknown_risk_level(hass: HomeAssistant, mock_vigil_client: MagicMock) -> None:
+    """A level outside the four bands: no level, no threat, no event-entity event."""
+    mock_vigil_client.analyze.return_value = AnalysisEvent.from_dict(
+        load_json("event.json") | {"risk_level": "extreme"}
+    )
+    motion(hass, STATE_ON)
+    await hass.async_block_till_done()
+    assert hass.states.get("sensor.front_door_risk_score").state == "72"
+    assert hass.states.get("sensor.front_door_risk_level").state == "unknown"
+    assert hass.states.get("binary_sensor.front_door_threat").state == STATE_OFF
+    assert hass.states.get(EVENT_ENTITY).state == "unknown"

@@ -1,0 +1,323 @@
+"""Tests of the add-on client over real HTTP, against a stand-in add-on on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestServer
+from custom_components.vigil.api import (
+    AnalysisEvent,
+    DetectResult,
+    Health,
+    ImageUpload,
+    VigilAuthenticationError,
+    VigilClient,
+    VigilConnectionError,
+    VigilModelNotInstalledError,
+    VigilNotFoundError,
+    VigilResponseError,
+)
+
+from .conftest import load_json
+
+TOKEN = "t0ken"
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    """Return an error in the add-on's shape."""
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+class StandIn:
+    """A stand-in add-on: records requests and answers from the fixtures."""
+
+    def __init__(self) -> None:
+        """Initialize."""
+        self.requests: list[dict[str, Any]] = []
+
+    @web.middleware
+    async def auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Check the bearer token, except on /health."""
+        if request.path != "/health" and request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return error(401, "unauthorized", "missing or wrong token")
+        return await handler(request)
+
+    def app(self) -> web.Application:
+        """Build the app."""
+        app = web.Application(middlewares=[self.auth])
+        app.router.add_get("/health", self.json("health.json"))
+        app.router.add_get("/v1/models", self.json("models.json"))
+        app.router.add_post("/v1/analyze", self.analyze)
+        app.router.add_post("/v1/detect", self.detect)
+        app.router.add_get("/v1/events", self.events)
+        app.router.add_get("/v1/events/{id}/snapshot.jpg", self.snapshot)
+        app.router.add_post("/v1/people", self.people)
+        app.router.add_post("/v1/models/{name}/{action}", self.model)
+        app.router.add_get("/broken", self.broken)
+        return app
+
+    @staticmethod
+    def json(fixture: str) -> Any:
+        """Return a handler answering a fixture."""
+
+        async def handler(request: web.Request) -> web.Response:
+            return web.json_response(load_json(fixture))
+
+        return handler
+
+    async def broken(self, request: web.Request) -> web.Response:
+        """Answer something that is not JSON."""
+        return web.Response(text="not json")
+
+    async def analyze(self, request: web.Request) -> web.Response:
+        """Record the multipart fields; answer the event fixture."""
+        form = await request.post()
+        image = form["image"]
+        self.requests.append(
+            {
+                "camera": form["camera"],
+                "llm": form.get("llm"),
+                "timestamp": form.get("timestamp"),
+                "zone": form.get("zone"),
+                "image": image.file.read(),  # type: ignore[union-attr]
+                "content_type": image.content_type,  # type: ignore[union-attr]
+            }
+        )
+        return web.json_response(load_json("event.json"))
+
+    async def detect(self, request: web.Request) -> web.Response:
+        """Answer a detection."""
+        assert request.content_type == "image/png"
+        return web.json_response(
+            {
+                "detections": load_json("event.json")["detections"],
+                "image": {"width": 810, "height": 1080},
+                "inference_time_ms": 41.2,
+                "model": "yolov3-tiny-coco",
+            }
+        )
+
+    async def events(self, request: web.Request) -> web.Response:
+        """Answer the stored events of a camera."""
+        if request.query["camera"] == "empty":
+            return web.json_response({"events": []})
+        assert request.query["limit"] == "1"
+        return web.json_response(load_json("events.json"))
+
+    async def snapshot(self, request: web.Request) -> web.Response:
+        """Answer a JPEG, or 404 for an unknown event."""
+        if request.match_info["id"] == "nope":
+            return error(404, "unknown_event", "no such event")
+        return web.Response(body=b"\xff\xd8jpeg", content_type="image/jpeg")
+
+    async def people(self, request: web.Request) -> web.Response:
+        """Answer an enrolment with as many embeddings as images."""
+        form = await request.post()
+        return web.json_response(
+            {"id": "p1", "name": form["name"], "embeddings": len(form.getall("image"))}
+        )
+
+    async def model(self, request: web.Request) -> web.Response:
+        """Answer model load/unload, with the add-on's errors for two names."""
+        name = request.match_info["name"]
+        if name == "missing":
+            return error(404, "unknown_model", "no model named missing")
+        if name == "uninstalled":
+            return error(409, "model_not_installed", "files missing")
+        if name == "crash":
+            return web.Response(status=500, text="<html>oops</html>")
+        loaded = request.match_info["action"] == "load"
+        return web.json_response(load_json("model_loaded.json") | {"name": name, "loaded": loaded})
+
+
+@pytest.fixture
+async def stand_in(socket_enabled: None) -> AsyncGenerator[tuple[StandIn, TestServer]]:
+    """Serve the stand-in add-on on 127.0.0.1."""
+    addon = StandIn()
+    server = TestServer(addon.app(), host="127.0.0.1")
+    await server.start_server()
+    yield addon, server
+    await server.close()
+
+
+@pytest.fixture
+async def session() -> AsyncGenerator[ClientSession]:
+    """A plain aiohttp session."""
+    async with ClientSession() as s:
+        yield s
+
+
+def client_for(
+    session: ClientSession, server: TestServer, token: str | None = TOKEN
+) -> VigilClient:
+    """Return a client for the stand-in."""
+    return VigilClient(session, host="127.0.0.1", port=server.port, token=token, request_timeout=5)
+
+
+async def test_routes(stand_in: tuple[StandIn, TestServer], session: ClientSession) -> None:
+    """Every route parses into its dataclass."""
+    addon, server = stand_in
+    client = client_for(session, server)
+    health = await client.health()
+    assert isinstance(health, Health)
+    assert health.instance_id == "9f0c2b7e5d1a4c3b8e6f0a1d2c3b4a59"
+    assert [g.id for g in health.gpus] == ["cuda:0"]
+    assert health.models_loaded == 2
+    await client.verify_auth()
+
+    when = datetime(2026, 11, 23, 4, 30, tzinfo=UTC)
+    event = await client.analyze(
+        ImageUpload(content=b"jpegbytes"),
+        camera="front_door",
+        llm=False,
+        timestamp=when,
+        zone="porch",
+    )
+    assert isinstance(event, AnalysisEvent)
+    assert (event.risk_score, event.risk_level, event.person_count) == (72, "high", 2)
+    assert event.addon_time_ms == 850
+    assert addon.requests == [
+        {
+            "camera": "front_door",
+            "llm": "false",
+            "timestamp": when.isoformat(),
+            "zone": "porch",
+            "image": b"jpegbytes",
+            "content_type": "image/jpeg",
+        }
+    ]
+
+    detect = await client.detect(ImageUpload(content=b"png", content_type="image/png"))
+    assert isinstance(detect, DetectResult)
+    assert [d.label for d in detect.detections] == ["person", "person", "bus"]
+
+    latest = await client.latest_event("front_door")
+    assert latest is not None and latest.risk_level == "low"
+    assert await client.latest_event("empty") is None
+    assert await client.snapshot(event.id) == b"\xff\xd8jpeg"
+
+    person = await client.enroll_person(
+        "Alex", [ImageUpload(content=b"a"), ImageUpload(content=b"b")]
+    )
+    assert (person.name, person.embeddings) == ("Alex", 2)
+    assert (await client.load_model("fall-detector")).loaded is True
+    assert (await client.unload_model("fall-detector")).loaded is False
+
+
+async def test_errors(stand_in: tuple[StandIn, TestServer], session: ClientSession) -> None:
+    """HTTP errors map onto the typed errors, with the add-on's code and message."""
+    _, server = stand_in
+    client = client_for(session, server)
+    with pytest.raises(VigilNotFoundError) as err:
+        await client.load_model("missing")
+    assert (err.value.code, err.value.status) == ("unknown_model", 404)
+    with pytest.raises(VigilModelNotInstalledError):
+        await client.load_model("uninstalled")
+    with pytest.raises(VigilResponseError) as err:
+        await client.load_model("crash")
+    assert (err.value.code, err.value.message) == ("http_500", "HTTP 500")
+    with pytest.raises(VigilNotFoundError):
+        await client.snapshot("nope")
+    with pytest.raises(VigilResponseError, match="not JSON"):
+        await client._request("GET", "/broken")
+
+    with pytest.raises(VigilAuthenticationError) as err:
+        await client_for(session, server, token="wrong").verify_auth()
+    assert err.value.message == "missing or wrong token"
+    await client_for(session, server, token=None).health()  # /health needs no token
+
+
+async def test_auth_without_model_zoo(session: ClientSession, socket_enabled: None) -> None:
+    """An add-on without /v1/models: a 404 after the token check still means "accepted"."""
+    app = web.Application(middlewares=[StandIn().auth])
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        await client_for(session, server).verify_auth()
+        with pytest.raises(VigilAuthenticationError):
+            await client_for(session, server, token="wrong").verify_auth()
+    finally:
+        await server.close()
+
+
+async def test_unreachable(session: ClientSession, socket_enabled: None) -> None:
+    """Nothing listening: a connection error."""
+    server = TestServer(web.Application(), host="127.0.0.1")
+    await server.start_server()
+    port = server.port
+    await server.close()
+    client = VigilClient(session, host="127.0.0.1", port=port)
+    with pytest.raises(VigilConnectionError):
+        await client.health()
+
+
+async def test_timeout(session: ClientSession, socket_enabled: None) -> None:
+    """An add-on that does not answer in time: a connection error."""
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/health", slow)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        client = VigilClient(session, host="127.0.0.1", port=server.port, health_timeout=0.2)
+        with pytest.raises(VigilConnectionError) as err:
+            await client.health()
+        assert err.value.code == "timeout"
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        [],
+        {"status": "healthy"},
+        {"instance_id": "x", "devices": {}},
+    ],
+)
+def test_bad_health(payload: Any) -> None:
+    """A /health answer without the contract's shape is a response error."""
+    with pytest.raises(VigilResponseError):
+        Health.from_dict(payload)
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"id": ""},
+        {"timestamp": "yesterday"},
+        {"timestamp": "2026-11-23T04:30:00"},
+        {"risk_level": None},
+    ],
+)
+def test_bad_event(patch: dict[str, Any]) -> None:
+    """Events lacking an id, a level or a zoned timestamp are refused."""
+    with pytest.raises(VigilResponseError):
+        AnalysisEvent.from_dict(load_json("event.json") | patch)
+
+
+def test_minimal_health() -> None:
+    """Optional lists may be missing from /health."""
+    health = Health.from_dict({"instance_id": "x", "status": "healthy"})
+    assert (health.devices, health.models, health.issues) == ((), (), ())
+
+
+def test_lenient_numbers() -> None:
+    """Scores are clamped to 0-100; non-numbers count as zero."""
+    event = AnalysisEvent.from_dict(
+        load_json("event.json")
+        | {"risk_score": 140.6, "counts": {"person": "two", "vehicle": True}}
+    )
+    assert event.risk_score == 100
+    assert (event.person_count, event.vehicle_count) == (0, 0)
+    assert json.dumps(event.factors[0].as_dict())

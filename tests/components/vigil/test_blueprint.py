@@ -1,0 +1,75 @@
+"""The notify blueprint, run by Home Assistant's automation engine on a real Vigil event."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from unittest.mock import MagicMock
+
+import pytest
+from custom_components.vigil.api import AnalysisEvent
+from homeassistant.const import STATE_OFF, STATE_ON
+from homeassistant.core import HomeAssistant
+from homeassistant.setup import async_setup_component
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_mock_service
+
+from .conftest import TRIGGER_ENTITY, load_json
+
+BLUEPRINTS = Path(__file__).parents[3] / "blueprints"
+
+
+@pytest.fixture
+async def automation(
+    hass: HomeAssistant, tmp_path: Path, init_integration: MockConfigEntry
+) -> None:
+    """An automation made from the blueprint, watching the front door's risk event."""
+    shutil.copytree(BLUEPRINTS, tmp_path / "blueprints")
+    hass.config.config_dir = str(tmp_path)
+    assert await async_setup_component(
+        hass,
+        "automation",
+        {
+            "automation": {
+                "alias": "Vigil notify",
+                "use_blueprint": {
+                    "path": "vigil/notify_high_risk.yaml",
+                    "input": {
+                        "risk_events": ["event.front_door_risk_event"],
+                        "notify_action": "notify.mobile_app_phone",
+                    },
+                },
+            }
+        },
+    )
+    await hass.async_block_till_done()
+
+
+@pytest.mark.usefixtures("automation")
+async def test_notifies_high_with_snapshot(
+    hass: HomeAssistant, mock_vigil_client: MagicMock
+) -> None:
+    """A high event notifies with the snapshot; a medium one does not."""
+    calls = async_mock_service(hass, "notify", "mobile_app_phone")
+    hass.states.async_set(TRIGGER_ENTITY, STATE_ON, {"device_class": "motion"})
+    await hass.async_block_till_done(wait_background_tasks=True)
+    await hass.async_block_till_done()
+    assert len(calls) == 1
+    assert calls[0].data == {
+        "title": "Front door Risk event: high risk (72)",
+        "message": "Two unknown people at the front door at night; one is close to the door.",
+        "data": {
+            "image": "/api/image_proxy/image.front_door_last_snapshot",
+            "entity_id": "camera.front_door",
+            "tag": "vigil-01JDGX8Y2M3N4P5Q6R7S8T9V0W",
+        },
+    }
+
+    mock_vigil_client.analyze.return_value = AnalysisEvent.from_dict(
+        load_json("event.json") | {"id": "01MEDIUM", "risk_level": "medium", "risk_score": 40}
+    )
+    hass.states.async_set(TRIGGER_ENTITY, STATE_OFF, {"device_class": "motion"})
+    await hass.services.async_call(
+        "vigil", "analyze", {"entity_id": "camera.front_door"}, blocking=True
+    )
+    await hass.async_block_till_done()
+    assert len(calls) == 1

@@ -1,0 +1,164 @@
+"""End to end: Home Assistant drives the REAL add-on process over loopback.
+
+`make test-ha` (scripts/ha_root.sh test) starts `.venv-addon/bin/python -m addon_server` on
+a free 127.0.0.1 port outside the HA root, with a fresh data dir and a random token, and
+passes VIGIL_E2E_URL / VIGIL_E2E_TOKEN in. Nothing here is mocked on the add-on's side:
+the config flow checks the real /health, the trigger sends bus.jpg to the real /v1/analyze
+and the entities show what the add-on's embedded models found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+
+import pytest
+from aiohttp import ClientSession
+from custom_components.vigil.const import (
+    CONF_CAMERA_ENTITY,
+    CONF_LLM,
+    CONF_MIN_INTERVAL,
+    CONF_NOTIFY_LEVEL,
+    CONF_TRIGGER_ENTITIES,
+    DOMAIN,
+    EVENT_RISK,
+    RISK_LEVELS,
+    SUBENTRY_CAMERA,
+)
+from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
+from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT, CONF_SSL, STATE_ON
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+from pytest_homeassistant_custom_component.common import async_capture_events
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
+from yarl import URL
+
+from .conftest import CAMERA_ENTITY, TRIGGER_ENTITY, FakeCamera
+
+E2E_URL = os.environ.get("VIGIL_E2E_URL")
+E2E_TOKEN = os.environ.get("VIGIL_E2E_TOKEN")
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not E2E_URL,
+        reason="VIGIL_E2E_URL is not set: the end-to-end test needs the real add-on; "
+        "run it with `make test-ha`, which starts one",
+    ),
+    pytest.mark.usefixtures("socket_enabled"),
+]
+
+ANALYSIS_TIMEOUT = 90.0
+
+
+async def wait_for(hass: HomeAssistant, check: Callable[[], bool], what: str) -> None:
+    """Wait (real time) until check() holds."""
+    deadline = time.monotonic() + ANALYSIS_TIMEOUT
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {ANALYSIS_TIMEOUT:.0f} s waiting for {what}")
+        await asyncio.sleep(0.05)
+    await hass.async_block_till_done()
+
+
+async def addon_paths() -> set[str]:
+    """Return the routes the running add-on documents."""
+    headers = {"Authorization": f"Bearer {E2E_TOKEN}"} if E2E_TOKEN else {}
+    async with (
+        ClientSession() as session,
+        session.get(f"{E2E_URL}/openapi.json", headers=headers) as resp,
+    ):
+        resp.raise_for_status()
+        return set((await resp.json())["paths"])
+
+
+async def set_up_through_the_flows(hass: HomeAssistant) -> str:
+    """Add the add-on and one camera exactly as a user would; return the entry id."""
+    url = URL(E2E_URL or "")
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    user_input = {CONF_HOST: url.host, CONF_PORT: url.port, CONF_SSL: False}
+    if E2E_TOKEN:
+        user_input[CONF_API_TOKEN] = E2E_TOKEN
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], user_input)
+    assert result["type"] is FlowResultType.CREATE_ENTRY, result
+    entry = result["result"]
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    assert entry.unique_id  # the add-on's instance id
+
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_CAMERA), context={"source": SOURCE_USER}
+    )
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {
+            CONF_CAMERA_ENTITY: CAMERA_ENTITY,
+            CONF_TRIGGER_ENTITIES: [TRIGGER_ENTITY],
+            CONF_MIN_INTERVAL: 0,
+            CONF_LLM: False,
+            CONF_NOTIFY_LEVEL: "medium",
+        },
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY, result
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    return entry.entry_id
+
+
+@pytest.mark.usefixtures("fake_camera")
+async def test_setup_against_real_addon(hass: HomeAssistant) -> None:
+    """The flows work against the real add-on; the server device reports it."""
+    entry_id = await set_up_through_the_flows(hass)
+    assert hass.states.get("binary_sensor.vigil_127_0_0_1_connectivity").state == STATE_ON
+    assert hass.states.get("sensor.vigil_127_0_0_1_status").state in (
+        "healthy",
+        "degraded",
+        "unhealthy",
+    )
+    assert int(hass.states.get("sensor.vigil_127_0_0_1_models_loaded").state) >= 1
+    assert hass.states.get("sensor.front_door_risk_score") is not None
+    assert await hass.config_entries.async_unload(entry_id)
+
+
+async def test_trigger_analyses_bus_jpg(
+    hass: HomeAssistant, fake_camera: FakeCamera, hass_client: ClientSessionGenerator
+) -> None:
+    """Motion on → the add-on analyses bus.jpg → risk, persons and the event entity update."""
+    paths = await addon_paths()
+    assert "/v1/analyze" in paths, (
+        f"the add-on at {E2E_URL} does not serve POST /v1/analyze yet "
+        f"(its /openapi.json lists {sorted(paths)})"
+    )
+    entry_id = await set_up_through_the_flows(hass)
+    bus_events = async_capture_events(hass, EVENT_RISK)
+    assert hass.states.get("event.front_door_risk_event").state == "unknown"
+
+    hass.states.async_set(TRIGGER_ENTITY, STATE_ON, {"device_class": "motion"})
+    await wait_for(hass, lambda: bool(bus_events), "the analysis of bus.jpg")
+
+    data = bus_events[0].data
+    assert data["camera"] == CAMERA_ENTITY
+    assert data["level"] in RISK_LEVELS
+    assert 0 <= data["score"] <= 100
+    persons = int(hass.states.get("sensor.front_door_persons").state)
+    assert persons >= 2, "bus.jpg shows four people; the embedded detector finds most of them"
+    assert int(hass.states.get("sensor.front_door_risk_score").state) == data["score"]
+    assert hass.states.get("sensor.front_door_risk_level").state == data["level"]
+    assert hass.states.get("sensor.front_door_vehicles").state.isdigit()
+
+    event_state = hass.states.get("event.front_door_risk_event")
+    assert event_state.state != "unknown"
+    assert event_state.attributes["event_type"] == data["level"]
+    assert event_state.attributes["event_id"] == data["event_id"]
+    assert event_state.attributes["score"] == data["score"]
+
+    # The annotated snapshot comes from the add-on's event store.
+    if any(p.endswith("/snapshot.jpg") for p in paths):
+        client = await hass_client()
+        resp = await client.get("/api/image_proxy/image.front_door_last_snapshot")
+        assert resp.status == 200
+        assert (await resp.read())[:2] == b"\xff\xd8"
+
+    assert await hass.config_entries.async_unload(entry_id)

@@ -1,0 +1,257 @@
+"""Tests of setting the Vigil integration up and down, and of its faults."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from unittest.mock import MagicMock
+
+import pytest
+from custom_components.vigil.api import (
+    Health,
+    VigilAuthenticationError,
+    VigilConnectionError,
+    VigilNotFoundError,
+    VigilResponseError,
+)
+from custom_components.vigil.const import (
+    CONF_CAMERA_ENTITY,
+    CONF_LLM,
+    CONF_MIN_INTERVAL,
+    CONF_NOTIFY_LEVEL,
+    CONF_TRIGGER_ENTITIES,
+    DOMAIN,
+    HEALTH_INTERVAL,
+    SUBENTRY_CAMERA,
+)
+from custom_components.vigil.coordinator import camera_id_for
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState, ConfigSubentry
+from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE, STATE_UNKNOWN
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
+
+from .conftest import CAMERA_SUBENTRY_ID, INSTANCE_ID, FakeCamera, load_json
+
+RISK_SCORE = "sensor.front_door_risk_score"
+CONNECTIVITY = "binary_sensor.vigil_127_0_0_1_connectivity"
+
+
+async def test_load_unload(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    """The entry loads with the camera's stored event, and unloads."""
+    assert init_integration.state is ConfigEntryState.LOADED
+    assert hass.states.get(RISK_SCORE).state == "8"
+    assert await hass.config_entries.async_unload(init_integration.entry_id)
+    await hass.async_block_till_done()
+    assert init_integration.state is ConfigEntryState.NOT_LOADED
+
+
+@pytest.mark.parametrize(
+    ("method", "side_effect", "state"),
+    [
+        ("health", VigilConnectionError("down"), ConfigEntryState.SETUP_RETRY),
+        ("health", VigilResponseError("bad"), ConfigEntryState.SETUP_RETRY),
+        ("verify_auth", VigilAuthenticationError("401"), ConfigEntryState.SETUP_ERROR),
+        ("latest_event", VigilConnectionError("down"), ConfigEntryState.SETUP_RETRY),
+    ],
+)
+@pytest.mark.usefixtures("fake_camera")
+async def test_setup_failures(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    mock_vigil_client: MagicMock,
+    method: str,
+    side_effect: Exception,
+    state: ConfigEntryState,
+) -> None:
+    """An unreachable add-on retries later; a refused token asks to re-authenticate."""
+    getattr(mock_vigil_client, method).side_effect = side_effect
+    mock_config_entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    assert mock_config_entry.state is state
+    flows = hass.config_entries.flow.async_progress()
+    assert bool(flows) is (state is ConfigEntryState.SETUP_ERROR)
+    if flows:
+        assert flows[0]["context"]["source"] == SOURCE_REAUTH
+
+
+async def test_no_event_store(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    mock_vigil_client: MagicMock,
+    fake_camera: FakeCamera,
+    hass_client: ClientSessionGenerator,
+) -> None:
+    """An add-on without /v1/events starts the cameras empty (and without a snapshot)."""
+    mock_vigil_client.latest_event.side_effect = VigilNotFoundError("no route", status=404)
+    mock_config_entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    assert mock_config_entry.state is ConfigEntryState.LOADED
+    assert hass.states.get(RISK_SCORE).state == STATE_UNKNOWN
+    assert hass.states.get("binary_sensor.front_door_threat").state == STATE_UNKNOWN
+    client = await hass_client()
+    resp = await client.get("/api/image_proxy/image.front_door_last_snapshot")
+    assert resp.status == HTTPStatus.INTERNAL_SERVER_ERROR
+    mock_vigil_client.snapshot.assert_not_awaited()
+
+
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
+async def test_gpu_gone(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_vigil_client: MagicMock,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A GPU that disappears from /health leaves its sensors unknown."""
+    budget = "sensor.vigil_127_0_0_1_cuda_0_memory_budget"
+    assert float(hass.states.get(budget).state) == pytest.approx(22.0, abs=0.01)
+    mock_vigil_client.health.return_value = Health.from_dict(load_json("health_degraded.json"))
+    freezer.tick(HEALTH_INTERVAL)
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert hass.states.get(budget).state == STATE_UNKNOWN
+    assert hass.states.get("sensor.vigil_127_0_0_1_status").state == "degraded"
+
+
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
+async def test_gpu_added_at_runtime(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_vigil_client: MagicMock,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A GPU the add-on reports later gets its sensors without a reload."""
+    health = load_json("health.json")
+    second = dict(health["devices"][0], id="cuda:1", used_bytes=0)
+    health["devices"].append(second)
+    mock_vigil_client.health.return_value = Health.from_dict(health)
+    freezer.tick(HEALTH_INTERVAL)
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert hass.states.get("sensor.vigil_127_0_0_1_cuda_1_memory_budget") is not None
+    assert hass.states.get("sensor.vigil_127_0_0_1_cuda_0_memory_budget") is not None
+
+
+async def test_unavailable_and_recovery(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_vigil_client: MagicMock,
+    freezer: FrozenDateTimeFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The add-on going away makes every entity unavailable (logged once) until it returns."""
+    assert hass.states.get(CONNECTIVITY).state == STATE_ON
+    mock_vigil_client.health.side_effect = VigilConnectionError("connection refused")
+    for _ in range(3):
+        freezer.tick(HEALTH_INTERVAL)
+        async_fire_time_changed(hass)
+        await hass.async_block_till_done()
+    assert hass.states.get(RISK_SCORE).state == STATE_UNAVAILABLE
+    assert hass.states.get("event.front_door_risk_event").state == STATE_UNAVAILABLE
+    assert hass.states.get(CONNECTIVITY).state == STATE_OFF
+    assert caplog.text.count("Error fetching") == 1
+
+    mock_vigil_client.health.side_effect = None
+    freezer.tick(HEALTH_INTERVAL)
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert hass.states.get(RISK_SCORE).state == "8"
+    assert hass.states.get(CONNECTIVITY).state == STATE_ON
+    assert "recovered" in caplog.text
+
+
+async def test_token_refused_later_starts_reauth(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_vigil_client: MagicMock,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A 401 on a later poll reloads the entry, which asks to re-authenticate."""
+    mock_vigil_client.verify_auth.side_effect = VigilAuthenticationError("401")
+    freezer.tick(HEALTH_INTERVAL)
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert init_integration.state is ConfigEntryState.SETUP_ERROR
+    flows = hass.config_entries.flow.async_progress()
+    assert [f["context"]["source"] for f in flows] == [SOURCE_REAUTH]
+
+
+async def test_subentry_added_and_removed(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    device_registry: dr.DeviceRegistry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    """A camera's device and entities come with its subentry and go with it."""
+    hass.states.async_set("camera.back_yard", "idle", {"friendly_name": "Back yard"})
+    subentry = ConfigSubentry(
+        data={
+            CONF_CAMERA_ENTITY: "camera.back_yard",
+            CONF_TRIGGER_ENTITIES: [],
+            CONF_MIN_INTERVAL: 0,
+            CONF_LLM: False,
+            CONF_NOTIFY_LEVEL: "medium",
+        },
+        subentry_type=SUBENTRY_CAMERA,
+        title="Back yard",
+        unique_id="camera.back_yard",
+    )
+    hass.config_entries.async_add_subentry(init_integration, subentry)
+    await hass.async_block_till_done()
+    assert init_integration.state is ConfigEntryState.LOADED
+    assert hass.states.get("sensor.back_yard_risk_score") is not None
+    device = device_registry.async_get_device_by_identifier(
+        (DOMAIN, f"{INSTANCE_ID}_{subentry.subentry_id}"), init_integration.entry_id
+    )
+    assert device is not None
+
+    hass.config_entries.async_remove_subentry(init_integration, subentry.subentry_id)
+    await hass.async_block_till_done()
+    assert init_integration.state is ConfigEntryState.LOADED
+    assert device_registry.async_get(device.id) is None
+    assert entity_registry.async_get("sensor.back_yard_risk_score") is None
+    assert hass.states.get("sensor.front_door_risk_score") is not None
+
+
+async def test_camera_device_linked_to_camera_device(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    mock_vigil_client: MagicMock,
+    fake_camera: FakeCamera,
+    device_registry: dr.DeviceRegistry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    """A camera with a device of its own: the Vigil camera device is linked to it."""
+    other = MockConfigEntry(domain="test")
+    other.add_to_hass(hass)
+    cam_device = device_registry.async_get_or_create(
+        config_entry_id=other.entry_id, identifiers={("test", "cam-1")}, name="Doorbell"
+    )
+    entity_registry.async_update_entity("camera.front_door", device_id=cam_device.id)
+
+    mock_config_entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    device = device_registry.async_get_device_by_identifier(
+        (DOMAIN, f"{INSTANCE_ID}_{CAMERA_SUBENTRY_ID}"), mock_config_entry.entry_id
+    )
+    assert device is not None
+    assert device.via_device_id == cam_device.id
+
+
+@pytest.mark.parametrize(
+    ("entity_id", "camera_id"),
+    [
+        ("camera.front_door", "front_door"),
+        ("camera.Garage-Cam 2", "garage_cam_2"),
+        ("camera.___", "camera"),
+        ("camera." + "x" * 80, "x" * 64),
+    ],
+)
+def test_camera_id(entity_id: str, camera_id: str) -> None:
+    """Camera entity ids map onto the add-on's camera ids ([a-z0-9_]{1,64})."""
+    assert camera_id_for(entity_id) == camera_id

@@ -1,0 +1,279 @@
+"""Tests of the Vigil actions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest.mock import MagicMock
+
+import probatio
+import pytest
+from custom_components.vigil.api import (
+    ImageUpload,
+    VigilAuthenticationError,
+    VigilConnectionError,
+    VigilModelNotInstalledError,
+    VigilNotFoundError,
+    VigilResponseError,
+)
+from custom_components.vigil.const import DOMAIN
+from custom_components.vigil.services import (
+    SERVICE_ANALYZE,
+    SERVICE_ENROLL_PERSON,
+    SERVICE_LOAD_MODEL,
+    SERVICE_UNLOAD_MODEL,
+)
+from homeassistant.config_entries import SOURCE_REAUTH
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from .conftest import CAMERA_ENTITY, FakeCamera, load_bytes
+
+pytestmark = pytest.mark.usefixtures("init_integration")
+
+
+async def test_analyze_returns_events(hass: HomeAssistant, mock_vigil_client: MagicMock) -> None:
+    """vigil.analyze runs now and returns each camera's event."""
+    response = await hass.services.async_call(
+        DOMAIN, SERVICE_ANALYZE, {"entity_id": CAMERA_ENTITY}, blocking=True, return_response=True
+    )
+    assert response == {
+        "events": {
+            CAMERA_ENTITY: {
+                "id": "01JDGX8Y2M3N4P5Q6R7S8T9V0W",
+                "camera": CAMERA_ENTITY,
+                "timestamp": "2026-11-23T04:30:00+00:00",
+                "risk_score": 72,
+                "risk_level": "high",
+                "summary": (
+                    "Two unknown people at the front door at night; one is close to the door."
+                ),
+                "reasoning": "Two people not enrolled, at night, one within a metre of the door.",
+                "factors": [
+                    {"name": "unknown_person", "points": 40.0, "detail": "2 persons not enrolled"},
+                    {"name": "night", "points": 20.0, "detail": "04:30 local time"},
+                    {"name": "near_entry", "points": 12.0, "detail": "a person close to the door"},
+                ],
+                "counts": {"person": 2, "vehicle": 1, "animal": 0},
+                "notify": True,
+                "llm_status": "ok",
+            }
+        }
+    }
+    assert hass.states.get("sensor.front_door_risk_score").state == "72"
+
+
+async def test_analyze_by_device_without_response(
+    hass: HomeAssistant, mock_vigil_client: MagicMock, device_registry: dr.DeviceRegistry
+) -> None:
+    """Targets resolve through devices too; without a response nothing is returned."""
+    other = MockConfigEntry(domain="test")
+    other.add_to_hass(hass)
+    device = device_registry.async_get_or_create(
+        config_entry_id=other.entry_id, identifiers={("test", "cam")}
+    )
+    er.async_get(hass).async_update_entity(CAMERA_ENTITY, device_id=device.id)
+    result = await hass.services.async_call(
+        DOMAIN, SERVICE_ANALYZE, {"device_id": device.id}, blocking=True
+    )
+    assert result is None
+    mock_vigil_client.analyze.assert_awaited_once()
+
+
+@pytest.mark.parametrize(
+    ("target", "key"),
+    [
+        ({"entity_id": "camera.unknown"}, "camera_not_configured"),
+        ({"entity_id": "binary_sensor.front_motion"}, "no_cameras"),
+    ],
+)
+async def test_analyze_bad_target(
+    hass: HomeAssistant, mock_vigil_client: MagicMock, target: dict[str, str], key: str
+) -> None:
+    """Targets that are not Vigil cameras are refused with a translated message."""
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(DOMAIN, SERVICE_ANALYZE, target, blocking=True)
+    assert err.value.translation_key == key
+    mock_vigil_client.analyze.assert_not_awaited()
+
+
+@pytest.mark.parametrize(
+    ("side_effect", "key"),
+    [
+        (VigilConnectionError("down"), "cannot_connect"),
+        (VigilResponseError("image too large", code="image_too_large"), "analysis_failed"),
+        (VigilAuthenticationError("401"), "invalid_auth"),
+    ],
+)
+async def test_analyze_errors(
+    hass: HomeAssistant, mock_vigil_client: MagicMock, side_effect: Exception, key: str
+) -> None:
+    """Add-on errors become HomeAssistantErrors with translation keys."""
+    mock_vigil_client.analyze.side_effect = side_effect
+    with pytest.raises(HomeAssistantError) as err:
+        await hass.services.async_call(
+            DOMAIN, SERVICE_ANALYZE, {"entity_id": CAMERA_ENTITY}, blocking=True
+        )
+    assert err.value.translation_key == key
+
+
+async def test_enroll_person(
+    hass: HomeAssistant, mock_vigil_client: MagicMock, tmp_path: Path
+) -> None:
+    """A person is enrolled from a file and a camera image."""
+    photo = tmp_path / "alex.png"
+    photo.write_bytes(b"\x89PNG fake")
+    hass.config.allowlist_external_dirs = {str(tmp_path)}
+    response = await hass.services.async_call(
+        DOMAIN,
+        SERVICE_ENROLL_PERSON,
+        {"name": " Alex ", "files": [str(photo)], "cameras": [CAMERA_ENTITY]},
+        blocking=True,
+        return_response=True,
+    )
+    assert response == {"id": "p-7c1e", "name": "Alex", "embeddings": 2}
+    mock_vigil_client.enroll_person.assert_awaited_once_with(
+        "Alex",
+        [
+            ImageUpload(content=b"\x89PNG fake", content_type="image/png"),
+            ImageUpload(content=load_bytes("bus.jpg"), content_type="image/jpeg"),
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"name": "Alex"}, "no_images"),
+        ({"name": "Alex", "files": ["/etc/passwd"]}, "path_not_allowed"),
+        ({"name": "Alex", "files": ["{tmp}/missing.jpg"]}, "file_not_found"),
+    ],
+)
+async def test_enroll_person_bad_input(
+    hass: HomeAssistant, mock_vigil_client: MagicMock, tmp_path: Path, data: dict, key: str
+) -> None:
+    """Bad enrolment input is refused with a translated message."""
+    hass.config.allowlist_external_dirs = {str(tmp_path)}
+    if "files" in data:
+        data = data | {"files": [f.format(tmp=tmp_path) for f in data["files"]]}
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(DOMAIN, SERVICE_ENROLL_PERSON, data, blocking=True)
+    assert err.value.translation_key == key
+    mock_vigil_client.enroll_person.assert_not_awaited()
+
+
+async def test_enroll_person_camera_fails(
+    hass: HomeAssistant, mock_vigil_client: MagicMock, fake_camera: FakeCamera
+) -> None:
+    """A camera without an image: a translated error, nothing sent."""
+    fake_camera.fail = True
+    with pytest.raises(HomeAssistantError) as err:
+        await hass.services.async_call(
+            DOMAIN,
+            SERVICE_ENROLL_PERSON,
+            {"name": "Alex", "cameras": [CAMERA_ENTITY]},
+            blocking=True,
+        )
+    assert err.value.translation_key == "camera_image_failed"
+
+
+async def test_enroll_person_addon_without_people(
+    hass: HomeAssistant, mock_vigil_client: MagicMock
+) -> None:
+    """An add-on without /v1/people: a translated add-on error."""
+    mock_vigil_client.enroll_person.side_effect = VigilNotFoundError("not found", status=404)
+    with pytest.raises(HomeAssistantError) as err:
+        await hass.services.async_call(
+            DOMAIN,
+            SERVICE_ENROLL_PERSON,
+            {"name": "Alex", "cameras": [CAMERA_ENTITY]},
+            blocking=True,
+        )
+    assert err.value.translation_key == "addon_error"
+
+
+async def test_load_and_unload_model(
+    hass: HomeAssistant, mock_vigil_client: MagicMock, mock_config_entry: MockConfigEntry
+) -> None:
+    """Models are loaded and unloaded; the add-on is polled again right after."""
+    polls = mock_vigil_client.health.await_count
+    response = await hass.services.async_call(
+        DOMAIN,
+        SERVICE_LOAD_MODEL,
+        {"model": "fall-detector", "config_entry_id": mock_config_entry.entry_id},
+        blocking=True,
+        return_response=True,
+    )
+    assert response["loaded"] is True
+    assert response["name"] == "fall-detector"
+    mock_vigil_client.load_model.assert_awaited_once_with("fall-detector")
+    response = await hass.services.async_call(
+        DOMAIN,
+        SERVICE_UNLOAD_MODEL,
+        {"model": "fall-detector"},
+        blocking=True,
+        return_response=True,
+    )
+    assert response["loaded"] is False
+    await hass.async_block_till_done()
+    assert mock_vigil_client.health.await_count > polls
+
+
+@pytest.mark.parametrize(
+    ("side_effect", "error", "key"),
+    [
+        (
+            VigilNotFoundError("unknown", code="unknown_model", status=404),
+            ServiceValidationError,
+            "unknown_model",
+        ),
+        (
+            VigilModelNotInstalledError("no files", code="model_not_installed", status=409),
+            HomeAssistantError,
+            "model_not_installed",
+        ),
+        (VigilConnectionError("down"), HomeAssistantError, "cannot_connect"),
+        (
+            VigilResponseError("boom", code="internal_error", status=500),
+            HomeAssistantError,
+            "addon_error",
+        ),
+        (VigilAuthenticationError("401"), HomeAssistantError, "invalid_auth"),
+    ],
+)
+async def test_model_errors(
+    hass: HomeAssistant,
+    mock_vigil_client: MagicMock,
+    side_effect: Exception,
+    error: type[Exception],
+    key: str,
+) -> None:
+    """Each add-on failure maps to its translated error."""
+    mock_vigil_client.load_model.side_effect = side_effect
+    with pytest.raises(error) as err:
+        await hass.services.async_call(
+            DOMAIN, SERVICE_LOAD_MODEL, {"model": "fall-detector"}, blocking=True
+        )
+    assert err.value.translation_key == key
+    if isinstance(side_effect, VigilAuthenticationError):
+        flows = hass.config_entries.flow.async_progress()
+        assert [f["context"]["source"] for f in flows] == [SOURCE_REAUTH]
+
+
+async def test_model_name_validated(hass: HomeAssistant, mock_vigil_client: MagicMock) -> None:
+    """A model name that is not a name is refused before anything is sent."""
+    with pytest.raises((probatio.Invalid, ServiceValidationError)):
+        await hass.services.async_call(
+            DOMAIN, SERVICE_LOAD_MODEL, {"model": "../etc/passwd"}, blocking=True
+        )
+    mock_vigil_client.load_model.assert_not_awaited()
+
+
+async def test_unknown_config_entry(hass: HomeAssistant, mock_vigil_client: MagicMock) -> None:
+    """An unknown config entry id is refused (Home Assistant's translated message)."""
+    with pytest.raises(ServiceValidationError):
+        await hass.services.async_call(
+            DOMAIN, SERVICE_LOAD_MODEL, {"model": "x", "config_entry_id": "nope"}, blocking=True
+        )
