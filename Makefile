@@ -67,6 +67,7 @@ test: test-addon $(if $(wildcard mk/ha.mk),test-ha)
 bench: $(STAMP)
 	$(PY) benchmarks/detect_serving.py
 	$(PY) benchmarks/reasoning.py
+	$(PY) benchmarks/analyze_latency.py
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache

@@ -20,7 +20,7 @@ Figures, all in one run on the embedded SmolLM2-135M (or ``--model``):
 3. **Restart-to-ready.** SIGKILL the supervised server and time until it serves again (death
    noticed → backoff → model load → ``/v1/models`` answers), and the load alone.
 
-The end-to-end analyze latency split by stage is added with the analyze endpoint.
+The end-to-end analyze latency split by stage is in benchmarks/analyze_latency.py.
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ async def bench_server(args: argparse.Namespace, model: Path) -> dict[str, Any]:
             pid = sup.pid
             assert pid is not None
             os.kill(pid, signal.SIGKILL)
-            while sup.state.value == "ready":  # noqa: ASYNC110 (until it notices the death)
+            while sup.state.value == "ready":
                 await asyncio.sleep(0.005)
             assert await sup.wait_ready(300)
             st = sup.status()

@@ -309,3 +309,27 @@ async def test_analyze_with_the_real_llm(
     assert event["summary"]
     assert event["timings_ms"]["reason"] > 0
     assert event["llm_score"] is not None
+
+    # The LLM server dies in the middle of an analysis: the event is still made, by the rules.
+    import asyncio
+    import os
+    import signal
+
+    server = app[SERVICES_KEY].reasoner.server
+    pid = server.pid
+    assert pid is not None
+    pending = asyncio.ensure_future(_analyze(client, bus_jpg, "front_door"))
+    await asyncio.sleep(0.5)  # detection done, the LLM is generating
+    os.kill(pid, signal.SIGKILL)
+    killed = await pending
+    assert killed["llm_status"] == "fallback"
+    assert level_for(killed["risk_score"]).value == killed["risk_level"]
+    assert killed["factors"]
+    stored = await (await client.get(f"/v1/events/{killed['id']}")).json()
+    assert stored["llm_status"] == "fallback"
+    # ... and once the supervisor has restarted it, later events use the LLM again.
+    assert await app[SERVICES_KEY].reasoner.wait_ready(120)
+    assert server.restarts >= 1
+    assert server.pid != pid
+    again = await _analyze(client, bus_jpg, "front_door")
+    assert again["llm_status"] == "ok", again.get("llm_error")
