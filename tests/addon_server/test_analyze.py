@@ -333,3 +333,19 @@ async def test_analyze_with_the_real_llm(
     assert server.pid != pid
     again = await _analyze(client, bus_jpg, "front_door")
     assert again["llm_status"] == "ok", again.get("llm_error")
+
+
+async def test_enrolled_people_survive_a_restart(
+    aiohttp_client, settings, counting_detector, zidane_jpg, zidane_other_camera
+) -> None:
+    first = await aiohttp_client(create_app(settings, detector=counting_detector))
+    form = aiohttp.FormData()
+    form.add_field("name", "Zinedine")
+    form.add_field("image", zidane_jpg, filename="z.jpg", content_type="image/jpeg")
+    assert (await first.post("/v1/people", data=form)).status == 201
+    await first.close()
+    second = await aiohttp_client(create_app(settings, detector=counting_detector))
+    people = (await (await second.get("/v1/people")).json())["people"]
+    assert [(p["name"], p["embeddings"]) for p in people] == [("Zinedine", 1)]
+    event = await _analyze(second, zidane_other_camera, "patio", llm="false")
+    assert "Zinedine" in [face["person_name"] for face in event["reid"]]
