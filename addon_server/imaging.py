@@ -152,7 +152,9 @@ def letterbox(
     height, width = pixels.shape[:2]
     scale = min(size / width, size / height)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    resized = cv2.resize(pixels, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    # INTER_AREA when shrinking: a 1080p frame resized to 416 with bilinear aliases badly.
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(pixels, (new_w, new_h), interpolation=interpolation)
     left, top = (size - new_w) // 2, (size - new_h) // 2
     canvas = np.full((size, size, 3), pad_value, dtype=np.uint8)
     canvas[top : top + new_h, left : left + new_w] = resized

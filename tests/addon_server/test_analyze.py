@@ -65,6 +65,7 @@ async def test_analyze_bus_stores_a_complete_event(client, bus_jpg) -> None:
     assert event["camera"] == "front_door"
     assert event["zone"] == "porch"
     assert event["counts"]["person"] >= 3
+    assert event["counts"]["vehicle"] >= 1  # the bus, found on the full-resolution decode
     assert 0 <= event["risk_score"] <= 100
     assert event["risk_level"] in {"low", "medium", "high", "critical"}
     assert event["llm_status"] == "disabled"
