@@ -125,6 +125,7 @@ SCHEMA = vol.Schema(
         },
         vol.Optional("batching", default=dict): {
             vol.Optional("enabled", default=True): _BOOL,
+            vol.Optional("autotune", default=True): _BOOL,
             vol.Optional("max_batch_size", default=8): vol.All(
                 vol.Coerce(int), vol.Range(min=1, max=256)
             ),
@@ -241,6 +242,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "DEVICES_STRICT": ("devices", "strict"),
     "MAX_BATCH_SIZE": ("batching", "max_batch_size"),
     "MAX_QUEUE_DELAY_US": ("batching", "max_queue_delay_us"),
+    "BATCH_AUTOTUNE": ("batching", "autotune"),
     "LLM_MODE": ("llm", "mode"),
     "MODEL_PATH": ("llm", "model_path"),
     "GPU_LAYERS": ("llm", "gpu_layers"),
@@ -297,6 +299,7 @@ class DetectorSettings:
 @dataclass(frozen=True, slots=True)
 class BatchingSettings:
     enabled: bool
+    autotune: bool
     max_batch_size: int
     max_queue_delay_us: int
     preferred_batch_sizes: tuple[int, ...]
@@ -429,6 +432,7 @@ def _build(data: dict[str, Any], source: str) -> Settings:
         ),
         batching=BatchingSettings(
             enabled=batching["enabled"],
+            autotune=batching["autotune"],
             max_batch_size=batching["max_batch_size"],
             max_queue_delay_us=batching["max_queue_delay_us"],
             preferred_batch_sizes=preferred,

@@ -116,6 +116,12 @@ async def served(requests: int) -> dict[tuple[str, int], tuple[float, float, flo
     results: dict[tuple[str, int], tuple[float, float, float]] = {}
     modes = {
         "batching on": {"enabled": True, "max_batch_size": 8, "max_queue_delay_us": 5000},
+        "batching on, no autotune": {
+            "enabled": True,
+            "autotune": False,
+            "max_batch_size": 8,
+            "max_queue_delay_us": 5000,
+        },
         "batching off": {"enabled": False},
     }
     timeout = aiohttp.ClientTimeout(total=600)
@@ -126,6 +132,14 @@ async def served(requests: int) -> dict[tuple[str, int], tuple[float, float, flo
             server = Server(batching)
             try:
                 await server.wait_ready(session)
+                async with session.get(f"{server.url}/health") as resp:
+                    batcher = (await resp.json())["batcher"]
+                tuned = batcher.get("autotune_ms_per_image")
+                print(
+                    f"{mode}: effective max batch {batcher['max_batch_size']}"
+                    + (f" (autotune ms/image {tuned})" if tuned else ""),
+                    flush=True,
+                )
                 await load(server.url, 4, 8, session)  # warm-up
                 for concurrency in (1, 4, 16):
                     total = max(requests, concurrency * 3)

@@ -70,6 +70,9 @@ async def health_document(services: Services) -> dict[str, Any]:
             "batches": batcher.stats.batches,
             "rejected": batcher.stats.rejected,
             "max_batch_size": batcher.max_batch_size,
+            "autotune_ms_per_image": services.detection.tuning.ms_per_image
+            if services.detection.tuning is not None
+            else None,
         }
         if batcher is not None
         else None,

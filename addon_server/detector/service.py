@@ -12,9 +12,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 
 from addon_server.config import BatchingSettings, DetectorSettings
 from addon_server.detector import ModelNotInstalledError, load_detector, resolve_backend
+from addon_server.detector.autotune import TuneResult, best_batch_size
 from addon_server.detector.base import (
     Detection,
     DetectionResult,
@@ -79,6 +81,7 @@ class DetectionService:
         self.batcher: DynamicBatcher | None = None
         self.load_error: str | None = None
         self.installed = True
+        self.tuning: TuneResult | None = None
         self.backend = resolve_backend(settings)
 
     @property
@@ -103,9 +106,25 @@ class DetectionService:
         self.device = self.detector.device
         if self.settings.warmup:
             await asyncio.to_thread(self._warmup, self.detector)
+        batching = self.batching
+        if (
+            self.settings.warmup
+            and batching.enabled
+            and batching.autotune
+            and batching.max_batch_size > 1
+        ):
+            self.tuning = await asyncio.to_thread(
+                best_batch_size, self.detector, batching.max_batch_size
+            )
+            preferred = tuple(
+                s for s in batching.preferred_batch_sizes if s <= self.tuning.batch_size
+            )
+            batching = replace(
+                batching, max_batch_size=self.tuning.batch_size, preferred_batch_sizes=preferred
+            )
         self.devices.reserve(self.device, SERVICE, self.detector.memory_bytes())
         self.metrics.model_loaded.set(1)
-        self.batcher = DynamicBatcher(self.detector, self.batching, on_batch=self._on_batch)
+        self.batcher = DynamicBatcher(self.detector, batching, on_batch=self._on_batch)
         await self.batcher.start()
 
     @staticmethod
