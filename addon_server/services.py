@@ -10,6 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -37,6 +38,13 @@ class Services:
     analyzer: Analyzer
     instance_id: str
     started: float = field(default_factory=time.monotonic)
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every model the add-on runs, as /health and /v1/models list them."""
+        return [
+            self.detection.health(),
+            self.reid.health(self.devices.device_for("zoo")),
+        ]
 
 
 SERVICES_KEY = web.AppKey("services", Services)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from aiohttp import web
 
 from addon_server.api.detect import unavailable
 from addon_server.api.errors import ApiError
 from addon_server.api.images import IMAGE_BODY, decode_upload, read_upload
+from addon_server.api.params import aware_datetime, camera_id, risk_level
 from addon_server.api.routes import Route, error, json_response, query
-from addon_server.config import CAMERA_ID
 from addon_server.detector.batcher import BatcherClosedError, QueueFullError
 from addon_server.detector.service import DetectorUnavailableError
 from addon_server.pipeline import AnalyzeRequest, utcnow
@@ -28,10 +28,7 @@ def parse_request(services: Services, params: dict[str, str]) -> AnalyzeRequest:
     camera = params.get("camera", "").strip()
     if not camera:
         raise ApiError(400, "bad_parameter", "camera is required (an id like 'front_door')")
-    if not CAMERA_ID.match(camera):
-        raise ApiError(
-            400, "bad_parameter", f"camera must be 1-64 of a-z, 0-9 and _, got {camera!r}"
-        )
+    camera_id(camera)
     allowed = services.settings.analysis.cameras
     if allowed and camera not in allowed:
         raise ApiError(
@@ -42,16 +39,7 @@ def parse_request(services: Services, params: dict[str, str]) -> AnalyzeRequest:
     timestamp = utcnow()
     raw_ts = params.get("timestamp", "").strip()
     if raw_ts:
-        try:
-            timestamp = datetime.fromisoformat(raw_ts)
-        except ValueError:
-            raise ApiError(
-                400, "bad_parameter", f"timestamp must be ISO 8601, got {raw_ts!r}"
-            ) from None
-        if timestamp.tzinfo is None:
-            raise ApiError(
-                400, "bad_parameter", f"timestamp must include a UTC offset, got {raw_ts!r}"
-            )
+        timestamp = aware_datetime("timestamp", raw_ts)
         now = utcnow()
         skew = services.settings.analysis.max_clock_skew_s
         if timestamp > now + timedelta(seconds=skew):
@@ -71,15 +59,7 @@ def parse_request(services: Services, params: dict[str, str]) -> AnalyzeRequest:
     raw_llm = params.get("llm", "true").strip().lower()
     if raw_llm not in _TRUE | _FALSE:
         raise ApiError(400, "bad_parameter", f"llm must be true or false, got {raw_llm!r}")
-    raw_level = params.get("notify_level", "high").strip().lower()
-    try:
-        notify_level = RiskLevel(raw_level)
-    except ValueError:
-        raise ApiError(
-            400,
-            "bad_parameter",
-            f"notify_level must be low, medium, high or critical, got {raw_level!r}",
-        ) from None
+    notify_level = RiskLevel(risk_level("notify_level", params.get("notify_level", "high")))
     return AnalyzeRequest(camera, timestamp, zone, raw_llm in _TRUE, notify_level)
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from aiohttp import web
 
 from addon_server.api.errors import ApiError
+from addon_server.api.params import aware_datetime, camera_id, risk_level
 from addon_server.api.routes import Route, error, json_response, path_param, query
-from addon_server.config import CAMERA_ID
 from addon_server.services import SERVICES_KEY
 from addon_server.store import LEVEL_RANK
 
@@ -17,35 +15,20 @@ MAX_LIMIT = 500
 
 def _since(raw: str) -> float:
     try:
-        value = datetime.fromisoformat(raw)
+        return float(raw)  # Unix seconds
     except ValueError:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ApiError(
-                400, "bad_parameter", f"since must be ISO 8601 or a Unix time, got {raw!r}"
-            ) from None
-    if value.tzinfo is None:
-        raise ApiError(400, "bad_parameter", f"since must include a UTC offset, got {raw!r}")
-    return value.timestamp()
+        return aware_datetime("since", raw).timestamp()
 
 
 async def list_events(request: web.Request) -> web.Response:
     services = request.app[SERVICES_KEY]
     params = request.query
     camera = params.get("camera") or None
-    if camera is not None and not CAMERA_ID.match(camera):
-        raise ApiError(
-            400, "bad_parameter", f"camera must be 1-64 of a-z, 0-9 and _, got {camera!r}"
-        )
+    if camera is not None:
+        camera_id(camera)
     since = _since(params["since"]) if params.get("since") else None
-    min_level = params.get("min_level") or None
-    if min_level is not None and min_level not in LEVEL_RANK:
-        raise ApiError(
-            400,
-            "bad_parameter",
-            f"min_level must be low, medium, high or critical, got {min_level!r}",
-        )
+    raw_level = params.get("min_level")
+    min_level = risk_level("min_level", raw_level) if raw_level else None
     raw_limit = params.get("limit", "50")
     try:
         limit = int(raw_limit)

@@ -16,7 +16,8 @@ from addon_server.services import SERVICES_KEY, Services
 async def health_document(services: Services) -> dict[str, Any]:
     """Build the health JSON; ``issues`` lists what Home Assistant turns into repairs."""
     devices = services.devices
-    detector = services.detection.health()
+    models = services.models()
+    detector = models[0]  # the detector comes first
     issues: list[dict[str, Any]] = []
     for placement in devices.placements.values():
         if placement.fallback and placement.service in _RUNNING_SERVICES:
@@ -62,7 +63,7 @@ async def health_document(services: Services) -> dict[str, Any]:
         "model_loaded": bool(detector["loaded"]),
         "devices": devices.as_health(),
         "services": devices.placements_as_health(),
-        "models": [detector, reid_model(services)],
+        "models": models,
         "llm": await services.reasoner.health(),
         "batcher": {
             "queue_depth": batcher.queue_depth,
@@ -82,23 +83,6 @@ async def health_document(services: Services) -> dict[str, Any]:
 
 _RUNNING_SERVICES = frozenset({"detector", "llm", "zoo"})
 """Services this build runs; placements of the others are reported but raise no issue yet."""
-
-
-def reid_model(services: Services) -> dict[str, Any]:
-    reid = services.reid
-    device = services.devices.device_for("zoo")
-    return {
-        "name": reid.name,
-        "kind": "face_embedder",
-        "backend": "onnxruntime",
-        "device": device,
-        "loaded": reid.embedder is not None,
-        "installed": reid.installed,
-        "vram_bytes": reid.embedder.memory_bytes
-        if reid.embedder is not None and device.startswith("cuda")
-        else 0,
-        "error": reid.load_error,
-    }
 
 
 async def health(request: web.Request) -> web.Response:

@@ -13,26 +13,21 @@ from typing import Any
 from aiohttp import web
 
 from addon_server.api.errors import ApiError
-from addon_server.api.health import reid_model
 from addon_server.api.routes import Route, error, json_response, path_param
 from addon_server.reid.gallery import LEDGER_OWNER
 from addon_server.services import SERVICES_KEY, Services
 
 
-def models_list(services: Services) -> list[dict[str, Any]]:
-    return [services.detection.health(), reid_model(services)]
-
-
 def _find(services: Services, name: str) -> dict[str, Any]:
-    for model in models_list(services):
+    for model in services.models():
         if model["name"] == name:
             return model
-    known = ", ".join(m["name"] for m in models_list(services))
+    known = ", ".join(m["name"] for m in services.models())
     raise ApiError(404, "unknown_model", f"no model {name!r}; known: {known}")
 
 
 async def list_models(request: web.Request) -> web.Response:
-    return web.json_response({"models": models_list(request.app[SERVICES_KEY])})
+    return web.json_response({"models": request.app[SERVICES_KEY].models()})
 
 
 async def load_model(request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -102,6 +102,22 @@ class ReidService:
         self.installed = True
         self.load_error = None
         return True
+
+    def health(self, device: str) -> dict[str, Any]:
+        """This model's entry in /health and /v1/models (the detector's has the same keys)."""
+        embedder = self.embedder
+        return {
+            "name": self.name,
+            "kind": "face_embedder",
+            "backend": "onnxruntime",
+            "device": device,
+            "loaded": embedder is not None,
+            "installed": self.installed,
+            "vram_bytes": embedder.memory_bytes
+            if embedder is not None and device.startswith("cuda")
+            else 0,
+            "error": self.load_error,
+        }
 
     def unload(self) -> None:
         self.embedder = None
