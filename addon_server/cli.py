@@ -1,7 +1,8 @@
 """Command line: ``vigil-addon [serve] [--config FILE]`` (also ``python -m addon_server``).
 
-A configuration error exits with status 2 and one line naming the key and the reason, so a
-supervisor (systemd, the HA add-on runner) shows the user what to fix.
+A configuration error — or a data dir that cannot be written — exits with status 2 and one
+line naming the key (or the path) and the reason, so a supervisor (systemd, the HA add-on
+runner) shows the user what to fix.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from addon_server import __version__
 from addon_server.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load
 from addon_server.devices import PlacementError
+from addon_server.store import StorageError, check_storage
 
 _LOGGER = logging.getLogger("addon_server")
 EXIT_CONFIG = 2
@@ -84,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration OK ({settings.source})")
         return 0
     settings = secure_bind(settings)
+    try:
+        # Before any model loads, so it fails in a second. An existing database on a full
+        # disk passes (it opens without writing): the add-on then serves reads and reports it.
+        check_storage(settings.store.path)
+    except StorageError as err:
+        print(f"vigil-addon: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     from aiohttp import web
 
     from addon_server.app import create_app
@@ -92,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(settings)
     except (PlacementError, ConfigError) as err:
         print(f"vigil-addon: invalid configuration: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StorageError as err:  # the instance id could not be written
+        print(f"vigil-addon: {err}", file=sys.stderr)
         return EXIT_CONFIG
     _LOGGER.info(
         "Vigil add-on %s listening on http://%s:%d (config: %s)",

@@ -21,7 +21,7 @@ from addon_server.metrics import Metrics
 from addon_server.pipeline import Analyzer
 from addon_server.reasoning.reasoner import Reasoner
 from addon_server.reid.gallery import ReidService
-from addon_server.store import EventStore
+from addon_server.store import EventStore, os_storage_error
 
 
 @dataclass
@@ -51,15 +51,23 @@ SERVICES_KEY = web.AppKey("services", Services)
 
 
 def instance_id(data_dir: Path) -> str:
-    """A stable id for this installation (Home Assistant's unique id for the config entry)."""
+    """A stable id for this installation (Home Assistant's unique id for the config entry).
+
+    Raises :class:`StorageError` when the data dir cannot hold it (read-only, not a directory).
+    """
     path = data_dir / "instance_id"
     try:
         existing = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         existing = ""
+    except OSError as err:
+        raise os_storage_error(err, data_dir) from err
     if existing:
         return existing
-    data_dir.mkdir(parents=True, exist_ok=True)
     new_id = uuid.uuid4().hex
-    path.write_text(new_id + "\n", encoding="utf-8")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(new_id + "\n", encoding="utf-8")
+    except OSError as err:
+        raise os_storage_error(err, data_dir) from err
     return new_id

@@ -4,16 +4,26 @@ An accepted event is committed (``synchronous=FULL``) before the API answers, so
 restart of the add-on never loses an event Home Assistant was told about. SQLite calls run on
 one dedicated thread that owns the connection: the event loop never blocks on disk, and there
 is exactly one writer. Retention trims by age and by count after inserts.
+
+A write the disk refuses raises :class:`StorageFullError` (no space) or
+:class:`StorageUnavailableError` (read-only file system, I/O error, locked by another process)
+naming the data dir, and the store keeps the problem as a health issue until a write succeeds
+again (or, for a full disk, until free space returns): reads keep working meanwhile, and no
+event is ever reported as stored that is not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
+import logging
 import secrets
+import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +32,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+_LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 LEVEL_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 Vector = npt.NDArray[np.float32]
@@ -94,6 +105,118 @@ class DuplicatePersonError(Exception):
     """A person with that name is already enrolled."""
 
 
+class StorageError(Exception):
+    """The data dir refused a read or write for a reason outside the add-on (disk, mount)."""
+
+    code = "storage_unavailable"
+
+    def __init__(self, message: str, data_dir: Path) -> None:
+        super().__init__(message)
+        self.data_dir = data_dir
+
+    def as_issue(self) -> dict[str, Any]:
+        """The /health issue that Home Assistant turns into a repair."""
+        return {"code": self.code, "path": str(self.data_dir), "message": str(self)}
+
+
+class StorageFullError(StorageError):
+    """No space left in the data dir (ENOSPC, a quota, SQLITE_FULL)."""
+
+    code = "storage_full"
+
+
+class StorageUnavailableError(StorageError):
+    """The data dir cannot be used: read-only, I/O error, not a directory, locked."""
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_NOT_A_DIR_ERRNOS = frozenset({errno.EEXIST, errno.ENOTDIR})  # mkdir/open on a file
+_SQLITE_UNAVAILABLE = frozenset(
+    {
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_NOTADB,
+        sqlite3.SQLITE_NOLFS,
+    }
+)
+RECOVERED_FREE_BYTES = 1 << 20
+"""Free space that must come back, above what was free at the failure, to clear storage_full."""
+
+
+def storage_error(err: BaseException, data_dir: Path) -> StorageError | None:
+    """Classify a failure of the disk under the store; ``None`` for anything else (a bug).
+
+    SQLite reports a full disk (and its own ``max_page_count``) as SQLITE_FULL, and a read-only
+    or failing disk as one of the I/O codes; the operating system reports ENOSPC/EDQUOT.
+    """
+    if isinstance(err, sqlite3.Error):
+        code = getattr(err, "sqlite_errorcode", None)
+        if code is None:
+            return None
+        primary = code & 0xFF  # extended codes keep the primary code in the low byte
+        if primary == sqlite3.SQLITE_FULL:
+            return StorageFullError(f"no space left in the data dir {data_dir} ({err})", data_dir)
+        if primary in _SQLITE_UNAVAILABLE:
+            message = f"the data dir {data_dir} cannot be used ({err})"
+            return StorageUnavailableError(message, data_dir)
+        return None
+    if isinstance(err, OSError):
+        return os_storage_error(err, data_dir)
+    return None
+
+
+def os_storage_error(err: OSError, data_dir: Path) -> StorageError:
+    """An operating-system failure on the data dir: full for ENOSPC/EDQUOT, else unavailable."""
+    reason = err.strerror or str(err)
+    if err.errno in _NOT_A_DIR_ERRNOS:
+        reason = "it is not a directory"
+    if err.errno in _FULL_ERRNOS:
+        return StorageFullError(f"no space left in the data dir {data_dir} ({reason})", data_dir)
+    return StorageUnavailableError(f"the data dir {data_dir} cannot be used ({reason})", data_dir)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(_SCHEMA)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextlib.contextmanager
+def _disk_errors(data_dir: Path) -> Iterator[None]:
+    """Re-raise a failure of the disk as :class:`StorageError`; anything else as it is."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as err:
+        problem = storage_error(err, data_dir)
+        if problem is None:
+            raise
+        raise problem from err
+
+
+def check_storage(path: Path) -> None:
+    """Open (creating) the database at ``path`` once, as serving will; raise StorageError.
+
+    The command line calls this before it loads any model, so a data dir that is read-only,
+    a file, or on a failing disk stops the start-up with one clear line instead of a traceback.
+    """
+    with _disk_errors(path.parent):
+        _connect(path).close()
+
+
 class EventStore:
     """Async facade over one SQLite database file."""
 
@@ -103,10 +226,59 @@ class EventStore:
         self.max_events = max_events
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._conn: sqlite3.Connection | None = None
+        self.problem: StorageError | None = None
+        """The last failure of the disk, reported in /health until the store recovers."""
+        self._free_at_failure = 0
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    @property
+    def data_dir(self) -> Path:
+        return self.path.parent
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
+        """Run ``fn`` on the store thread; turn disk failures into :class:`StorageError`.
+
+        A successful write proves the disk works again and clears the recorded problem.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, fn)
+        try:
+            with _disk_errors(self.data_dir):
+                result = await loop.run_in_executor(self._executor, self._call, fn)
+        except StorageError as problem:
+            self._record(problem)
+            raise
+        if write and self.problem is not None:
+            _LOGGER.warning("the data dir %s accepts writes again", self.data_dir)
+            self.problem = None
+        return result
+
+    def _record(self, problem: StorageError) -> None:
+        if self.problem is None or self.problem.code != problem.code:
+            _LOGGER.error("event store: %s", problem)
+        self.problem = problem
+        self._free_at_failure = self._free_bytes() or 0
+
+    def _free_bytes(self) -> int | None:
+        try:
+            return shutil.disk_usage(self.data_dir).free
+        except OSError:
+            return None
+
+    def issues(self) -> list[dict[str, Any]]:
+        """The storage problem for /health, if any; a full disk clears when space returns.
+
+        The free-space check (one ``statvfs``) runs only while the disk is known full, so the
+        repair in Home Assistant goes away once space is freed, even before the next event.
+        """
+        problem = self.problem
+        if problem is None:
+            return []
+        if isinstance(problem, StorageFullError):
+            free = self._free_bytes()
+            if free is not None and free >= self._free_at_failure + RECOVERED_FREE_BYTES:
+                _LOGGER.warning("the data dir %s has free space again", self.data_dir)
+                self.problem = None
+                return []
+        return [problem.as_issue()]
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
@@ -114,17 +286,9 @@ class EventStore:
         return fn(self._conn)
 
     async def open(self) -> None:
-        def connect() -> sqlite3.Connection:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.executescript(_SCHEMA)
-            return conn
-
         loop = asyncio.get_running_loop()
-        self._conn = await loop.run_in_executor(self._executor, connect)
+        with _disk_errors(self.data_dir):
+            self._conn = await loop.run_in_executor(self._executor, _connect, self.path)
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -141,7 +305,11 @@ class EventStore:
         snapshot: bytes | None,
         embeddings: Sequence[StoredEmbedding] = (),
     ) -> None:
-        """Commit the event, its snapshot and its sightings' embeddings in one transaction."""
+        """Commit the event, its snapshot and its sightings' embeddings in one transaction.
+
+        Raises :class:`StorageError` when the disk refuses it: then nothing was stored. The
+        retention trim that follows is best effort (a failure is only logged and reported).
+        """
         ts = float(document["ts"])
         row = (
             document["id"],
@@ -161,9 +329,12 @@ class EventStore:
                     row,
                 )
                 _insert_embeddings(conn, embeddings)
-            self._trim(conn, ts)
 
-        await self._run(write)
+        await self._run(write, write=True)
+        try:
+            await self._run(lambda conn: self._trim(conn, ts), write=True)
+        except StorageError as err:
+            _LOGGER.warning("retention trim skipped: %s", err)
 
     def _trim(self, conn: sqlite3.Connection, now: float) -> None:
         with conn:
@@ -249,7 +420,7 @@ class EventStore:
                 raise DuplicatePersonError(f"a person named {name!r} is already enrolled") from None
             return Person(person_id, name, now, len(vectors))
 
-        return await self._run(write)
+        return await self._run(write, write=True)
 
     async def list_people(self) -> list[Person]:
         def read(conn: sqlite3.Connection) -> list[Person]:
@@ -266,7 +437,7 @@ class EventStore:
             with conn:
                 return conn.execute("DELETE FROM people WHERE id = ?", (person_id,)).rowcount > 0
 
-        return await self._run(write)
+        return await self._run(write, write=True)
 
     async def embeddings(self, kind: str, *, since: float | None = None) -> list[StoredEmbedding]:
         """Enrolled embeddings of ``kind`` plus sightings newer than ``since``."""

@@ -13,6 +13,7 @@ from http import HTTPStatus
 from aiohttp import web
 
 from addon_server.metrics import Metrics
+from addon_server.store import StorageError, StorageFullError
 
 _LOGGER = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -72,6 +73,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = f"{request.method} is not allowed on {request.path}"
         metrics.http_errors.labels(code).inc()
         return error_response(err.status, code, message)
+    except StorageError as err:  # the disk, not the request: 507 when full, else 503
+        metrics.http_errors.labels(err.code).inc()
+        return error_response(507 if isinstance(err, StorageFullError) else 503, err.code, str(err))
     except Exception:
         _LOGGER.exception("unhandled error on %s %s", request.method, request.path)
         metrics.http_errors.labels("internal_error").inc()

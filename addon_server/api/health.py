@@ -46,6 +46,7 @@ async def health_document(services: Services) -> dict[str, Any]:
             }
         )
     issues.extend(services.reasoner.issues())
+    issues.extend(services.store.issues())
     if not detector["loaded"]:
         status = "unhealthy"
     elif issues:

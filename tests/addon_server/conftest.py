@@ -18,10 +18,42 @@ from addon_server.detector import load_detector
 from addon_server.detector.base import Detector
 
 ASSETS = Path(ultralytics.__file__).parent / "assets"
+REPO = Path(__file__).resolve().parents[2]
 SHARED_MODELS = Path(
-    os.environ.get("VIGIL_SHARED_MODELS", Path(__file__).resolve().parents[3] / "shared" / "models")
+    os.environ.get("VIGIL_SHARED_MODELS")
+    or os.environ.get("VIGIL_MODELS_DIR")
+    or REPO.parent / "shared" / "models"
 )
-"""The pretrained ONNX files beside the checkout (../shared/models; see its README)."""
+"""The pretrained ONNX files (face re-ID): VIGIL_SHARED_MODELS, else the add-on's own
+VIGIL_MODELS_DIR, else ../shared/models beside the checkout. A fresh clone may not have them."""
+MODELS_README = "README.md, section 'Face re-identification models'"
+
+
+def needs_shared_models(*files: str) -> pytest.MarkDecorator:
+    """Skip a test that needs these files of SHARED_MODELS, naming the first one missing.
+
+    The add-on itself runs without them (re-ID off, reported in /health); only tests of re-ID
+    need them, and a fresh clone without ../shared/models should see why they were skipped
+    (``pytest -ra`` lists the reason) rather than a FileNotFoundError.
+    """
+    missing = [SHARED_MODELS / name for name in files if not (SHARED_MODELS / name).is_file()]
+    return pytest.mark.skipif(
+        bool(missing),
+        reason=f"needs {missing[0] if missing else ''} (pretrained face model, not in the "
+        "repository): point VIGIL_MODELS_DIR (or VIGIL_SHARED_MODELS) at the folder that "
+        f"holds it; see {MODELS_README}",
+    )
+
+
+def addon_process_env(**env: str) -> dict[str, str]:
+    """The environment for a ``python -m addon_server`` child: this checkout's code first.
+
+    The child runs in a temporary cwd, where an editable install of another checkout would
+    otherwise win over the code under test.
+    """
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **env}
+
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")
