@@ -262,6 +262,8 @@ PY
     ((i < 600)) || { STEP_LOG="$log"; fail "the add-on did not answer /health within 300 s"; }
     export VIGIL_E2E_URL="http://127.0.0.1:$port" VIGIL_E2E_TOKEN="$token"
     say "add-on (pid $ADDON_PID) answers on $VIGIL_E2E_URL; log: $log"
+    [[ -f "${VIGIL_MODELS_DIR:-models}/faceres.onnx" ]] || say "no ${VIGIL_MODELS_DIR:-models}/faceres.onnx:" \
+        "the add-on runs with face re-ID off (README: 'Face re-identification models')"
 }
 
 cmd="${1:-ensure}"; shift || true

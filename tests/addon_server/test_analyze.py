@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from addon_server.app import create_app
-from tests.addon_server.conftest import CountingDetector
+from tests.addon_server.conftest import CountingDetector, needs_shared_models
 
 JPEG = {"Content-Type": "image/jpeg"}
 
@@ -157,6 +157,7 @@ async def test_retention_by_age(
     assert (await client.get(f"/v1/events/{mid['id']}")).status == 200
 
 
+@needs_shared_models("faceres.onnx")
 async def test_reid_matches_across_cameras_and_not_a_different_person(
     client, zidane_jpg, zidane_other_camera, astronaut_jpg
 ) -> None:
@@ -174,6 +175,7 @@ async def test_reid_matches_across_cameras_and_not_a_different_person(
     assert all(face["person_name"] is None for face in other["reid"])
 
 
+@needs_shared_models("faceres.onnx")
 async def test_enrolled_person_is_named_and_lowers_risk(
     client, zidane_jpg, zidane_other_camera
 ) -> None:
@@ -201,6 +203,7 @@ async def test_enrolled_person_is_named_and_lowers_risk(
     assert (await client.delete(f"/v1/people/{person['id']}")).status == 404
 
 
+@needs_shared_models("faceres.onnx")
 async def test_enrolment_needs_a_face(client, coffee_jpg) -> None:
     form = aiohttp.FormData()
     form.add_field("name", "Mug")
@@ -336,6 +339,7 @@ async def test_analyze_with_the_real_llm(
     assert again["llm_status"] == "ok", again.get("llm_error")
 
 
+@needs_shared_models("faceres.onnx")
 async def test_enrolled_people_survive_a_restart(
     aiohttp_client, settings, counting_detector, zidane_jpg, zidane_other_camera
 ) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from addon_server.app import create_app
 from addon_server.devices import GIB, DeviceTable, DiscoveredDevice, PlacementError, discover
-from tests.addon_server.conftest import SHARED_MODELS
+from tests.addon_server.conftest import SHARED_MODELS, needs_shared_models
 
 CPU = DiscoveredDevice("cpu", "cpu", "CPU", 32 * GIB)
 GPU0 = DiscoveredDevice("cuda:0", "cuda", "NVIDIA GeForce RTX 3090", 24 * GIB)
@@ -80,6 +80,7 @@ def test_strict_placement_refuses(make_settings) -> None:
         DeviceTable(settings.devices, [CPU])
 
 
+@needs_shared_models("faceres.onnx")
 async def test_health_shows_placement_and_fallback(
     aiohttp_client, make_settings, counting_detector
 ) -> None:
@@ -110,6 +111,7 @@ async def test_health_shows_placement_and_fallback(
     assert body["cuda_available"] is False
 
 
+@needs_shared_models("faceres.onnx")
 async def test_health_shape(aiohttp_client, make_settings, counting_detector) -> None:
     settings = make_settings({"detector": {"warmup": False}})
     client = await aiohttp_client(

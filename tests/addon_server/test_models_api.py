@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from addon_server.app import create_app
-from tests.addon_server.conftest import SHARED_MODELS
+from tests.addon_server.conftest import SHARED_MODELS, needs_shared_models
 
 
+@needs_shared_models("faceres.onnx")
 async def test_models_load_and_unload(
     aiohttp_client, make_settings, counting_detector, zidane_jpg
 ) -> None:
