@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -18,9 +17,13 @@ from typing import Any
 
 import ultralytics
 
-from tests.addon_server.conftest import SHARED_MODELS
+from tests.addon_server.conftest import SHARED_MODELS, addon_process_env
 
 BUS = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
+START_TIMEOUT_S = 300
+"""Catches a hang, not slowness: a busy 2-core machine may take a minute to import and load."""
+HTTP_TIMEOUT_S = 120
+"""Per request; the slowest (analyze with the LLM) is bounded by the LLM's own timeout."""
 
 
 def _free_port() -> int:
@@ -34,7 +37,7 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
@@ -44,14 +47,13 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
 def running_addon(tmp_path: Path, **env: str) -> Iterator[str]:
     """Start the real add-on process, wait for /health, stop it with SIGTERM (exit 0)."""
     port = _free_port()
-    full_env = {
-        **os.environ,
-        "PORT": str(port),
-        "VIGIL_DATA_DIR": str(tmp_path / "data"),
-        "HOST": "127.0.0.1",
-        "VIGIL_MODELS_DIR": str(SHARED_MODELS),
+    full_env = addon_process_env(
+        PORT=str(port),
+        VIGIL_DATA_DIR=str(tmp_path / "data"),
+        HOST="127.0.0.1",
+        VIGIL_MODELS_DIR=str(SHARED_MODELS),  # absent on a fresh clone: re-ID is then off
         **env,
-    }
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "addon_server"],
         env=full_env,
@@ -62,7 +64,7 @@ def running_addon(tmp_path: Path, **env: str) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + START_TIMEOUT_S
         status = 0
         while time.monotonic() < deadline:
             try:
@@ -73,12 +75,12 @@ def running_addon(tmp_path: Path, **env: str) -> Iterator[str]:
                 pass
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
             time.sleep(0.3)
-        assert status == 200
+        assert status == 200, f"no /health within {START_TIMEOUT_S} s"
         yield base
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=START_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
@@ -90,15 +92,23 @@ def _post(url: str, body: bytes, token: str | None = None) -> dict[str, Any]:
     if token:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, data=body, method="POST", headers=headers)
-    with urllib.request.urlopen(request, timeout=120) as resp:
+    with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as resp:
         return dict(json.loads(resp.read()))
+
+
+def _expected_issues() -> list[tuple[str, str | None]]:
+    """The default configuration's only issue without the face model: re-ID not installed."""
+    if (SHARED_MODELS / "faceres.onnx").is_file():
+        return []
+    return [("model_not_installed", "faceres")]
 
 
 def test_addon_process_serves_bus_jpg(tmp_path: Path) -> None:
     token = "e2e-token"
     with running_addon(tmp_path, VIGIL_API_TOKEN=token, LLM_MODE="disabled") as base:
         health = json.loads(_get(f"{base}/health")[1])
-        assert health["status"] == "healthy", health["issues"]
+        assert [(i["code"], i.get("model")) for i in health["issues"]] == _expected_issues()
+        assert health["status"] == ("degraded" if _expected_issues() else "healthy")
         assert health["models"][0]["name"] == "yolov3-tiny-coco"
         result = _post(f"{base}/v1/detect", BUS.read_bytes(), token)
         assert sum(d["class"] == "person" for d in result["detections"]) >= 3
@@ -106,23 +116,22 @@ def test_addon_process_serves_bus_jpg(tmp_path: Path) -> None:
 
 
 def test_event_survives_an_addon_restart(tmp_path: Path) -> None:
-    """Default configuration (supervised SmolLM2): analyze, stop the process, start it again."""
+    """Default configuration (supervised SmolLM2): analyze, stop the process, start it again.
+
+    Only persistence is asserted: whether the LLM answered in time (``llm_status`` ok, or a
+    rules-only fallback on a busy machine) depends on the machine, and the stored event is the
+    same either way.
+    """
     with running_addon(tmp_path) as base:
-        for _ in range(300):
-            health = json.loads(_get(f"{base}/health")[1])
-            if health["llm"].get("ready"):
-                break
-            time.sleep(0.2)
-        assert health["status"] == "healthy", health["issues"]
         event = _post(f"{base}/v1/analyze?camera=front_door", BUS.read_bytes())
         assert event["counts"]["person"] >= 3
-        assert event["llm_status"] == "ok", event.get("llm_error")
     with running_addon(tmp_path, LLM_MODE="disabled") as base:
         status, body = _get(f"{base}/v1/events/{event['id']}")
         assert status == 200
         stored = json.loads(body)
-        assert stored["risk_score"] == event["risk_score"]
-        assert stored["factors"] == event["factors"]
+        assert {k: v for k, v in stored.items() if k != "timings_ms"} == {
+            k: v for k, v in event.items() if k != "timings_ms"
+        }
         status, snapshot = _get(f"{base}/v1/events/{event['id']}/snapshot.jpg")
         assert status == 200
         assert snapshot[:3] == b"\xff\xd8\xff"
