@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -111,8 +113,24 @@ def darknet_detector() -> Iterator[Detector]:
     detector.close()
 
 
+HANG_TIMEOUT_S = 120.0
+"""How long a test waits for something that must happen: only a hang, never slowness, trips it."""
+
+
+async def eventually(predicate: Callable[[], bool], what: str) -> None:
+    """Wait until ``predicate()`` holds: synchronise on the state, not on a guessed sleep."""
+    deadline = time.monotonic() + HANG_TIMEOUT_S
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what}: not within {HANG_TIMEOUT_S:.0f} s"
+        await asyncio.sleep(0.01)
+
+
 class CountingDetector:
-    """Wraps a real detector to count forward passes and, optionally, hold them at a gate."""
+    """Wraps a real detector to count forward passes and, optionally, hold them at a gate.
+
+    A held pass is released after HANG_TIMEOUT_S at the latest, so a test that blocks the event
+    loop by mistake fails instead of hanging.
+    """
 
     def __init__(self, inner: Detector) -> None:
         import threading
@@ -129,7 +147,7 @@ class CountingDetector:
 
     def detect_batch(self, images: Any) -> Any:
         self.entered.set()
-        self.gate.wait(timeout=30)
+        self.gate.wait(timeout=HANG_TIMEOUT_S)
         self.calls.append(len(images))
         return self.inner.detect_batch(images)
 

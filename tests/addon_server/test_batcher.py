@@ -10,14 +10,27 @@ from addon_server.app import create_app
 from addon_server.config import parse
 from addon_server.detector.batcher import DynamicBatcher, QueueFullError
 from addon_server.imaging import decode
-from tests.addon_server.conftest import CountingDetector, persons
+from addon_server.services import SERVICES_KEY
+from tests.addon_server.conftest import HANG_TIMEOUT_S, CountingDetector, eventually, persons
 
 JPEG = {"Content-Type": "image/jpeg"}
+HEALTH_TIMEOUT_S = HANG_TIMEOUT_S / 2
+"""Below the held pass's own release (HANG_TIMEOUT_S): /health must answer while it is held."""
 
 
 async def _client(aiohttp_client, make_settings, detector, **batching):
     settings = make_settings({"detector": {"warmup": False}, "batching": batching})
     return await aiohttp_client(create_app(settings, detector=detector))
+
+
+def _queue_depth(client) -> int:
+    batcher = client.server.app[SERVICES_KEY].detection.batcher
+    return int(batcher.queue_depth)
+
+
+async def _held(counting_detector: CountingDetector) -> None:
+    """Wait (a hang guard, not a timing) until the worker is inside a held forward pass."""
+    assert await asyncio.to_thread(counting_detector.entered.wait, HANG_TIMEOUT_S)
 
 
 async def test_concurrent_requests_share_forward_passes(
@@ -31,14 +44,21 @@ async def test_concurrent_requests_share_forward_passes(
         max_queue_delay_us=300_000,
     )
     images = [bus_jpg if i % 2 == 0 else zidane_jpg for i in range(8)]
-    responses = await asyncio.gather(
-        *(client.post("/v1/detect", data=img, headers=JPEG) for img in images)
-    )
+    # Hold the first pass until the other seven are queued: how fast they arrive (HTTP, decode)
+    # depends on the machine; that queued requests share one pass must not.
+    counting_detector.gate.clear()
+    pending = [asyncio.ensure_future(client.post("/v1/detect", data=images[0], headers=JPEG))]
+    await _held(counting_detector)
+    pending += [
+        asyncio.ensure_future(client.post("/v1/detect", data=img, headers=JPEG))
+        for img in images[1:]
+    ]
+    await eventually(lambda: _queue_depth(client) == 7, "7 requests queued")
+    counting_detector.gate.set()
+    responses = await asyncio.gather(*pending)
     bodies = [await r.json() for r in responses]
     assert all(r.status == 200 for r in responses)
-    assert sum(counting_detector.calls) == 8
-    assert len(counting_detector.calls) < 8, counting_detector.calls  # coalesced
-    assert max(counting_detector.calls) >= 2
+    assert counting_detector.calls == [1, 7]  # the seven that waited: one forward pass
     for image, body in zip(images, bodies, strict=True):  # each caller got its own answer
         if image is bus_jpg:
             assert body["image"] == {"width": 810, "height": 1080}
@@ -88,9 +108,9 @@ async def test_preferred_batch_size_is_dispatched_first(counting_detector, bus_j
         image = decode(bus_jpg, max_pixels=10**8).pixels
         counting_detector.gate.clear()
         first = asyncio.ensure_future(batcher.infer(image))  # occupies the worker
-        await asyncio.to_thread(counting_detector.entered.wait, 10)
+        await _held(counting_detector)
         rest = [asyncio.ensure_future(batcher.infer(image)) for _ in range(5)]
-        await asyncio.sleep(0.05)
+        await eventually(lambda: batcher.queue_depth == 5, "5 requests queued")
         counting_detector.gate.set()
         await asyncio.gather(first, *rest)
     finally:
@@ -112,18 +132,18 @@ async def test_full_queue_answers_429_with_retry_after(
     )
     counting_detector.gate.clear()  # hold the first forward pass
     first = asyncio.ensure_future(client.post("/v1/detect", data=bus_jpg, headers=JPEG))
-    await asyncio.to_thread(counting_detector.entered.wait, 10)
+    await _held(counting_detector)
     queued = [
         asyncio.ensure_future(client.post("/v1/detect", data=bus_jpg, headers=JPEG))
         for _ in range(2)
     ]
-    await asyncio.sleep(0.3)  # let both reach the queue
+    await eventually(lambda: _queue_depth(client) == 2, "both requests queued")
     refused = await client.post("/v1/detect", data=bus_jpg, headers=JPEG)
     assert refused.status == 429
     assert int(refused.headers["Retry-After"]) >= 1
     assert (await refused.json())["error"]["code"] == "queue_full"
     # /health answers while the batch is held
-    health = await asyncio.wait_for(client.get("/health"), timeout=2)
+    health = await asyncio.wait_for(client.get("/health"), timeout=HEALTH_TIMEOUT_S)
     assert health.status == 200
     assert (await health.json())["batcher"]["queue_depth"] == 2
     counting_detector.gate.set()
@@ -137,8 +157,8 @@ async def test_health_answers_while_a_batch_runs(
     client = await _client(aiohttp_client, make_settings, counting_detector)
     counting_detector.gate.clear()
     pending = asyncio.ensure_future(client.post("/v1/detect", data=bus_jpg, headers=JPEG))
-    await asyncio.to_thread(counting_detector.entered.wait, 10)
-    health = await asyncio.wait_for(client.get("/health"), timeout=2)
+    await _held(counting_detector)
+    health = await asyncio.wait_for(client.get("/health"), timeout=HEALTH_TIMEOUT_S)
     assert health.status == 200
     assert not pending.done()
     counting_detector.gate.set()
@@ -153,9 +173,9 @@ async def test_queue_full_error_carries_hint(counting_detector, bus_jpg) -> None
     counting_detector.gate.clear()
     try:
         running = asyncio.ensure_future(batcher.infer(image))
-        await asyncio.to_thread(counting_detector.entered.wait, 10)
+        await _held(counting_detector)
         waiting = asyncio.ensure_future(batcher.infer(image))
-        await asyncio.sleep(0.05)
+        await eventually(lambda: batcher.queue_depth == 1, "the second request queued")
         with pytest.raises(QueueFullError) as info:
             await batcher.infer(image)
         assert info.value.retry_after >= 1
