@@ -1,13 +1,37 @@
-"""Batch-size autotune: fill batches where they pay (GPU-like), not where they don't (CPU)."""
+"""Batch-size autotune: fill batches where they pay (GPU-like), not where they don't (CPU).
+
+The cost models run on a virtual clock that the stand-in detector advances: the decision is
+tested on exact costs, not on how precisely a busy machine keeps a ``time.sleep``. The real
+detector is timed for real in its own test.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
+from types import SimpleNamespace
+
+import pytest
 
 from addon_server.app import create_app
+from addon_server.detector import autotune
 from addon_server.detector.autotune import best_batch_size, candidate_sizes
 from addon_server.detector.base import Detection
+
+
+class VirtualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    """The clock the autotune reads, advanced only by the stand-in detector's cost model."""
+    virtual = VirtualClock()
+    monkeypatch.setattr(autotune, "time", SimpleNamespace(perf_counter=virtual.perf_counter))
+    return virtual
 
 
 class TimedDetector:
@@ -18,12 +42,13 @@ class TimedDetector:
     device = "cuda:0"
     class_names = ("person",)
 
-    def __init__(self, per_call_ms: float, per_image_ms: float) -> None:
+    def __init__(self, clock: VirtualClock, per_call_ms: float, per_image_ms: float) -> None:
+        self.clock = clock
         self.per_call = per_call_ms / 1000
         self.per_image = per_image_ms / 1000
 
     def detect_batch(self, images: Sequence[object]) -> list[list[Detection]]:
-        time.sleep(self.per_call + self.per_image * len(images))
+        self.clock.now += self.per_call + self.per_image * len(images)
         return [[] for _ in images]
 
     def memory_bytes(self) -> int:
@@ -39,15 +64,16 @@ def test_candidate_sizes() -> None:
     assert candidate_sizes(1) == [1]
 
 
-def test_gpu_like_cost_fills_the_batch() -> None:
-    result = best_batch_size(TimedDetector(per_call_ms=40, per_image_ms=2), 8)
+def test_gpu_like_cost_fills_the_batch(clock: VirtualClock) -> None:
+    result = best_batch_size(TimedDetector(clock, per_call_ms=40, per_image_ms=2), 8)
     assert result.batch_size == 8
-    assert result.ms_per_image[8] < result.ms_per_image[1] / 3
+    assert result.ms_per_image == pytest.approx({1: 42, 2: 22, 4: 12, 8: 7})
 
 
-def test_cpu_like_cost_keeps_batches_of_one() -> None:
-    result = best_batch_size(TimedDetector(per_call_ms=0, per_image_ms=20), 8)
+def test_cpu_like_cost_keeps_batches_of_one(clock: VirtualClock) -> None:
+    result = best_batch_size(TimedDetector(clock, per_call_ms=0, per_image_ms=20), 8)
     assert result.batch_size == 1
+    assert result.ms_per_image == pytest.approx({1: 20, 2: 20, 4: 20, 8: 20})
 
 
 def test_real_detector_is_timed_at_every_size(darknet_detector) -> None:
@@ -57,15 +83,17 @@ def test_real_detector_is_timed_at_every_size(darknet_detector) -> None:
     assert result.batch_size in {1, 2, 4}
 
 
-async def test_startup_autotune_caps_the_batcher(aiohttp_client, make_settings) -> None:
+async def test_startup_autotune_caps_the_batcher(
+    aiohttp_client, make_settings, clock: VirtualClock
+) -> None:
     settings = make_settings({"detector": {"warmup": True}, "batching": {"max_batch_size": 8}})
     gpu_like = await aiohttp_client(
-        create_app(settings, detector=TimedDetector(per_call_ms=40, per_image_ms=2))
+        create_app(settings, detector=TimedDetector(clock, per_call_ms=40, per_image_ms=2))
     )
     batcher = (await (await gpu_like.get("/health")).json())["batcher"]
     assert batcher["max_batch_size"] == 8
     assert set(batcher["autotune_ms_per_image"]) == {"1", "2", "4", "8"}
     cpu_like = await aiohttp_client(
-        create_app(settings, detector=TimedDetector(per_call_ms=0, per_image_ms=20))
+        create_app(settings, detector=TimedDetector(clock, per_call_ms=0, per_image_ms=20))
     )
     assert (await (await cpu_like.get("/health")).json())["batcher"]["max_batch_size"] == 1
