@@ -84,9 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration OK ({settings.source})")
         return 0
     settings = secure_bind(settings)
-    from aiohttp import web
-
     from addon_server.app import create_app
+    from addon_server.server import serve
 
     try:
         app = create_app(settings)
@@ -100,11 +99,5 @@ def main(argv: list[str] | None = None) -> int:
         settings.server.port,
         settings.source,
     )
-    web.run_app(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        print=None,
-        access_log=None,
-    )
+    serve(app, settings.server)
     return 0
