@@ -93,9 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as err:
         print(f"vigil-addon: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    from aiohttp import web
-
     from addon_server.app import create_app
+    from addon_server.server import serve
 
     try:
         app = create_app(settings)
@@ -112,11 +111,5 @@ def main(argv: list[str] | None = None) -> int:
         settings.server.port,
         settings.source,
     )
-    web.run_app(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        print=None,
-        access_log=None,
-    )
+    serve(app, settings.server)
     return 0

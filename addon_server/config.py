@@ -73,6 +73,7 @@ def _camera_id(value: str) -> str:
 _PROBABILITY = vol.All(vol.Coerce(float), vol.Range(min=0.0, max=1.0))
 _POSITIVE_INT = vol.All(vol.Coerce(int), vol.Range(min=1))
 _BOOL = vol.Boolean()
+_SECONDS = vol.All(vol.Coerce(float), vol.Range(min=0.01, max=3600))
 
 _DEVICE_SCHEMA = vol.Schema(
     {
@@ -95,6 +96,11 @@ SCHEMA = vol.Schema(
             vol.Optional("data_dir", default="data"): str,
             vol.Optional("log_level", default="INFO"): vol.All(
                 vol.Upper, vol.In(["DEBUG", "INFO", "WARNING", "ERROR"])
+            ),
+            vol.Optional("keepalive_timeout_s", default=30.0): _SECONDS,
+            vol.Optional("read_timeout_s", default=30.0): _SECONDS,
+            vol.Optional("max_connections", default=256): vol.All(
+                vol.Coerce(int), vol.Range(min=1, max=65535)
             ),
         },
         vol.Optional("devices", default=dict): vol.Schema(
@@ -263,6 +269,12 @@ class ServerSettings:
     max_body_bytes: int
     data_dir: Path
     log_level: str
+    keepalive_timeout_s: float
+    """An idle connection is closed after this long (also one that never sends a request)."""
+    read_timeout_s: float
+    """A request (line, headers and body) must arrive within this long of its first byte."""
+    max_connections: int
+    """Open connections at most; beyond it the longest-idle one is closed to make room."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,6 +423,9 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             max_body_bytes=int(server["max_body_mb"] * 1024 * 1024),
             data_dir=Path(server["data_dir"]),
             log_level=server["log_level"],
+            keepalive_timeout_s=server["keepalive_timeout_s"],
+            read_timeout_s=server["read_timeout_s"],
+            max_connections=server["max_connections"],
         ),
         devices=DevicesSettings(
             strict=bool(devices.get("strict", False)),

@@ -2,7 +2,9 @@
 
 /health stays open so Home Assistant's config flow and uptime checks can tell "unreachable" from
 "wrong token". Tokens are compared with :func:`hmac.compare_digest` so response timing does not
-leak how much of a guess was right.
+leak how much of a guess was right. aiohttp decodes header bytes that are not UTF-8 to lone
+surrogates, which a plain ``str.encode`` refuses; ``surrogatepass`` encodes any string, and a
+surrogate's bytes are never valid UTF-8, so such a header can only be a wrong token (401).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def auth_middleware(token: str | None) -> web.middleware:  # type: ignore[valid-
                 "missing bearer token: send 'Authorization: Bearer <VIGIL_API_TOKEN>'",
                 {"WWW-Authenticate": 'Bearer realm="vigil"'},
             )
-        if not hmac.compare_digest(supplied.strip().encode(), expected):
+        sent = supplied.strip().encode("utf-8", errors="surrogatepass")
+        if not hmac.compare_digest(sent, expected):
             raise ApiError(
                 401,
                 "unauthorized",

@@ -2,6 +2,8 @@
 
 Handlers raise :class:`ApiError`; the middleware turns it — and aiohttp's own HTTP exceptions
 such as 413 for an oversized body — into that shape, so no client ever has to parse HTML.
+Requests aiohttp cannot even parse never reach a middleware; :mod:`addon_server.server` answers
+those with the same shape, through :func:`error_response` and :func:`http_error_code`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,23 @@ _HTTP_CODES = {
 }
 
 
+INTERNAL_ERROR_MESSAGE = "internal server error; see the add-on log"
+
+
+def http_error_code(status: int) -> str:
+    """The error code for a status aiohttp chose (``method_not_allowed`` for 405, ...)."""
+    return _HTTP_CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
+
+
+def _passed_on_headers(err: web.HTTPException) -> dict[str, str]:
+    """The exception's own headers (``Allow`` on a 405), without those that describe its body."""
+    return {
+        name: value
+        for name, value in err.headers.items()
+        if name.lower() not in ("content-type", "content-length")
+    }
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render ApiError and aiohttp HTTP errors as JSON; log and hide unexpected failures."""
@@ -63,20 +82,27 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as err:
         if err.status < 400:
             raise
-        code = _HTTP_CODES.get(err.status, HTTPStatus(err.status).phrase.lower().replace(" ", "_"))
+        code = http_error_code(err.status)
         message = err.text or err.reason
         if err.status == 413:
             message = f"request body too large: {err.text}"
         elif err.status == 404:
             message = f"no route for {request.method} {request.path}"
         elif err.status == 405:
-            message = f"{request.method} is not allowed on {request.path}"
+            allowed = err.headers.get("Allow", "")
+            message = f"{request.method} is not allowed on {request.path}; allowed: {allowed}"
         metrics.http_errors.labels(code).inc()
-        return error_response(err.status, code, message)
+        return error_response(err.status, code, message, _passed_on_headers(err))
     except StorageError as err:  # the disk, not the request: 507 when full, else 503
         metrics.http_errors.labels(err.code).inc()
         return error_response(507 if isinstance(err, StorageFullError) else 503, err.code, str(err))
-    except Exception:
+    except Exception as err:
+        if isinstance(err, ConnectionError) and request.transport is None:
+            # The client hung up, or the server dropped it for sending too slowly
+            # (server.read_timeout_s): nobody is left to answer, and it is no server fault.
+            _LOGGER.debug("client left during %s %s: %s", request.method, request.path, err)
+            metrics.http_errors.labels("client_disconnected").inc()
+            return error_response(400, "client_disconnected", "the client closed the connection")
         _LOGGER.exception("unhandled error on %s %s", request.method, request.path)
         metrics.http_errors.labels("internal_error").inc()
-        return error_response(500, "internal_error", "internal server error; see the add-on log")
+        return error_response(500, "internal_error", INTERNAL_ERROR_MESSAGE)

@@ -2,52 +2,40 @@
 
 from __future__ import annotations
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from addon_server.api.errors import ApiError
-from addon_server.api.images import IMAGE_FIELD, decode_upload, read_part
+from addon_server.api.images import IMAGE_FIELD, MULTIPART, decode_upload, read_form
 from addon_server.api.routes import Route, error, json_response, path_param
 from addon_server.reid.gallery import NoFaceError
 from addon_server.services import SERVICES_KEY
 from addon_server.store import DuplicatePersonError
 
 MAX_IMAGES = 10
+MAX_NAME = 64
 
 
 async def enroll(request: web.Request) -> web.Response:
     services = request.app[SERVICES_KEY]
+    if request.content_type != MULTIPART:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send {MULTIPART} with a 'name' field and {IMAGE_FIELD!r} files",
+        )
+    form = await read_form(request, services.settings.server.max_body_bytes, max_images=MAX_IMAGES)
+    name = form.fields.get("name", "").strip()
+    if not name or len(name) > MAX_NAME:
+        raise ApiError(400, "bad_parameter", f"name is required (1-{MAX_NAME} characters)")
+    # A bad request is the client's to fix whether or not the embedder is installed.
     if not services.reid.available:
         raise ApiError(
             503, "model_not_installed", services.reid.load_error or "no face embedder installed"
         )
-    if request.content_type != "multipart/form-data":
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "send multipart/form-data with a 'name' field and 'image' files",
-        )
-    limit = services.settings.server.max_body_bytes
-    name = ""
-    uploads: list[tuple[bytes, str | None]] = []
-    reader = await request.multipart()
-    async for part in reader:
-        if not isinstance(part, BodyPartReader):
-            continue
-        if part.name == "name":
-            name = (await read_part(part, 1024)).decode("utf-8", errors="replace").strip()
-        elif part.name == IMAGE_FIELD:
-            if len(uploads) == MAX_IMAGES:
-                raise ApiError(400, "bad_parameter", f"at most {MAX_IMAGES} images per person")
-            uploads.append((await read_part(part, limit), part.headers.get("Content-Type")))
-        else:
-            await part.release()
-    if not name or len(name) > 64:
-        raise ApiError(400, "bad_parameter", "name is required (1-64 characters)")
-    if not uploads:
-        raise ApiError(400, "empty_body", "at least one 'image' file is required")
     max_pixels = services.settings.images.max_pixels
     images = [
-        (await decode_upload(data, declared, max_pixels)).pixels for data, declared in uploads
+        (await decode_upload(upload.data, upload.declared, max_pixels)).pixels
+        for upload in form.images
     ]
     try:
         person = await services.reid.enroll(name, images)

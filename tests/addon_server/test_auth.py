@@ -9,6 +9,7 @@ import pytest
 from addon_server.app import create_app
 from addon_server.cli import secure_bind
 from tests.addon_server.conftest import CountingDetector
+from tests.addon_server.raw_http import exchange
 
 TOKEN = "s3cret-token"
 
@@ -64,3 +65,16 @@ def test_no_token_binds_loopback_only(make_settings, caplog) -> None:
     assert "no VIGIL_API_TOKEN" in caplog.text
     with_token = make_settings({"server": {"host": "0.0.0.0"}}, VIGIL_API_TOKEN=TOKEN)
     assert secure_bind(with_token).server.host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    "value", [b"Bearer \xff", b"Bearer " + TOKEN.encode() + b"\xff", b"\xff\xfe " + TOKEN.encode()]
+)
+async def test_non_utf8_authorization_is_refused(client, value: bytes) -> None:
+    """Header bytes that are not UTF-8 reach the check as surrogates: a 401, never a 500."""
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: " + value + b"\r\n\r\n"
+    resp = await exchange(client.server.port, request)
+    assert resp.status == 401
+    assert resp.content_type == "application/json"
+    assert resp.json()["error"]["code"] == "unauthorized"
+    assert "Bearer" in resp.headers["www-authenticate"]

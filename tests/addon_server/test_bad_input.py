@@ -140,3 +140,96 @@ async def test_bad_parameters(client, bus_jpg, query, words) -> None:
 async def test_unknown_route_and_method_are_json(client) -> None:
     await _assert_error(await client.get("/v1/nope"), 404, "not_found", "/v1/nope")
     await _assert_error(await client.get("/v1/detect"), 405, "method_not_allowed", "GET")
+
+
+# Every endpoint that takes images reads them the same way (addon_server.api.images).
+UPLOAD_ENDPOINTS = ["/v1/detect", "/v1/analyze?camera=front_door&llm=false", "/v1/people"]
+IMAGE_HEAD = b'Content-Disposition: form-data; name="image"; filename="bus.jpg"\r\n'
+IMAGE_HEAD += b"Content-Type: image/jpeg"
+
+
+def _part(head: bytes, data: bytes, boundary: bytes = b"B") -> bytes:
+    return b"--" + boundary + b"\r\n" + head + b"\r\n\r\n" + data + b"\r\n"
+
+
+def _form(image: bytes, boundary: bytes = b"B", image_head: bytes = IMAGE_HEAD) -> bytes:
+    name = _part(b'Content-Disposition: form-data; name="name"', b"Zinedine", boundary)
+    return name + _part(image_head, image, boundary) + b"--" + boundary + b"--\r\n"
+
+
+def _multipart(boundary: str = "B") -> dict[str, str]:
+    return {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+@pytest.mark.parametrize("endpoint", UPLOAD_ENDPOINTS)
+@pytest.mark.parametrize(
+    ("headers", "make_body"),
+    [
+        ({"Content-Type": "multipart/form-data"}, _form),
+        (_multipart("b" * 71), lambda bus: _form(bus, b"b" * 71)),
+        (_multipart("C"), _form),
+        (_multipart(), lambda bus: b""),
+        (_multipart(), lambda bus: _form(bus)[: len(bus) // 2]),
+        (_multipart(), lambda bus: bytes(range(256)) * 40),
+        (_multipart(), lambda bus: _form(bus, image_head=IMAGE_HEAD + b"\x01")),
+        (_multipart(), lambda bus: _form(bus, image_head=IMAGE_HEAD + b"\r\nX-\x01: y")),
+        (_multipart(), lambda bus: _form(bus, image_head=IMAGE_HEAD + b"\r\nX-A: \x00")),
+        (_multipart(), lambda bus: _form(bus, image_head=IMAGE_HEAD + b"\r\nno colon")),
+    ],
+    ids=[
+        "no-boundary",
+        "boundary-over-70",
+        "wrong-boundary",
+        "empty",
+        "truncated",
+        "garbage",
+        "control-in-part-header",
+        "control-in-part-header-name",
+        "nul-in-part-header",
+        "part-header-without-colon",
+    ],
+)
+async def test_malformed_multipart(client, bus_jpg, endpoint, headers, make_body) -> None:
+    resp = await client.post(endpoint, data=make_body(bus_jpg), headers=headers)
+    await _assert_error(resp, 400, "bad_request", "malformed multipart body")
+    await _still_serves(client, bus_jpg)
+
+
+def _text_fields(bus: bytes) -> list[bytes]:
+    field = b"x" * 30_000  # each field is well under the 64 KiB a text field may hold
+    head = b'Content-Disposition: form-data; name="field%d"'
+    return [_part(IMAGE_HEAD, bus[:5000])] + [_part(head % i, field) for i in range(40)]
+
+
+def _skipped_files(bus: bytes) -> list[bytes]:
+    head = b'Content-Disposition: form-data; name="other"; filename="o.bin"'
+    return [_part(IMAGE_HEAD, bus[:5000])] + [_part(head, b"y" * 30_000) for _ in range(40)]
+
+
+def _preamble(bus: bytes) -> list[bytes]:
+    return [b"preamble\r\n" * 12_000 for _ in range(10)] + [_part(IMAGE_HEAD, bus[:5000])]
+
+
+@pytest.mark.parametrize("endpoint", UPLOAD_ENDPOINTS)
+@pytest.mark.parametrize("make_parts", [_text_fields, _skipped_files, _preamble])
+async def test_chunked_body_is_limited_as_a_whole(client, bus_jpg, endpoint, make_parts) -> None:
+    """~1.2 MB against a 1 MB limit, chunked (no Content-Length), in parts each under it."""
+    parts = make_parts(bus_jpg)
+    assert sum(map(len, parts)) > 1024 * 1024 > max(map(len, parts))
+
+    async def chunks():
+        for part in parts:
+            yield part
+        yield b"--B--\r\n"
+
+    resp = await client.post(endpoint, data=chunks(), headers=_multipart())
+    await _assert_error(resp, 413, "payload_too_large", "limit")
+    await _still_serves(client, bus_jpg)
+
+
+@pytest.mark.parametrize("endpoint", UPLOAD_ENDPOINTS)
+async def test_too_many_parts(client, endpoint) -> None:
+    head = b'Content-Disposition: form-data; name="f%d"'
+    body = b"".join(_part(head % i, b"1") for i in range(100)) + b"--B--\r\n"
+    resp = await client.post(endpoint, data=body, headers=_multipart())
+    await _assert_error(resp, 400, "bad_request", "parts")

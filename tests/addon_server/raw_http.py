@@ -1,0 +1,56 @@
+"""Raw HTTP/1.1 over a real socket: for requests no HTTP client library would send."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+HOST = "127.0.0.1"
+ANSWER_WITHIN_S = 30
+"""A bound for a hung server, never a speed expectation."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawResponse:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip()
+
+
+async def read_response(reader: asyncio.StreamReader) -> RawResponse:
+    """One response: the status line, the headers, and a Content-Length body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return RawResponse(int(status_line.split()[1]), headers, body)
+
+
+async def exchange(port: int, data: bytes) -> RawResponse:
+    """Send ``data`` on a fresh connection and read the response to it."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(read_response(reader), ANSWER_WITHIN_S)
+    finally:
+        writer.close()
+
+
+def get(path: str, *headers: str) -> bytes:
+    """A GET request with extra header lines, as bytes on the wire."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}", *headers, "", ""]
+    return "\r\n".join(lines).encode()
