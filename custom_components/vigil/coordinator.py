@@ -156,14 +156,19 @@ class VigilServerCoordinator(DataUpdateCoordinator[Health]):
 
     @property
     def device_info(self) -> DeviceInfo:
-        """Return the server device."""
+        """Return the server device.
+
+        It is named for what it is (translation `addon`: "Vigil"), so that its entities'
+        ids read `sensor.vigil_status`; where it runs (host and port) is the configuration
+        URL, which points at the open /health page.
+        """
         return DeviceInfo(
             identifiers={self.device_identifier},
-            name=self.config_entry.title,
+            translation_key="addon",
             manufacturer="Vigil",
             model="Vigil add-on",
             sw_version=self.data.version if self.data else None,
-            configuration_url=str(self.client.base_url.with_path("/openapi.json")),
+            configuration_url=str(self.client.base_url.with_path("/health")),
             entry_type=DeviceEntryType.SERVICE,
         )
 

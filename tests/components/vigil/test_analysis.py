@@ -202,7 +202,7 @@ async def test_connection_lost_during_analysis(
     mock_vigil_client.health.side_effect = VigilConnectionError("down")
     motion(hass, STATE_ON)
     await hass.async_block_till_done()
-    assert hass.states.get("binary_sensor.vigil_127_0_0_1_connectivity").state == STATE_OFF
+    assert hass.states.get("binary_sensor.vigil_connectivity").state == STATE_OFF
 
 
 async def test_token_refused_during_analysis(

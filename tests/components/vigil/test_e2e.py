@@ -111,13 +111,13 @@ async def set_up_through_the_flows(hass: HomeAssistant) -> str:
 async def test_setup_against_real_addon(hass: HomeAssistant) -> None:
     """The flows work against the real add-on; the server device reports it."""
     entry_id = await set_up_through_the_flows(hass)
-    assert hass.states.get("binary_sensor.vigil_127_0_0_1_connectivity").state == STATE_ON
-    assert hass.states.get("sensor.vigil_127_0_0_1_status").state in (
+    assert hass.states.get("binary_sensor.vigil_connectivity").state == STATE_ON
+    assert hass.states.get("sensor.vigil_status").state in (
         "healthy",
         "degraded",
         "unhealthy",
     )
-    assert int(hass.states.get("sensor.vigil_127_0_0_1_models_loaded").state) >= 1
+    assert int(hass.states.get("sensor.vigil_models_loaded").state) >= 1
     assert hass.states.get("sensor.front_door_risk_score") is not None
     assert await hass.config_entries.async_unload(entry_id)
 

@@ -36,7 +36,7 @@ from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 from .conftest import CAMERA_SUBENTRY_ID, INSTANCE_ID, FakeCamera, load_json
 
 RISK_SCORE = "sensor.front_door_risk_score"
-CONNECTIVITY = "binary_sensor.vigil_127_0_0_1_connectivity"
+CONNECTIVITY = "binary_sensor.vigil_connectivity"
 
 
 async def test_load_unload(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
@@ -107,14 +107,14 @@ async def test_gpu_gone(
     freezer: FrozenDateTimeFactory,
 ) -> None:
     """A GPU that disappears from /health leaves its sensors unknown."""
-    budget = "sensor.vigil_127_0_0_1_cuda_0_memory_budget"
+    budget = "sensor.vigil_cuda_0_memory_budget"
     assert float(hass.states.get(budget).state) == pytest.approx(22.0, abs=0.01)
     mock_vigil_client.health.return_value = Health.from_dict(load_json("health_degraded.json"))
     freezer.tick(HEALTH_INTERVAL)
     async_fire_time_changed(hass)
     await hass.async_block_till_done()
     assert hass.states.get(budget).state == STATE_UNKNOWN
-    assert hass.states.get("sensor.vigil_127_0_0_1_status").state == "degraded"
+    assert hass.states.get("sensor.vigil_status").state == "degraded"
 
 
 @pytest.mark.usefixtures("entity_registry_enabled_by_default")
@@ -132,8 +132,8 @@ async def test_gpu_added_at_runtime(
     freezer.tick(HEALTH_INTERVAL)
     async_fire_time_changed(hass)
     await hass.async_block_till_done()
-    assert hass.states.get("sensor.vigil_127_0_0_1_cuda_1_memory_budget") is not None
-    assert hass.states.get("sensor.vigil_127_0_0_1_cuda_0_memory_budget") is not None
+    assert hass.states.get("sensor.vigil_cuda_1_memory_budget") is not None
+    assert hass.states.get("sensor.vigil_cuda_0_memory_budget") is not None
 
 
 async def test_unavailable_and_recovery(
