@@ -513,11 +513,19 @@ class VigilClient:
         llm: bool | None = None,
         timestamp: datetime | None = None,
         zone: str | None = None,
+        notify_level: str | None = None,
     ) -> AnalysisEvent:
-        """POST /v1/analyze (multipart): analyse one image, return the stored event."""
+        """POST /v1/analyze (multipart): analyse one image, return the stored event.
+
+        `notify_level` is the level from which the add-on marks the event `notify`: the
+        add-on alone decides `notify`, so the integration sends the camera's level with
+        every analysis and never re-decides it.
+        """
         form = aiohttp.FormData()
         form.add_field("image", image.content, content_type=image.content_type, filename="image")
         form.add_field("camera", camera)
+        if notify_level is not None:
+            form.add_field("notify_level", notify_level)
         if zone:
             form.add_field("zone", zone)
         if timestamp is not None:
