@@ -149,6 +149,8 @@ class HealthIssue:
 
     code: str
     message: str
+    severity: str = "warning"
+    """How serious the add-on says it is: info, warning, error or critical."""
     service: str | None = None
     model: str | None = None
 
@@ -164,6 +166,7 @@ class HealthIssue:
         return cls(
             code=_str(d.get("code"), "unknown"),
             message=_str(d.get("message")),
+            severity=_str(d.get("severity"), "warning"),
             service=_opt_str(d.get("service")),
             model=_opt_str(d.get("model")),
         )

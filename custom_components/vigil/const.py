@@ -36,7 +36,7 @@ TRIGGER_DEVICE_CLASSES: Final = ("motion", "occupancy")
 EVENT_RISK: Final = "vigil_risk_event"
 
 # Repair issue codes the add-on reports in /health.
-ISSUE_CODES: Final = ("service_fallback", "model_not_installed", "llm_unavailable")
+ISSUE_CODES: Final = ("service_fallback", "model_not_installed", "llm_unavailable", "cpu_only")
 
 ATTR_CAMERA: Final = "camera"
 ATTR_LEVEL: Final = "level"

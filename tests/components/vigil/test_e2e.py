@@ -40,6 +40,7 @@ from homeassistant.const import (
 )
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import issue_registry as ir
 from PIL import Image
 from pytest_homeassistant_custom_component.common import async_capture_events
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
@@ -143,6 +144,15 @@ async def test_setup_against_real_addon(hass: HomeAssistant) -> None:
     )
     assert int(hass.states.get("sensor.vigil_models_loaded").state) >= 1
     assert hass.states.get("sensor.front_door_risk_score") is not None
+    # Without a GPU (as on the test machines) the add-on says so, and it becomes a repair.
+    async with ClientSession() as session, session.get(f"{E2E_URL}/health") as resp:
+        health = await resp.json()
+    repairs = {
+        issue.translation_key
+        for (domain, _), issue in ir.async_get(hass).issues.items()
+        if domain == DOMAIN
+    }
+    assert ("cpu_only" in repairs) is (not health["cuda_available"]), (health["issues"], repairs)
     assert await hass.config_entries.async_unload(entry_id)
 
 
