@@ -14,7 +14,11 @@ from addon_server.services import SERVICES_KEY, Services
 
 
 async def health_document(services: Services) -> dict[str, Any]:
-    """Build the health JSON; ``issues`` lists what Home Assistant turns into repairs."""
+    """Build the health JSON; ``issues`` lists what Home Assistant turns into repairs.
+
+    Each issue has a ``severity``: ``warning`` for what degrades the service, ``info`` for
+    what the user should know but need not fix (running on the CPU alone).
+    """
     devices = services.devices
     models = services.models()
     detector = models[0]  # the detector comes first
@@ -53,7 +57,19 @@ async def health_document(services: Services) -> dict[str, Any]:
         status = "degraded"
     else:
         status = "healthy"
+    issues = [{**issue, "severity": "warning"} for issue in issues]
     cuda = any(d.kind == "cuda" and d.present for d in devices.devices.values())
+    if not cuda and not any(issue["code"] == "service_fallback" for issue in issues):
+        # Information, not a fault: it does not degrade the status. A GPU the
+        # configuration asked for and did not get is a service_fallback warning instead.
+        issues.append(
+            {
+                "code": "cpu_only",
+                "severity": "info",
+                "message": "no CUDA GPU is present: every model runs on the CPU, which is "
+                "much slower than on a GPU",
+            }
+        )
     batcher = services.detection.batcher
     return {
         "status": status,

@@ -118,8 +118,16 @@ async def _async_update_listener(hass: HomeAssistant, entry: VigilConfigEntry) -
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: VigilConfigEntry) -> bool:
-    """Unload a config entry."""
+    """Unload a config entry; its repair issues stay unless it is being disabled.
+
+    A reload keeps them, so that one the user ignored is not raised again.
+    """
     unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
-    if unloaded:
+    if unloaded and entry.disabled_by is not None:
         async_clear_issues(hass, entry)
     return unloaded
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: VigilConfigEntry) -> None:
+    """Remove the repair issues of a deleted entry."""
+    async_clear_issues(hass, entry)

@@ -149,6 +149,8 @@ class HealthIssue:
 
     code: str
     message: str
+    severity: str = "warning"
+    """How serious the add-on says it is: info, warning, error or critical."""
     service: str | None = None
     model: str | None = None
 
@@ -164,6 +166,7 @@ class HealthIssue:
         return cls(
             code=_str(d.get("code"), "unknown"),
             message=_str(d.get("message")),
+            severity=_str(d.get("severity"), "warning"),
             service=_opt_str(d.get("service")),
             model=_opt_str(d.get("model")),
         )
@@ -513,11 +516,19 @@ class VigilClient:
         llm: bool | None = None,
         timestamp: datetime | None = None,
         zone: str | None = None,
+        notify_level: str | None = None,
     ) -> AnalysisEvent:
-        """POST /v1/analyze (multipart): analyse one image, return the stored event."""
+        """POST /v1/analyze (multipart): analyse one image, return the stored event.
+
+        `notify_level` is the level from which the add-on marks the event `notify`: the
+        add-on alone decides `notify`, so the integration sends the camera's level with
+        every analysis and never re-decides it.
+        """
         form = aiohttp.FormData()
         form.add_field("image", image.content, content_type=image.content_type, filename="image")
         form.add_field("camera", camera)
+        if notify_level is not None:
+            form.add_field("notify_level", notify_level)
         if zone:
             form.add_field("zone", zone)
         if timestamp is not None:

@@ -52,11 +52,15 @@ class VigilConnectivitySensor(VigilEntity[VigilServerCoordinator], BinarySensorE
 
 
 class VigilThreatSensor(VigilEntity[VigilCameraCoordinator], BinarySensorEntity):
-    """On while the camera's latest analysis is at or above its notify level."""
+    """On while the camera's latest event is marked `notify` by the add-on.
+
+    The add-on decides `notify` from the camera's notify level, which the integration
+    sends with every analysis; the sensor shows that decision as it is.
+    """
 
     @property
     def is_on(self) -> bool | None:
         """Return whether the latest analysis is a threat."""
         if (event := self.coordinator.data) is None:
             return None
-        return self.coordinator.is_notify(event)
+        return event.notify

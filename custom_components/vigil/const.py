@@ -42,6 +42,7 @@ ISSUE_CODES: Final = (
     "llm_unavailable",
     "storage_full",
     "storage_unavailable",
+    "cpu_only",
 )
 
 ATTR_CAMERA: Final = "camera"
@@ -51,10 +52,3 @@ ATTR_SUMMARY: Final = "summary"
 ATTR_FACTORS: Final = "factors"
 ATTR_EVENT_ID: Final = "event_id"
 ATTR_NOTIFY: Final = "notify"
-
-
-def level_at_least(level: str, threshold: str) -> bool:
-    """Return whether a risk level is at or above a threshold level."""
-    if level not in RISK_LEVELS or threshold not in RISK_LEVELS:
-        return False
-    return RISK_LEVELS.index(level) >= RISK_LEVELS.index(threshold)

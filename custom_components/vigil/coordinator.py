@@ -52,7 +52,6 @@ from .const import (
     EVENT_RISK,
     HEALTH_INTERVAL,
     LOGGER,
-    level_at_least,
 )
 
 
@@ -156,14 +155,19 @@ class VigilServerCoordinator(DataUpdateCoordinator[Health]):
 
     @property
     def device_info(self) -> DeviceInfo:
-        """Return the server device."""
+        """Return the server device.
+
+        It is named for what it is (translation `addon`: "Vigil"), so that its entities'
+        ids read `sensor.vigil_status`; where it runs (host and port) is the configuration
+        URL, which points at the open /health page.
+        """
         return DeviceInfo(
             identifiers={self.device_identifier},
-            name=self.config_entry.title,
+            translation_key="addon",
             manufacturer="Vigil",
             model="Vigil add-on",
             sw_version=self.data.version if self.data else None,
-            configuration_url=str(self.client.base_url.with_path("/openapi.json")),
+            configuration_url=str(self.client.base_url.with_path("/health")),
             entry_type=DeviceEntryType.SERVICE,
         )
 
@@ -203,6 +207,7 @@ class VigilCameraCoordinator(DataUpdateCoordinator[AnalysisEvent | None]):
         self.min_interval = float(subentry.data.get(CONF_MIN_INTERVAL, DEFAULT_MIN_INTERVAL))
         self.llm = bool(subentry.data.get(CONF_LLM, True))
         self.notify_level: str = subentry.data.get(CONF_NOTIFY_LEVEL, DEFAULT_NOTIFY_LEVEL)
+        """Sent with every analysis: the add-on marks events from this level `notify`."""
         self._inflight: asyncio.Task[AnalysisEvent] | None = None
         self._last_started: float | None = None
         self._failing = False
@@ -330,6 +335,7 @@ class VigilCameraCoordinator(DataUpdateCoordinator[AnalysisEvent | None]):
                 camera=self.camera_id,
                 llm=self.llm,
                 timestamp=dt_util.now(),
+                notify_level=self.notify_level,
             )
         except VigilAuthenticationError as err:
             self.config_entry.async_start_reauth(self.hass)
@@ -353,10 +359,6 @@ class VigilCameraCoordinator(DataUpdateCoordinator[AnalysisEvent | None]):
         self.hass.bus.async_fire(EVENT_RISK, self.event_data(event))
         return event
 
-    def is_notify(self, event: AnalysisEvent) -> bool:
-        """Return whether an event reaches this camera's notify level."""
-        return level_at_least(event.risk_level, self.notify_level)
-
     def event_data(self, event: AnalysisEvent) -> dict[str, Any]:
         """Return the data of the vigil_risk_event bus event."""
         return {
@@ -365,7 +367,7 @@ class VigilCameraCoordinator(DataUpdateCoordinator[AnalysisEvent | None]):
             ATTR_SCORE: event.risk_score,
             ATTR_SUMMARY: event.summary,
             ATTR_EVENT_ID: event.id,
-            ATTR_NOTIFY: self.is_notify(event),
+            ATTR_NOTIFY: event.notify,
             ATTR_FACTORS: [f.as_dict() for f in event.factors],
         }
 

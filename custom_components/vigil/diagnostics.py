@@ -1,4 +1,11 @@
-"""Diagnostics of the Vigil integration (the API token is redacted)."""
+"""Diagnostics of the Vigil integration.
+
+Redacted: the API token, and everything that can name an enrolled person. The add-on
+puts the names in `reid[].person_name`, and also writes them into free text (the identity
+factor's `detail`, the `summary` and `reasoning`, which the language model may phrase
+freely), so those fields are redacted by key, not by searching for the names in them: a
+name the model shortened or spelled differently would slip past a search.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from homeassistant.core import HomeAssistant
 from .coordinator import VigilConfigEntry
 
 TO_REDACT = {CONF_API_TOKEN, "token", "Authorization"}
+EVENT_TO_REDACT = {"person_name", "detail", "summary", "reasoning"}
 
 
 async def async_get_config_entry_diagnostics(
@@ -34,7 +42,9 @@ async def async_get_config_entry_diagnostics(
                 "subentry": dict(camera.subentry.data),
                 "camera_id": camera.camera_id,
                 "busy": camera.busy,
-                "last_event": dict(camera.data.raw) if camera.data is not None else None,
+                "last_event": async_redact_data(dict(camera.data.raw), EVENT_TO_REDACT)
+                if camera.data is not None
+                else None,
             }
             for camera in runtime.cameras.values()
         },

@@ -74,7 +74,7 @@ class VigilRiskEvent(VigilEntity[VigilCameraCoordinator], EventEntity):
                     ATTR_SUMMARY: event.summary,
                     ATTR_FACTORS: [f.as_dict() for f in event.factors],
                     ATTR_EVENT_ID: event.id,
-                    ATTR_NOTIFY: self.coordinator.is_notify(event),
+                    ATTR_NOTIFY: event.notify,
                     ATTR_CAMERA_ENTITY: self.coordinator.camera_entity_id,
                     ATTR_SNAPSHOT_ENTITY: registry.async_get_entity_id(
                         "image", DOMAIN, f"{self.coordinator.unique_id_prefix}_snapshot"

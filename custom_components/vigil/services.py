@@ -87,7 +87,7 @@ def event_response(coordinator: VigilCameraCoordinator, event: AnalysisEvent) ->
             "vehicle": event.vehicle_count,
             "animal": event.animal_count,
         },
-        "notify": coordinator.is_notify(event),
+        "notify": event.notify,
         "llm_status": event.llm_status,
     }
 

@@ -52,6 +52,7 @@ async def test_trigger_runs_analysis(hass: HomeAssistant, mock_vigil_client: Mag
     assert kwargs["camera"] == "front_door"
     assert kwargs["llm"] is True
     assert kwargs["timestamp"].tzinfo is not None
+    assert kwargs["notify_level"] == "high"  # the camera's: the add-on decides `notify`
 
     assert hass.states.get("sensor.front_door_risk_score").state == "72"
     assert hass.states.get("sensor.front_door_risk_level").state == "high"
@@ -202,7 +203,7 @@ async def test_connection_lost_during_analysis(
     mock_vigil_client.health.side_effect = VigilConnectionError("down")
     motion(hass, STATE_ON)
     await hass.async_block_till_done()
-    assert hass.states.get("binary_sensor.vigil_127_0_0_1_connectivity").state == STATE_OFF
+    assert hass.states.get("binary_sensor.vigil_connectivity").state == STATE_OFF
 
 
 async def test_token_refused_during_analysis(
@@ -275,7 +276,7 @@ async def test_unload_during_analysis(
 async def test_unknown_risk_level(hass: HomeAssistant, mock_vigil_client: MagicMock) -> None:
     """A level outside the four bands: no level, no threat, no event-entity event."""
     mock_vigil_client.analyze.return_value = AnalysisEvent.from_dict(
-        load_json("event.json") | {"risk_level": "extreme"}
+        load_json("event.json") | {"risk_level": "extreme", "notify": False}
     )
     motion(hass, STATE_ON)
     await hass.async_block_till_done()
@@ -283,3 +284,29 @@ async def test_unknown_risk_level(hass: HomeAssistant, mock_vigil_client: MagicM
     assert hass.states.get("sensor.front_door_risk_level").state == "unknown"
     assert hass.states.get("binary_sensor.front_door_threat").state == STATE_OFF
     assert hass.states.get(EVENT_ENTITY).state == "unknown"
+
+
+@pytest.mark.parametrize(("level", "notify"), [("medium", True), ("critical", False)])
+async def test_notify_is_the_addons_decision(
+    hass: HomeAssistant, mock_vigil_client: MagicMock, level: str, notify: bool
+) -> None:
+    """The event's `notify` is shown as the add-on decided it, whatever the level.
+
+    The camera's notify level (high here) went to the add-on with the request; the
+    integration does not compare levels itself, so it can never disagree with the add-on.
+    """
+    bus_events = async_capture_events(hass, EVENT_RISK)
+    mock_vigil_client.analyze.return_value = AnalysisEvent.from_dict(
+        load_json("event.json") | {"risk_level": level, "notify": notify}
+    )
+    motion(hass, STATE_ON)
+    await hass.async_block_till_done()
+    assert bus_events[0].data["notify"] is notify
+    assert hass.states.get(EVENT_ENTITY).attributes["notify"] is notify
+    threat = hass.states.get("binary_sensor.front_door_threat").state
+    assert threat == (STATE_ON if notify else STATE_OFF)
+    response = await hass.services.async_call(
+        "vigil", "analyze", {"entity_id": CAMERA_ENTITY}, blocking=True, return_response=True
+    )
+    assert response is not None
+    assert response["events"][CAMERA_ENTITY]["notify"] is notify  # type: ignore[index]

@@ -85,6 +85,7 @@ class StandIn:
                 "llm": form.get("llm"),
                 "timestamp": form.get("timestamp"),
                 "zone": form.get("zone"),
+                "notify_level": form.get("notify_level"),
                 "image": image.file.read(),  # type: ignore[union-attr]
                 "content_type": image.content_type,  # type: ignore[union-attr]
             }
@@ -178,6 +179,7 @@ async def test_routes(stand_in: tuple[StandIn, TestServer], session: ClientSessi
         llm=False,
         timestamp=when,
         zone="porch",
+        notify_level="medium",
     )
     assert isinstance(event, AnalysisEvent)
     assert (event.risk_score, event.risk_level, event.person_count) == (72, "high", 2)
@@ -188,6 +190,7 @@ async def test_routes(stand_in: tuple[StandIn, TestServer], session: ClientSessi
             "llm": "false",
             "timestamp": when.isoformat(),
             "zone": "porch",
+            "notify_level": "medium",
             "image": b"jpegbytes",
             "content_type": "image/jpeg",
         }

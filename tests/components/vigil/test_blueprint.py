@@ -48,7 +48,11 @@ async def automation(
 async def test_notifies_high_with_snapshot(
     hass: HomeAssistant, mock_vigil_client: MagicMock
 ) -> None:
-    """A high event notifies with the snapshot; a medium one does not."""
+    """An event marked notify notifies with the snapshot; one not marked does not.
+
+    The blueprint has no level threshold of its own: the add-on marked the event from the
+    camera's notify level, so a medium event marked notify notifies too.
+    """
     calls = async_mock_service(hass, "notify", "mobile_app_phone")
     hass.states.async_set(TRIGGER_ENTITY, STATE_ON, {"device_class": "motion"})
     await hass.async_block_till_done(wait_background_tasks=True)
@@ -64,12 +68,16 @@ async def test_notifies_high_with_snapshot(
         },
     }
 
-    mock_vigil_client.analyze.return_value = AnalysisEvent.from_dict(
-        load_json("event.json") | {"id": "01MEDIUM", "risk_level": "medium", "risk_score": 40}
-    )
     hass.states.async_set(TRIGGER_ENTITY, STATE_OFF, {"device_class": "motion"})
-    await hass.services.async_call(
-        "vigil", "analyze", {"entity_id": "camera.front_door"}, blocking=True
-    )
-    await hass.async_block_till_done()
-    assert len(calls) == 1
+    for event_id, notify in (("01NOTMARKED", False), ("01MARKED", True)):
+        mock_vigil_client.analyze.return_value = AnalysisEvent.from_dict(
+            load_json("event.json")
+            | {"id": event_id, "risk_level": "medium", "risk_score": 40, "notify": notify}
+        )
+        await hass.services.async_call(
+            "vigil", "analyze", {"entity_id": "camera.front_door"}, blocking=True
+        )
+        await hass.async_block_till_done()
+    assert len(calls) == 2
+    assert calls[1].data["title"] == "Front door Risk event: medium risk (40)"
+    assert calls[1].data["data"]["tag"] == "vigil-01MARKED"

@@ -10,9 +10,11 @@ and the entities show what the add-on's embedded models found.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from aiohttp import ClientSession
@@ -28,9 +30,18 @@ from custom_components.vigil.const import (
     SUBENTRY_CAMERA,
 )
 from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
-from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT, CONF_SSL, STATE_ON
+from homeassistant.const import (
+    CONF_API_TOKEN,
+    CONF_HOST,
+    CONF_PORT,
+    CONF_SSL,
+    STATE_OFF,
+    STATE_ON,
+)
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import issue_registry as ir
+from PIL import Image
 from pytest_homeassistant_custom_component.common import async_capture_events
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 from yarl import URL
@@ -74,6 +85,20 @@ async def addon_paths() -> set[str]:
         return set((await resp.json())["paths"])
 
 
+async def addon_latest_event(camera: str) -> dict[str, Any]:
+    """Return the add-on's own stored record of a camera's newest event."""
+    headers = {"Authorization": f"Bearer {E2E_TOKEN}"} if E2E_TOKEN else {}
+    async with (
+        ClientSession() as session,
+        session.get(
+            f"{E2E_URL}/v1/events", params={"camera": camera, "limit": "1"}, headers=headers
+        ) as resp,
+    ):
+        resp.raise_for_status()
+        events: list[dict[str, Any]] = (await resp.json())["events"]
+        return events[0]
+
+
 async def set_up_through_the_flows(hass: HomeAssistant) -> str:
     """Add the add-on and one camera exactly as a user would; return the entry id."""
     url = URL(E2E_URL or "")
@@ -111,14 +136,23 @@ async def set_up_through_the_flows(hass: HomeAssistant) -> str:
 async def test_setup_against_real_addon(hass: HomeAssistant) -> None:
     """The flows work against the real add-on; the server device reports it."""
     entry_id = await set_up_through_the_flows(hass)
-    assert hass.states.get("binary_sensor.vigil_127_0_0_1_connectivity").state == STATE_ON
-    assert hass.states.get("sensor.vigil_127_0_0_1_status").state in (
+    assert hass.states.get("binary_sensor.vigil_connectivity").state == STATE_ON
+    assert hass.states.get("sensor.vigil_status").state in (
         "healthy",
         "degraded",
         "unhealthy",
     )
-    assert int(hass.states.get("sensor.vigil_127_0_0_1_models_loaded").state) >= 1
+    assert int(hass.states.get("sensor.vigil_models_loaded").state) >= 1
     assert hass.states.get("sensor.front_door_risk_score") is not None
+    # Without a GPU (as on the test machines) the add-on says so, and it becomes a repair.
+    async with ClientSession() as session, session.get(f"{E2E_URL}/health") as resp:
+        health = await resp.json()
+    repairs = {
+        issue.translation_key
+        for (domain, _), issue in ir.async_get(hass).issues.items()
+        if domain == DOMAIN
+    }
+    assert ("cpu_only" in repairs) is (not health["cuda_available"]), (health["issues"], repairs)
     assert await hass.config_entries.async_unload(entry_id)
 
 
@@ -142,6 +176,12 @@ async def test_trigger_analyses_bus_jpg(
     assert data["camera"] == CAMERA_ENTITY
     assert data["level"] in RISK_LEVELS
     assert 0 <= data["score"] <= 100
+    # The camera's notify level (medium) went with the request and the add-on decided
+    # `notify` from it (its own default is high): a medium event is marked notify.
+    assert data["notify"] is (RISK_LEVELS.index(data["level"]) >= RISK_LEVELS.index("medium"))
+    assert hass.states.get("binary_sensor.front_door_threat").state == (
+        STATE_ON if data["notify"] else STATE_OFF
+    )
     persons = int(hass.states.get("sensor.front_door_persons").state)
     assert persons >= 2, "bus.jpg shows four people; the embedded detector finds most of them"
     assert int(hass.states.get("sensor.front_door_risk_score").state) == data["score"]
@@ -161,4 +201,43 @@ async def test_trigger_analyses_bus_jpg(
         assert resp.status == 200
         assert (await resp.read())[:2] == b"\xff\xd8"
 
+    assert await hass.config_entries.async_unload(entry_id)
+
+
+def one_person_jpeg(image: bytes) -> bytes:
+    """Return bus.jpg with only its leftmost person: one unknown person, a medium scene.
+
+    Whatever the hour (a night adds points), one unknown person scores in the medium band
+    with the add-on's default rules, below the add-on's own default notify level (high).
+    """
+    with Image.open(io.BytesIO(image)) as photo:
+        canvas = Image.new("RGB", photo.size, (128, 128, 128))
+        box = (0, 380, 260, 920)
+        canvas.paste(photo.crop(box), box[:2])
+    out = io.BytesIO()
+    canvas.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+async def test_notify_from_the_cameras_level(hass: HomeAssistant, fake_camera: FakeCamera) -> None:
+    """A camera with notify level medium and a medium event: notify, end to end.
+
+    The add-on alone decides `notify`; it does so from the level the integration sent.
+    Without it the add-on would use its default (high) and not mark this event.
+    """
+    fake_camera.image = one_person_jpeg(fake_camera.image)
+    entry_id = await set_up_through_the_flows(hass)  # notify level: medium
+    bus_events = async_capture_events(hass, EVENT_RISK)
+
+    hass.states.async_set(TRIGGER_ENTITY, STATE_ON, {"device_class": "motion"})
+    await wait_for(hass, lambda: bool(bus_events), "the analysis of one person")
+
+    data = bus_events[0].data
+    assert data["level"] == "medium", data
+    assert data["notify"] is True
+    # Home Assistant and the add-on agree: its stored event says the same.
+    stored = await addon_latest_event("front_door")
+    assert (stored["id"], stored["notify"]) == (data["event_id"], True)
+    assert hass.states.get("binary_sensor.front_door_threat").state == STATE_ON
+    assert hass.states.get("event.front_door_risk_event").attributes["notify"] is True
     assert await hass.config_entries.async_unload(entry_id)

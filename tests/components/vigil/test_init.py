@@ -6,6 +6,7 @@ from http import HTTPStatus
 from unittest.mock import MagicMock
 
 import pytest
+from aiohttp.test_utils import TestServer
 from custom_components.vigil.api import (
     Health,
     VigilAuthenticationError,
@@ -26,17 +27,25 @@ from custom_components.vigil.const import (
 from custom_components.vigil.coordinator import camera_id_for
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState, ConfigSubentry
-from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE, STATE_UNKNOWN
+from homeassistant.const import (
+    CONF_API_TOKEN,
+    CONF_PORT,
+    STATE_OFF,
+    STATE_ON,
+    STATE_UNAVAILABLE,
+    STATE_UNKNOWN,
+)
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
-from .conftest import CAMERA_SUBENTRY_ID, INSTANCE_ID, FakeCamera, load_json
+from .conftest import CAMERA_SUBENTRY_ID, INSTANCE_ID, FakeCamera, camera_subentry, load_json
+from .test_api import TOKEN, StandIn
 
 RISK_SCORE = "sensor.front_door_risk_score"
-CONNECTIVITY = "binary_sensor.vigil_127_0_0_1_connectivity"
+CONNECTIVITY = "binary_sensor.vigil_connectivity"
 
 
 async def test_load_unload(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
@@ -107,14 +116,14 @@ async def test_gpu_gone(
     freezer: FrozenDateTimeFactory,
 ) -> None:
     """A GPU that disappears from /health leaves its sensors unknown."""
-    budget = "sensor.vigil_127_0_0_1_cuda_0_memory_budget"
+    budget = "sensor.vigil_cuda_0_memory_budget"
     assert float(hass.states.get(budget).state) == pytest.approx(22.0, abs=0.01)
     mock_vigil_client.health.return_value = Health.from_dict(load_json("health_degraded.json"))
     freezer.tick(HEALTH_INTERVAL)
     async_fire_time_changed(hass)
     await hass.async_block_till_done()
     assert hass.states.get(budget).state == STATE_UNKNOWN
-    assert hass.states.get("sensor.vigil_127_0_0_1_status").state == "degraded"
+    assert hass.states.get("sensor.vigil_status").state == "degraded"
 
 
 @pytest.mark.usefixtures("entity_registry_enabled_by_default")
@@ -132,8 +141,8 @@ async def test_gpu_added_at_runtime(
     freezer.tick(HEALTH_INTERVAL)
     async_fire_time_changed(hass)
     await hass.async_block_till_done()
-    assert hass.states.get("sensor.vigil_127_0_0_1_cuda_1_memory_budget") is not None
-    assert hass.states.get("sensor.vigil_127_0_0_1_cuda_0_memory_budget") is not None
+    assert hass.states.get("sensor.vigil_cuda_1_memory_budget") is not None
+    assert hass.states.get("sensor.vigil_cuda_0_memory_budget") is not None
 
 
 async def test_unavailable_and_recovery(
@@ -255,3 +264,58 @@ async def test_camera_device_linked_to_camera_device(
 def test_camera_id(entity_id: str, camera_id: str) -> None:
     """Camera entity ids map onto the add-on's camera ids ([a-z0-9_]{1,64})."""
     assert camera_id_for(entity_id) == camera_id
+
+
+@pytest.mark.usefixtures("socket_enabled", "fake_camera")
+async def test_addon_down_then_back_over_http_logs_once_each(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The real client against an add-on on loopback that stops for 5 polls, then returns.
+
+    Every failed poll raises UpdateFailed with a message that names the port and the
+    socket error; Home Assistant's coordinator logs the change of state, not each
+    failure: one line when the add-on goes, one when it is back.
+    """
+    addon = StandIn()
+    server = TestServer(addon.app(), host="127.0.0.1")
+    await server.start_server()
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title=mock_config_entry.title,
+        unique_id=INSTANCE_ID,
+        data=dict(mock_config_entry.data) | {CONF_PORT: server.port, CONF_API_TOKEN: TOKEN},
+        subentries_data=[camera_subentry()],
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert hass.states.get(CONNECTIVITY).state == STATE_ON
+
+    port = server.port
+    await server.close()
+    for _ in range(5):
+        freezer.tick(HEALTH_INTERVAL)
+        async_fire_time_changed(hass)
+        await hass.async_block_till_done(wait_background_tasks=True)
+    assert hass.states.get(CONNECTIVITY).state == STATE_OFF
+    assert hass.states.get(RISK_SCORE).state == STATE_UNAVAILABLE
+
+    server = TestServer(addon.app(), host="127.0.0.1", port=port)
+    await server.start_server()
+    for _ in range(2):
+        freezer.tick(HEALTH_INTERVAL)
+        async_fire_time_changed(hass)
+        await hass.async_block_till_done(wait_background_tasks=True)
+    await server.close()
+    assert hass.states.get(CONNECTIVITY).state == STATE_ON
+
+    ours = [r for r in caplog.records if r.name.startswith("custom_components.vigil")]
+    down = [r for r in ours if "Cannot reach the Vigil add-on" in r.getMessage()]
+    back = [r for r in ours if "recovered" in r.getMessage()]
+    assert len(down) == 1, [r.getMessage() for r in down]
+    assert len(back) == 1
+    assert down[0].created <= back[0].created
+    assert await hass.config_entries.async_unload(entry.entry_id)

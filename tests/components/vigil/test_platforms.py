@@ -38,6 +38,9 @@ async def test_entities(
         (DOMAIN, f"{INSTANCE_ID}_{CAMERA_SUBENTRY_ID}"), mock_config_entry.entry_id
     )
     assert server is not None and camera is not None
+    # The add-on's device is named for what it is; where it runs is its configuration URL.
+    assert server.name == "Vigil"
+    assert server.configuration_url == "http://127.0.0.1:8095/health"
     assert camera.via_device_id == server.id
     assert camera.config_subentry_id == CAMERA_SUBENTRY_ID
     for entry in er.async_entries_for_config_entry(entity_registry, mock_config_entry.entry_id):
@@ -51,7 +54,7 @@ async def test_noisy_entities_disabled(
     hass: HomeAssistant, entity_registry: er.EntityRegistry, init_integration: MockConfigEntry
 ) -> None:
     """GPU memory used changes with every poll: disabled by default."""
-    entry = entity_registry.async_get("sensor.vigil_127_0_0_1_cuda_0_memory_used")
+    entry = entity_registry.async_get("sensor.vigil_cuda_0_memory_used")
     assert entry is not None
     assert entry.disabled_by is er.RegistryEntryDisabler.INTEGRATION
-    assert hass.states.get("sensor.vigil_127_0_0_1_cuda_0_memory_budget") is not None
+    assert hass.states.get("sensor.vigil_cuda_0_memory_budget") is not None

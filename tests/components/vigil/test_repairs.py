@@ -8,9 +8,14 @@ import pytest
 from custom_components.vigil.api import Health, VigilConnectionError
 from custom_components.vigil.const import DOMAIN, HEALTH_INTERVAL
 from freezegun.api import FrozenDateTimeFactory
+from homeassistant.config_entries import ConfigEntryDisabler
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
-from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_capture_events,
+    async_fire_time_changed,
+)
 from syrupy.assertion import SnapshotAssertion
 
 from .conftest import load_json
@@ -62,11 +67,116 @@ async def test_issues_follow_health(
 
 
 @pytest.mark.parametrize("health_fixture", ["health_degraded.json"])
-async def test_issues_removed_on_unload(
+async def test_issues_kept_over_a_reload_removed_with_the_entry(
     hass: HomeAssistant, init_integration: MockConfigEntry, issue_registry: ir.IssueRegistry
 ) -> None:
-    """Unloading the entry removes its issues."""
-    assert vigil_issues(issue_registry)
-    await hass.config_entries.async_unload(init_integration.entry_id)
+    """A reload keeps the issues (and what the user did with them); removal takes them."""
+    before = vigil_issues(issue_registry)
+    assert before
+    assert await hass.config_entries.async_reload(init_integration.entry_id)
+    await hass.async_block_till_done()
+    assert vigil_issues(issue_registry) == before
+    await hass.config_entries.async_remove(init_integration.entry_id)
     await hass.async_block_till_done()
     assert vigil_issues(issue_registry) == []
+
+
+@pytest.mark.parametrize("health_fixture", ["health_degraded.json"])
+async def test_issues_removed_when_disabled(
+    hass: HomeAssistant, init_integration: MockConfigEntry, issue_registry: ir.IssueRegistry
+) -> None:
+    """Disabling the entry removes its issues."""
+    assert vigil_issues(issue_registry)
+    await hass.config_entries.async_set_disabled_by(
+        init_integration.entry_id, ConfigEntryDisabler.USER
+    )
+    await hass.async_block_till_done()
+    assert vigil_issues(issue_registry) == []
+
+
+def cpu_only_health() -> Health:
+    """The add-on's /health on a machine without a GPU."""
+    health = load_json("health.json")
+    health["cuda_available"] = False
+    health["devices"] = [d for d in health["devices"] if d["kind"] == "cpu"]
+    health["issues"] = [
+        {
+            "code": "cpu_only",
+            "severity": "info",
+            "message": "no CUDA GPU is present: every model runs on the CPU",
+        }
+    ]
+    return Health.from_dict(health)
+
+
+@pytest.mark.usefixtures("fake_camera")
+async def test_cpu_only_is_information_raised_once(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    mock_vigil_client: MagicMock,
+    issue_registry: ir.IssueRegistry,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """No GPU: one informational repair, created once, left alone once ignored, then gone.
+
+    Neither the polls nor a reload (a camera added) raise it again, so an ignored
+    notice stays ignored; it goes when the add-on stops reporting it.
+    """
+    mock_vigil_client.health.return_value = cpu_only_health()
+    changes = async_capture_events(hass, ir.EVENT_REPAIRS_ISSUE_REGISTRY_UPDATED)
+    mock_config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    (issue,) = vigil_issues(issue_registry)
+    assert issue.issue_id == f"{mock_config_entry.entry_id}_cpu_only"
+    assert (issue.translation_key, issue.severity, issue.is_fixable) == (
+        "cpu_only",
+        ir.IssueSeverity.WARNING,  # the lowest a repair has; its text says: information
+        False,
+    )
+    for _ in range(3):
+        await poll(hass, freezer)
+    assert [(e.data["action"], e.data["issue_id"]) for e in changes] == [("create", issue.issue_id)]
+
+    ir.async_ignore_issue(hass, DOMAIN, issue.issue_id, True)
+    assert await hass.config_entries.async_reload(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    await poll(hass, freezer)
+    (issue,) = vigil_issues(issue_registry)
+    assert issue.dismissed_version is not None
+    assert [e.data["action"] for e in changes] == ["create", "update"]  # the ignore
+
+    mock_vigil_client.health.return_value = Health.from_dict(load_json("health.json"))
+    await poll(hass, freezer)
+    assert vigil_issues(issue_registry) == []
+
+
+@pytest.mark.parametrize(
+    ("severity", "expected"),
+    [
+        ("info", ir.IssueSeverity.WARNING),
+        ("warning", ir.IssueSeverity.WARNING),
+        ("error", ir.IssueSeverity.ERROR),
+        ("critical", ir.IssueSeverity.CRITICAL),
+        ("shrug", ir.IssueSeverity.WARNING),
+    ],
+)
+@pytest.mark.usefixtures("fake_camera")
+async def test_repair_severity_is_the_addons(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    mock_vigil_client: MagicMock,
+    issue_registry: ir.IssueRegistry,
+    severity: str,
+    expected: ir.IssueSeverity,
+) -> None:
+    """The add-on's severity becomes the repair's (warning where repairs have no match)."""
+    health = load_json("health.json")
+    health["issues"] = [{"code": "llm_unavailable", "severity": severity, "message": "down"}]
+    mock_vigil_client.health.return_value = Health.from_dict(health)
+    mock_config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    (issue,) = vigil_issues(issue_registry)
+    assert issue.severity is expected
