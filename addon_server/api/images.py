@@ -14,21 +14,6 @@ from addon_server.api.errors import ApiError
 from addon_server.imaging import DecodedImage, ImageError, check_content_type, decode
 
 IMAGE_FIELD = "image"
-IMAGE_BODY: dict[str, object] = {
-    "required": True,
-    "content": {
-        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-        "image/png": {"schema": {"type": "string", "format": "binary"}},
-        "image/webp": {"schema": {"type": "string", "format": "binary"}},
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": [IMAGE_FIELD],
-                "properties": {IMAGE_FIELD: {"type": "string", "format": "binary"}},
-            }
-        },
-    },
-}
 
 
 def _check_length(request: web.Request, limit: int) -> None:
