@@ -44,16 +44,22 @@ def ref(name: str) -> JsonSchema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def closed(
+def form(
     required: Mapping[str, JsonSchema], optional: Mapping[str, JsonSchema] | None = None
 ) -> JsonSchema:
-    """An object with exactly these properties (``required`` always present), nothing else."""
+    """A multipart form's fields; parts with other names are read and ignored, so allowed."""
     return {
         "type": "object",
         "required": list(required),
         "properties": {**required, **(optional or {})},
-        "additionalProperties": False,
     }
+
+
+def closed(
+    required: Mapping[str, JsonSchema], optional: Mapping[str, JsonSchema] | None = None
+) -> JsonSchema:
+    """An object with exactly these properties (``required`` always present), nothing else."""
+    return form(required, optional) | {"additionalProperties": False}
 
 
 def nullable(schema: JsonSchema) -> JsonSchema:
@@ -286,17 +292,6 @@ SCHEMAS["OpenApiDocument"] = {
     "type": "object",
     "required": ["openapi", "info", "paths", "components"],
 }
-
-
-def form(
-    required: Mapping[str, JsonSchema], optional: Mapping[str, JsonSchema] | None = None
-) -> JsonSchema:
-    """A multipart form's fields; parts with other names are read and ignored, so allowed."""
-    return {
-        "type": "object",
-        "required": list(required),
-        "properties": {**required, **(optional or {})},
-    }
 
 
 def image_body(fields: Mapping[str, JsonSchema] | None = None) -> dict[str, Any]:
