@@ -40,7 +40,7 @@ from tests.addon_server.conftest import SHARED_MODELS, CountingDetector
 
 TOKEN = "schemathesis-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-MAX_EXAMPLES = 50
+MAX_EXAMPLES = 100
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -103,6 +103,8 @@ def live_addon(
     addon.stop()
 
 
+# The add-on also accepts the common misspelling image/jpg: send it the bytes of a JPEG.
+schemathesis.serializer.alias("image/jpg", "image/jpeg")
 schema = schemathesis.openapi.from_dict(build_spec(ALL_ROUTES))
 """The document the app serves (checked below against the running add-on's /openapi.json).
 
