@@ -62,11 +62,18 @@ def _multiple_of_32(value: int) -> int:
 
 
 CAMERA_ID = re.compile(r"^[a-z0-9_]{1,64}$")
+CAMERA_ID_RULE = "1-64 characters of a-z, 0-9 and _"
+"""The camera-id rule in words; the API's errors and the OpenAPI document quote it too."""
+
+
+def is_camera_id(value: str) -> bool:
+    """Whether all of ``value`` is a camera id (``match`` would let ``"front\\n"`` through)."""
+    return CAMERA_ID.fullmatch(value) is not None
 
 
 def _camera_id(value: str) -> str:
-    if not CAMERA_ID.match(value):
-        raise vol.Invalid(f"camera ids are 1-64 of a-z, 0-9 and _, got {value!r}")
+    if not is_camera_id(value):
+        raise vol.Invalid(f"camera ids are {CAMERA_ID_RULE}, got {value!r}")
     return value
 
 

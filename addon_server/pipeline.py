@@ -29,10 +29,10 @@ from addon_server.reasoning.context import (
     Sighting,
     category_of,
 )
+from addon_server.reasoning.levels import LEVEL_RANK, RiskLevel, level_for
 from addon_server.reasoning.reasoner import Reasoner
-from addon_server.reasoning.risk import RiskLevel, level_for
 from addon_server.reid.gallery import FaceMatch, ReidService
-from addon_server.store import LEVEL_RANK, EventStore, new_id
+from addon_server.store import EventStore, new_id
 
 
 @dataclass(frozen=True, slots=True)

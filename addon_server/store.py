@@ -32,9 +32,10 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from addon_server.reasoning.levels import LEVEL_RANK
+
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
-LEVEL_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 Vector = npt.NDArray[np.float32]
 
 _SCHEMA = """

@@ -9,13 +9,24 @@ from aiohttp import web
 
 from addon_server.api.detect import unavailable
 from addon_server.api.errors import ApiError
-from addon_server.api.images import IMAGE_BODY, decode_upload, read_upload
+from addon_server.api.images import decode_upload, read_upload
 from addon_server.api.params import aware_datetime, camera_id, risk_level
-from addon_server.api.routes import Route, error, json_response, query
+from addon_server.api.routes import (
+    RETRY_AFTER,
+    STORAGE_FULL,
+    Options,
+    Route,
+    error,
+    fields,
+    json_response,
+    queries,
+)
+from addon_server.api.schemas import BOOLEAN, ZONE_MAX_LENGTH, image_body, ref
+from addon_server.config import CAMERA_ID_RULE
 from addon_server.detector.batcher import BatcherClosedError, QueueFullError
 from addon_server.detector.service import DetectorUnavailableError
 from addon_server.pipeline import AnalyzeRequest, utcnow
-from addon_server.reasoning.risk import RiskLevel
+from addon_server.reasoning.levels import RiskLevel
 from addon_server.services import SERVICES_KEY, Services
 
 ENDPOINT = "/v1/analyze"
@@ -54,12 +65,12 @@ def parse_request(services: Services, params: dict[str, str]) -> AnalyzeRequest:
                 400, "bad_parameter", f"timestamp {raw_ts} is older than the retention period"
             )
     zone = params.get("zone", "").strip() or None
-    if zone is not None and len(zone) > 64:
-        raise ApiError(400, "bad_parameter", "zone must be at most 64 characters")
+    if zone is not None and len(zone) > ZONE_MAX_LENGTH:
+        raise ApiError(400, "bad_parameter", f"zone must be at most {ZONE_MAX_LENGTH} characters")
     raw_llm = params.get("llm", "true").strip().lower()
     if raw_llm not in _TRUE | _FALSE:
         raise ApiError(400, "bad_parameter", f"llm must be true or false, got {raw_llm!r}")
-    notify_level = RiskLevel(risk_level("notify_level", params.get("notify_level", "high")))
+    notify_level = risk_level("notify_level", params.get("notify_level", RiskLevel.HIGH))
     return AnalyzeRequest(camera, timestamp, zone, raw_llm in _TRUE, notify_level)
 
 
@@ -78,6 +89,20 @@ async def analyze(request: web.Request) -> web.Response:
     return web.json_response(event)
 
 
+OPTIONS: Options = {
+    "camera": (f"Camera id ({CAMERA_ID_RULE}); required", ref("CameraId")),
+    "timestamp": (
+        "When the image was taken, ISO 8601 with offset (default now)",
+        {"type": "string", "format": "date-time"},
+    ),
+    "zone": ("Optional zone name", {"type": "string", "maxLength": ZONE_MAX_LENGTH}),
+    "llm": ("Use the LLM (default true); false scores with the rules only", BOOLEAN),
+    "notify_level": (
+        "Level from which the event is marked notify (default high)",
+        ref("RiskLevel"),
+    ),
+}
+
 ROUTES = [
     Route(
         "POST",
@@ -85,38 +110,17 @@ ROUTES = [
         analyze,
         "Analyse one camera image into a stored risk event",
         "analyze",
-        parameters=(
-            query(
-                "camera",
-                "Camera id (a-z, 0-9, _); also accepted as a multipart field",
-                {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"},
-            ),
-            query(
-                "timestamp",
-                "When the image was taken, ISO 8601 with offset (default now)",
-                {"type": "string", "format": "date-time"},
-            ),
-            query("zone", "Optional zone name", {"type": "string", "maxLength": 64}),
-            query(
-                "llm",
-                "Use the LLM (default true); false scores with the rules only",
-                {"type": "boolean"},
-            ),
-            query(
-                "notify_level",
-                "Level from which the event is marked notify (default high)",
-                {"type": "string", "enum": ["low", "medium", "high", "critical"]},
-            ),
-        ),
-        request_body=IMAGE_BODY,
+        parameters=queries(OPTIONS),
+        request_body=image_body(fields(OPTIONS)),
         responses={
-            "200": json_response("The stored event"),
+            "200": json_response("The stored event", "Event"),
             "400": error("Bad image or bad parameter (camera, timestamp, ...)"),
             "404": error("Camera not configured"),
             "413": error("Body or image too large"),
             "415": error("Unsupported content type"),
-            "429": error("Detection queue full; see Retry-After"),
-            "503": error("Detector not installed"),
+            "429": error("Detection queue full; see Retry-After", RETRY_AFTER),
+            "503": error("Detector not installed, or the data dir unavailable"),
+            "507": STORAGE_FULL,
         },
         tags=("analysis",),
     )

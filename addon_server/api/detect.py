@@ -7,8 +7,17 @@ import time
 from aiohttp import web
 
 from addon_server.api.errors import ApiError
-from addon_server.api.images import IMAGE_BODY, decode_upload, read_upload
-from addon_server.api.routes import Route, error, json_response, query
+from addon_server.api.images import decode_upload, read_upload
+from addon_server.api.routes import (
+    RETRY_AFTER,
+    Options,
+    Route,
+    error,
+    fields,
+    json_response,
+    queries,
+)
+from addon_server.api.schemas import PROBABILITY, STRING, image_body
 from addon_server.detector.base import Selection
 from addon_server.detector.batcher import BatcherClosedError, QueueFullError
 from addon_server.detector.service import (
@@ -76,36 +85,12 @@ async def detect(request: web.Request) -> web.Response:
         metrics.latency.labels(ENDPOINT).observe(time.perf_counter() - started)
 
 
-DETECTION_SCHEMA = {
-    "type": "object",
-    "required": ["detections", "image", "inference_time_ms", "model"],
-    "properties": {
-        "detections": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["class", "confidence", "bbox"],
-                "properties": {
-                    "class": {"type": "string"},
-                    "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-                    "bbox": {
-                        "type": "object",
-                        "required": ["x", "y", "width", "height"],
-                        "properties": {
-                            k: {"type": "integer", "minimum": 0}
-                            for k in ("x", "y", "width", "height")
-                        },
-                    },
-                },
-            },
-        },
-        "image": {
-            "type": "object",
-            "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}},
-        },
-        "inference_time_ms": {"type": "number"},
-        "model": {"type": "string"},
-    },
+OPTIONS: Options = {
+    "confidence": (
+        "Minimum confidence for every class (0-1); overrides the configured per-class thresholds",
+        PROBABILITY,
+    ),
+    "classes": ("Comma-separated class names; default: the security classes", STRING),
 }
 
 ROUTES = [
@@ -115,27 +100,14 @@ ROUTES = [
         detect,
         "Detect security-relevant objects in one image",
         "detect",
-        parameters=(
-            query(
-                "confidence",
-                "Minimum confidence for every class (0-1); overrides the "
-                "configured per-class thresholds",
-                {"type": "number", "minimum": 0, "maximum": 1},
-            ),
-            query(
-                "classes",
-                "Comma-separated class names; default: the security classes",
-                {"type": "string"},
-            ),
-        ),
-        request_body=IMAGE_BODY,
+        parameters=queries(OPTIONS),
+        request_body=image_body(fields(OPTIONS)),
         responses={
-            "200": json_response("Detections", DETECTION_SCHEMA),
+            "200": json_response("Detections", "DetectResult"),
             "400": error("Empty, corrupt or non-image body, or a bad parameter"),
-            "401": error("Missing or invalid bearer token"),
             "413": error("Body or image too large"),
             "415": error("Unsupported content type"),
-            "429": error("Queue full; see Retry-After"),
+            "429": error("Queue full; see Retry-After", RETRY_AFTER),
             "503": error("Detector not installed or not loaded"),
         },
         tags=("detection",),

@@ -6,11 +6,19 @@ from aiohttp import web
 
 from addon_server.api.errors import ApiError
 from addon_server.api.params import aware_datetime, camera_id, risk_level
-from addon_server.api.routes import Route, error, json_response, path_param, query
+from addon_server.api.routes import (
+    STORAGE_UNAVAILABLE,
+    Route,
+    error,
+    json_response,
+    path_param,
+    query,
+)
+from addon_server.api.schemas import BINARY, ref
 from addon_server.services import SERVICES_KEY
-from addon_server.store import LEVEL_RANK
 
 MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
 
 
 def _since(raw: str) -> float:
@@ -29,7 +37,7 @@ async def list_events(request: web.Request) -> web.Response:
     since = _since(params["since"]) if params.get("since") else None
     raw_level = params.get("min_level")
     min_level = risk_level("min_level", raw_level) if raw_level else None
-    raw_limit = params.get("limit", "50")
+    raw_limit = params.get("limit", str(DEFAULT_LIMIT))
     try:
         limit = int(raw_limit)
     except ValueError:
@@ -64,6 +72,8 @@ async def get_snapshot(request: web.Request) -> web.Response:
     )
 
 
+EVENT_ID = path_param("event_id", "Event id", ref("Id"))
+
 ROUTES = [
     Route(
         "GET",
@@ -72,24 +82,24 @@ ROUTES = [
         "Stored events, newest first",
         "list_events",
         parameters=(
-            query("camera", "Only this camera", {"type": "string"}),
+            query("camera", "Only this camera", ref("CameraId")),
             query(
                 "since",
-                "Only events at or after this time (ISO 8601 or Unix seconds)",
-                {"type": "string"},
+                "Only events at or after this time (ISO 8601 with offset, or Unix seconds)",
+                {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]},
             ),
-            query(
-                "min_level",
-                "Only events at or above this level",
-                {"type": "string", "enum": list(LEVEL_RANK)},
-            ),
+            query("min_level", "Only events at or above this level", ref("RiskLevel")),
             query(
                 "limit",
-                f"At most this many (1-{MAX_LIMIT}, default 50)",
+                f"At most this many (1-{MAX_LIMIT}, default {DEFAULT_LIMIT})",
                 {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
             ),
         ),
-        responses={"200": json_response("Events"), "400": error("Bad filter")},
+        responses={
+            "200": json_response("Events", "EventList"),
+            "400": error("Bad filter"),
+            "503": STORAGE_UNAVAILABLE,
+        },
         tags=("events",),
     ),
     Route(
@@ -98,8 +108,12 @@ ROUTES = [
         get_event,
         "One stored event",
         "get_event",
-        parameters=(path_param("event_id", "Event id"),),
-        responses={"200": json_response("The event"), "404": error("Unknown event")},
+        parameters=(EVENT_ID,),
+        responses={
+            "200": json_response("The event", "Event"),
+            "404": error("Unknown event"),
+            "503": STORAGE_UNAVAILABLE,
+        },
         tags=("events",),
     ),
     Route(
@@ -108,13 +122,14 @@ ROUTES = [
         get_snapshot,
         "The event's annotated snapshot (boxes and labels)",
         "get_snapshot",
-        parameters=(path_param("event_id", "Event id"),),
+        parameters=(EVENT_ID,),
         responses={
             "200": {
                 "description": "JPEG",
-                "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+                "content": {"image/jpeg": {"schema": BINARY}},
             },
             "404": error("Unknown event"),
+            "503": STORAGE_UNAVAILABLE,
         },
         tags=("events",),
     ),

@@ -126,7 +126,7 @@ ROUTES = [
         "Service health, devices, placement and models",
         "health",
         auth=False,
-        responses={"200": json_response("Health document")},
+        responses={"200": json_response("Health document", "Health")},
         tags=("ops",),
     ),
     Route(

@@ -30,22 +30,6 @@ MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = 64
 """Enough for any form the API takes (at most 10 images and a few options)."""
 
-IMAGE_BODY: dict[str, object] = {
-    "required": True,
-    "content": {
-        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-        "image/png": {"schema": {"type": "string", "format": "binary"}},
-        "image/webp": {"schema": {"type": "string", "format": "binary"}},
-        MULTIPART: {
-            "schema": {
-                "type": "object",
-                "required": [IMAGE_FIELD],
-                "properties": {IMAGE_FIELD: {"type": "string", "format": "binary"}},
-            }
-        },
-    },
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Upload:

@@ -66,7 +66,7 @@ ROUTES = [
         list_models,
         "Models, where they run and whether loaded",
         "list_models",
-        responses={"200": json_response("Models")},
+        responses={"200": json_response("Models", "ModelList")},
         tags=("models",),
     ),
     Route(
@@ -77,7 +77,7 @@ ROUTES = [
         "load_model",
         parameters=(path_param("name", "Model name"),),
         responses={
-            "200": json_response("The model"),
+            "200": json_response("The model", "Model"),
             "404": error("Unknown model"),
             "409": error("Model not installed"),
         },
@@ -91,7 +91,7 @@ ROUTES = [
         "unload_model",
         parameters=(path_param("name", "Model name"),),
         responses={
-            "200": json_response("The model"),
+            "200": json_response("The model", "Model"),
             "404": error("Unknown model"),
             "409": error("The model cannot be unloaded"),
         },

@@ -1,12 +1,16 @@
-"""Request parameters several routes share, validated one way with one wording of errors."""
+"""Request parameters several routes share, validated one way with one wording of errors.
+
+The rules themselves have one owner each (the camera-id rule in ``config.py``, the levels in
+``reasoning/levels.py``); this module only turns a broken rule into the API's 400.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from addon_server.api.errors import ApiError
-from addon_server.config import CAMERA_ID
-from addon_server.store import LEVEL_RANK
+from addon_server.config import CAMERA_ID_RULE, is_camera_id
+from addon_server.reasoning.levels import RiskLevel
 
 
 def bad(message: str) -> ApiError:
@@ -14,8 +18,8 @@ def bad(message: str) -> ApiError:
 
 
 def camera_id(value: str) -> str:
-    if not CAMERA_ID.match(value):
-        raise bad(f"camera must be 1-64 of a-z, 0-9 and _, got {value!r}")
+    if not is_camera_id(value):
+        raise bad(f"camera must be {CAMERA_ID_RULE}, got {value!r}")
     return value
 
 
@@ -30,8 +34,9 @@ def aware_datetime(name: str, raw: str) -> datetime:
     return value
 
 
-def risk_level(name: str, raw: str) -> str:
-    level = raw.strip().lower()
-    if level not in LEVEL_RANK:
-        raise bad(f"{name} must be low, medium, high or critical, got {raw!r}")
-    return level
+def risk_level(name: str, raw: str) -> RiskLevel:
+    try:
+        return RiskLevel(raw.strip().lower())
+    except ValueError:
+        names = [str(level) for level in RiskLevel]
+        raise bad(f"{name} must be {', '.join(names[:-1])} or {names[-1]}, got {raw!r}") from None

@@ -6,13 +6,21 @@ from aiohttp import web
 
 from addon_server.api.errors import ApiError
 from addon_server.api.images import IMAGE_FIELD, MULTIPART, decode_upload, read_form
-from addon_server.api.routes import Route, error, json_response, path_param
+from addon_server.api.routes import (
+    STORAGE_FULL,
+    STORAGE_UNAVAILABLE,
+    Route,
+    error,
+    json_response,
+    path_param,
+)
+from addon_server.api.schemas import BINARY, PERSON_NAME_MAX_LENGTH, array, form, ref
 from addon_server.reid.gallery import NoFaceError
 from addon_server.services import SERVICES_KEY
 from addon_server.store import DuplicatePersonError
 
 MAX_IMAGES = 10
-MAX_NAME = 64
+MAX_NAME = PERSON_NAME_MAX_LENGTH
 
 
 async def enroll(request: web.Request) -> web.Response:
@@ -69,25 +77,27 @@ ROUTES = [
             "required": True,
             "content": {
                 "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["name", IMAGE_FIELD],
-                        "properties": {
-                            "name": {"type": "string", "maxLength": 64},
-                            IMAGE_FIELD: {
-                                "type": "array",
-                                "items": {"type": "string", "format": "binary"},
+                    "schema": form(
+                        {
+                            "name": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": PERSON_NAME_MAX_LENGTH,
                             },
-                        },
-                    }
+                            IMAGE_FIELD: {**array(BINARY), "minItems": 1, "maxItems": MAX_IMAGES},
+                        }
+                    )
                 }
             },
         },
         responses={
-            "201": json_response("The enrolled person"),
+            "201": json_response("The enrolled person", "Person"),
             "400": error("No name, no image, or no face in an image"),
             "409": error("Name already enrolled"),
-            "503": error("Face embedder not installed"),
+            "413": error("Body or image too large"),
+            "415": error("Not a multipart/form-data body"),
+            "503": error("Face embedder not installed, or the data dir unavailable"),
+            "507": STORAGE_FULL,
         },
         tags=("people",),
     ),
@@ -97,7 +107,7 @@ ROUTES = [
         list_people,
         "Enrolled people",
         "list_people",
-        responses={"200": json_response("People")},
+        responses={"200": json_response("People", "PersonList"), "503": STORAGE_UNAVAILABLE},
         tags=("people",),
     ),
     Route(
@@ -106,8 +116,13 @@ ROUTES = [
         delete_person,
         "Forget an enrolled person",
         "delete_person",
-        parameters=(path_param("person_id", "Person id"),),
-        responses={"200": json_response("Deleted"), "404": error("Unknown person")},
+        parameters=(path_param("person_id", "Person id", ref("Id")),),
+        responses={
+            "200": json_response("Deleted", "PersonDeleted"),
+            "404": error("Unknown person"),
+            "503": STORAGE_UNAVAILABLE,
+            "507": STORAGE_FULL,
+        },
         tags=("people",),
     ),
 ]

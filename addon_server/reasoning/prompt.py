@@ -17,13 +17,15 @@ verbatim ("A dog is in the yard.") whatever the scene.
 
 from __future__ import annotations
 
+from string import Template
+
 from .context import Posture, SceneContext, Threat
-from .risk import level_for
+from .levels import band_ranges, level_for
 from .rules import RuleConfig, RuleResult, dwell_seconds, format_duration, plural
 
 __all__ = ["SYSTEM_PROMPT", "build_messages", "context_lines", "rules_line", "time_of_day"]
 
-SYSTEM_PROMPT = """\
+SYSTEM_PROMPT = Template("""\
 You are Vigil, the security analyst of a home camera system. You receive facts about one \
 camera frame, one fact per line; the last line is the score of Vigil's rule engine. Judge how \
 worrying the scene is for the people living in the home and answer with one JSON object only, \
@@ -32,7 +34,7 @@ no other text.
 Fields:
 - risk_score: integer 0-100. Stay close to the rule engine's score unless the facts clearly \
 say otherwise.
-- risk_level: "low" (0-29), "medium" (30-59), "high" (60-84) or "critical" (85-100); it must \
+- risk_level: $bands; it must \
 match risk_score.
 - summary: one short sentence for a phone notification, about the facts given.
 - reasoning: one or two short sentences explaining the score.
@@ -45,7 +47,7 @@ Guidance:
 - Enrolled (known) people, pets alone, or an empty scene are low.
 - Vehicles alone are low; at night slightly higher.
 - Use only the facts given. Do not invent objects or people.
-"""
+""").substitute(bands=band_ranges())
 
 
 def time_of_day(hour: int, rules: RuleConfig) -> str:

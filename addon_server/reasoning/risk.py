@@ -1,4 +1,7 @@
-"""Risk bands and the blend of the rule score with the LLM's score.
+"""The blend of the rule score with the LLM's score into the event's risk.
+
+The levels, their bands and the clamp are defined once in :mod:`.levels` (re-exported here
+for the callers that already import them from this module).
 
 Two invariants live here and nowhere else:
 
@@ -13,12 +16,12 @@ Two invariants live here and nowhere else:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from .levels import BANDS, RiskLevel, clamp_score, level_for
 from .rules import Factor, RuleResult
 
 if TYPE_CHECKING:
@@ -36,51 +39,12 @@ __all__ = [
 ]
 
 
-class RiskLevel(StrEnum):
-    """Event levels, lowest first (their order is meaningful: ``min_level`` filters)."""
-
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    CRITICAL = "critical"
-
-
 class LLMStatus(StrEnum):
     """Whether the LLM contributed: ``fallback`` means it should have and couldn't."""
 
     OK = "ok"
     FALLBACK = "fallback"
     DISABLED = "disabled"
-
-
-#: Inclusive lower bound of each band; a score belongs to the last band whose bound it reaches.
-BANDS: tuple[tuple[int, RiskLevel], ...] = (
-    (0, RiskLevel.LOW),
-    (30, RiskLevel.MEDIUM),
-    (60, RiskLevel.HIGH),
-    (85, RiskLevel.CRITICAL),
-)
-
-
-def clamp_score(value: float) -> int:
-    """Round to an int in 0-100; NaN (a garbage blend input) becomes 0, ±inf clamps."""
-    if math.isnan(value):
-        return 0
-    if value >= 100:
-        return 100
-    if value <= 0:
-        return 0
-    return round(value)
-
-
-def level_for(score: int) -> RiskLevel:
-    """The band of a score: 0-29 low, 30-59 medium, 60-84 high, 85-100 critical."""
-    score = clamp_score(score)
-    level = RiskLevel.LOW
-    for bound, band in BANDS:
-        if score >= bound:
-            level = band
-    return level
 
 
 @dataclass(frozen=True, slots=True)

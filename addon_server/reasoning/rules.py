@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from .context import DetectedObject, Posture, SceneContext, Threat
+from .levels import clamp_score
 
 __all__ = [
     "RULES",
@@ -409,4 +410,4 @@ class RuleEngine:
             found.extend(f for f in rule.evaluate(ctx, self.config) if f.points != 0)
         found.sort(key=lambda f: (-abs(f.points), f.name))
         total = sum(f.points for f in found)
-        return RuleResult(score=max(0, min(100, total)), factors=tuple(found))
+        return RuleResult(score=clamp_score(total), factors=tuple(found))

@@ -189,8 +189,8 @@ class Health:
 
     @property
     def gpus(self) -> tuple[ComputeDevice, ...]:
-        """Return the GPU devices."""
-        return tuple(d for d in self.devices if d.kind != "cpu")
+        """Return the GPUs present (one the configuration asks for may be absent)."""
+        return tuple(d for d in self.devices if d.kind != "cpu" and d.present)
 
     @property
     def models_loaded(self) -> int:

@@ -142,8 +142,35 @@ def health_fixture() -> str:
     return "health.json"
 
 
+def gpu_host(health: dict[str, Any]) -> dict[str, Any]:
+    """Return a recorded /health answer as a host with one CUDA GPU would give it.
+
+    The fixtures are recorded on a CPU-only machine; this adds the device entry the add-on
+    reports for a GPU (test_contract.py checks it against the add-on's contract).
+    """
+    gpu = {
+        "id": "cuda:0",
+        "kind": "cuda",
+        "name": "NVIDIA GeForce RTX 3090",
+        "present": True,
+        "budget_bytes": 23622320128,
+        "used_bytes": 1800000000,
+        "total_bytes": 25769803776,
+        "services": ["llm"],
+    }
+    issues = [i for i in health["issues"] if i["code"] != "cpu_only"]
+    return health | {"cuda_available": True, "devices": [*health["devices"], gpu], "issues": issues}
+
+
 @pytest.fixture
-def mock_vigil_client(health_fixture: str) -> Generator[MagicMock]:
+def health_document(health_fixture: str) -> dict[str, Any]:
+    """Return the /health answer to serve (override for another host, e.g. gpu_host)."""
+    result: dict[str, Any] = load_json(health_fixture)
+    return result
+
+
+@pytest.fixture
+def mock_vigil_client(health_document: dict[str, Any]) -> Generator[MagicMock]:
     """Return an autospecced add-on client fed from the JSON fixtures."""
     with (
         patch("custom_components.vigil.VigilClient", autospec=True) as client_cls,
@@ -151,7 +178,7 @@ def mock_vigil_client(health_fixture: str) -> Generator[MagicMock]:
     ):
         client = client_cls.return_value
         client.base_url = URL("http://127.0.0.1:8095")
-        client.health.return_value = Health.from_dict(load_json(health_fixture))
+        client.health.return_value = Health.from_dict(health_document)
         client.models.return_value = [
             Model.from_dict(m) for m in load_json("models.json")["models"]
         ]

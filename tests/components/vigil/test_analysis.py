@@ -31,6 +31,8 @@ from .conftest import CAMERA_ENTITY, TRIGGER_ENTITY, FakeCamera, load_bytes, loa
 pytestmark = pytest.mark.usefixtures("init_integration")
 
 EVENT_ENTITY = "event.front_door_risk_event"
+EVENT = load_json("event.json")
+"""The add-on's answer to bus.jpg at night (recorded); every analysis below returns it."""
 
 
 def motion(hass: HomeAssistant, state: str) -> None:
@@ -54,38 +56,40 @@ async def test_trigger_runs_analysis(hass: HomeAssistant, mock_vigil_client: Mag
     assert kwargs["timestamp"].tzinfo is not None
     assert kwargs["notify_level"] == "high"  # the camera's: the add-on decides `notify`
 
-    assert hass.states.get("sensor.front_door_risk_score").state == "72"
-    assert hass.states.get("sensor.front_door_risk_level").state == "high"
-    assert hass.states.get("sensor.front_door_persons").state == "2"
+    assert hass.states.get("sensor.front_door_risk_score").state == str(EVENT["risk_score"])
+    assert hass.states.get("sensor.front_door_risk_level").state == EVENT["risk_level"]
+    assert hass.states.get("sensor.front_door_persons").state == "4"
     assert hass.states.get("sensor.front_door_vehicles").state == "1"
     assert hass.states.get("sensor.front_door_animals").state == "0"
     assert hass.states.get("binary_sensor.front_door_threat").state == STATE_ON
-    assert hass.states.get("sensor.front_door_last_summary").state.startswith("Two unknown people")
+    assert hass.states.get("sensor.front_door_last_summary").state == EVENT["summary"]
     assert hass.states.get("sensor.front_door_last_event").state == "2026-11-23T04:30:00+00:00"
     assert hass.states.get("image.front_door_last_snapshot").state == "2026-11-23T04:30:00+00:00"
 
     event_state = hass.states.get(EVENT_ENTITY)
-    assert event_state.attributes["event_type"] == "high"
-    assert event_state.attributes["score"] == 72
-    assert event_state.attributes["event_id"] == "01JDGX8Y2M3N4P5Q6R7S8T9V0W"
+    assert event_state.attributes["event_type"] == EVENT["risk_level"]
+    assert event_state.attributes["score"] == EVENT["risk_score"]
+    assert event_state.attributes["event_id"] == EVENT["id"]
     assert event_state.attributes["notify"] is True
     assert event_state.attributes["camera_entity"] == CAMERA_ENTITY
     assert event_state.attributes["snapshot_entity"] == "image.front_door_last_snapshot"
     assert [f["name"] for f in event_state.attributes["factors"]] == [
         "unknown_person",
         "night",
-        "near_entry",
+        "group",
+        "person_present",
+        "vehicle",
     ]
 
     assert len(bus_events) == 1
     assert bus_events[0].data == {
         "camera": CAMERA_ENTITY,
-        "level": "high",
-        "score": 72,
-        "summary": "Two unknown people at the front door at night; one is close to the door.",
-        "event_id": "01JDGX8Y2M3N4P5Q6R7S8T9V0W",
+        "level": EVENT["risk_level"],
+        "score": EVENT["risk_score"],
+        "summary": EVENT["summary"],
+        "event_id": EVENT["id"],
         "notify": True,
-        "factors": load_json("event.json")["factors"],
+        "factors": EVENT["factors"],
     }
 
 
@@ -192,7 +196,7 @@ async def test_failures_logged_once(
         motion(hass, STATE_ON)
         await hass.async_block_till_done()
     assert "analyses work again" in caplog.text
-    assert hass.states.get("sensor.front_door_risk_score").state == "72"
+    assert hass.states.get("sensor.front_door_risk_score").state == str(EVENT["risk_score"])
 
 
 async def test_connection_lost_during_analysis(
@@ -243,7 +247,8 @@ async def test_snapshot_image(
     assert await resp.read() == b"\xff\xd8annotated-snapshot\xff\xd9"
     resp = await client.get("/api/image_proxy/image.front_door_last_snapshot")
     assert resp.status == HTTPStatus.OK
-    mock_vigil_client.snapshot.assert_awaited_once_with("01JDGW0000000000000000STOR")
+    stored = load_json("events.json")["events"][0]
+    mock_vigil_client.snapshot.assert_awaited_once_with(stored["id"])
 
     mock_vigil_client.snapshot.side_effect = VigilConnectionError("down")
     motion(hass, STATE_ON)
@@ -276,11 +281,11 @@ async def test_unload_during_analysis(
 async def test_unknown_risk_level(hass: HomeAssistant, mock_vigil_client: MagicMock) -> None:
     """A level outside the four bands: no level, no threat, no event-entity event."""
     mock_vigil_client.analyze.return_value = AnalysisEvent.from_dict(
-        load_json("event.json") | {"risk_level": "extreme", "notify": False}
+        EVENT | {"risk_level": "extreme", "notify": False}
     )
     motion(hass, STATE_ON)
     await hass.async_block_till_done()
-    assert hass.states.get("sensor.front_door_risk_score").state == "72"
+    assert hass.states.get("sensor.front_door_risk_score").state == str(EVENT["risk_score"])
     assert hass.states.get("sensor.front_door_risk_level").state == "unknown"
     assert hass.states.get("binary_sensor.front_door_threat").state == STATE_OFF
     assert hass.states.get(EVENT_ENTITY).state == "unknown"

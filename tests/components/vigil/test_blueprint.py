@@ -58,13 +58,14 @@ async def test_notifies_high_with_snapshot(
     await hass.async_block_till_done(wait_background_tasks=True)
     await hass.async_block_till_done()
     assert len(calls) == 1
+    event = load_json("event.json")
     assert calls[0].data == {
-        "title": "Front door Risk event: high risk (72)",
-        "message": "Two unknown people at the front door at night; one is close to the door.",
+        "title": f"Front door Risk event: {event['risk_level']} risk ({event['risk_score']})",
+        "message": event["summary"],
         "data": {
             "image": "/api/image_proxy/image.front_door_last_snapshot",
             "entity_id": "camera.front_door",
-            "tag": "vigil-01JDGX8Y2M3N4P5Q6R7S8T9V0W",
+            "tag": f"vigil-{event['id']}",
         },
     }
 

@@ -41,17 +41,26 @@ from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
-from .conftest import CAMERA_SUBENTRY_ID, INSTANCE_ID, FakeCamera, camera_subentry, load_json
+from .conftest import (
+    CAMERA_SUBENTRY_ID,
+    INSTANCE_ID,
+    FakeCamera,
+    camera_subentry,
+    gpu_host,
+    load_json,
+)
 from .test_api import TOKEN, StandIn
 
 RISK_SCORE = "sensor.front_door_risk_score"
+STORED_SCORE = str(load_json("events.json")["events"][0]["risk_score"])
+"""The camera's stored event (recorded) that the entry starts with."""
 CONNECTIVITY = "binary_sensor.vigil_connectivity"
 
 
 async def test_load_unload(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
     """The entry loads with the camera's stored event, and unloads."""
     assert init_integration.state is ConfigEntryState.LOADED
-    assert hass.states.get(RISK_SCORE).state == "8"
+    assert hass.states.get(RISK_SCORE).state == STORED_SCORE
     assert await hass.config_entries.async_unload(init_integration.entry_id)
     await hass.async_block_till_done()
     assert init_integration.state is ConfigEntryState.NOT_LOADED
@@ -109,6 +118,7 @@ async def test_no_event_store(
 
 
 @pytest.mark.usefixtures("entity_registry_enabled_by_default")
+@pytest.mark.parametrize("health_document", [gpu_host(load_json("health.json"))])
 async def test_gpu_gone(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,
@@ -127,6 +137,7 @@ async def test_gpu_gone(
 
 
 @pytest.mark.usefixtures("entity_registry_enabled_by_default")
+@pytest.mark.parametrize("health_document", [gpu_host(load_json("health.json"))])
 async def test_gpu_added_at_runtime(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,
@@ -134,8 +145,8 @@ async def test_gpu_added_at_runtime(
     freezer: FrozenDateTimeFactory,
 ) -> None:
     """A GPU the add-on reports later gets its sensors without a reload."""
-    health = load_json("health.json")
-    second = dict(health["devices"][0], id="cuda:1", used_bytes=0)
+    health = gpu_host(load_json("health.json"))
+    second = dict(health["devices"][-1], id="cuda:1", used_bytes=0)
     health["devices"].append(second)
     mock_vigil_client.health.return_value = Health.from_dict(health)
     freezer.tick(HEALTH_INTERVAL)
@@ -168,7 +179,7 @@ async def test_unavailable_and_recovery(
     freezer.tick(HEALTH_INTERVAL)
     async_fire_time_changed(hass)
     await hass.async_block_till_done()
-    assert hass.states.get(RISK_SCORE).state == "8"
+    assert hass.states.get(RISK_SCORE).state == STORED_SCORE
     assert hass.states.get(CONNECTIVITY).state == STATE_ON
     assert "recovered" in caplog.text
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from custom_components.vigil.const import DOMAIN
 from homeassistant.const import Platform
@@ -11,7 +13,13 @@ from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry, snapshot_platform
 from syrupy.assertion import SnapshotAssertion
 
-from .conftest import CAMERA_SUBENTRY_ID, INSTANCE_ID
+from .conftest import CAMERA_SUBENTRY_ID, INSTANCE_ID, gpu_host, load_json
+
+
+@pytest.fixture
+def health_document() -> dict[str, Any]:
+    """The recorded /health on a host with a GPU, so the GPU's sensors are shown too."""
+    return gpu_host(load_json("health.json"))
 
 
 @pytest.mark.freeze_time("2026-11-23 04:31:00+00:00")

@@ -180,3 +180,23 @@ async def test_repair_severity_is_the_addons(
     await hass.async_block_till_done()
     (issue,) = vigil_issues(issue_registry)
     assert issue.severity is expected
+
+
+async def test_unknown_issue_code_gets_the_generic_repair(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_vigil_client: MagicMock,
+    issue_registry: ir.IssueRegistry,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A code a newer add-on reports and this integration has no text for still shows up.
+
+    (The recorded add-on reports only codes the integration knows, so one is added here.)
+    """
+    health = load_json("health.json")
+    health["issues"] = [{"code": "gpu_overheating", "message": "cuda:0 runs at 95 °C"}]
+    mock_vigil_client.health.return_value = Health.from_dict(health)
+    await poll(hass, freezer)
+    (issue,) = vigil_issues(issue_registry)
+    assert issue.translation_key == "addon_issue"
+    assert issue.translation_placeholders["message"] == "cuda:0 runs at 95 °C"

@@ -29,7 +29,7 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from .conftest import CAMERA_ENTITY, FakeCamera, load_bytes
+from .conftest import CAMERA_ENTITY, FakeCamera, load_bytes, load_json
 
 pytestmark = pytest.mark.usefixtures("init_integration")
 
@@ -39,30 +39,25 @@ async def test_analyze_returns_events(hass: HomeAssistant, mock_vigil_client: Ma
     response = await hass.services.async_call(
         DOMAIN, SERVICE_ANALYZE, {"entity_id": CAMERA_ENTITY}, blocking=True, return_response=True
     )
+    event = load_json("event.json")
     assert response == {
         "events": {
             CAMERA_ENTITY: {
-                "id": "01JDGX8Y2M3N4P5Q6R7S8T9V0W",
+                "id": event["id"],
                 "camera": CAMERA_ENTITY,
                 "timestamp": "2026-11-23T04:30:00+00:00",
-                "risk_score": 72,
-                "risk_level": "high",
-                "summary": (
-                    "Two unknown people at the front door at night; one is close to the door."
-                ),
-                "reasoning": "Two people not enrolled, at night, one within a metre of the door.",
-                "factors": [
-                    {"name": "unknown_person", "points": 40.0, "detail": "2 persons not enrolled"},
-                    {"name": "night", "points": 20.0, "detail": "04:30 local time"},
-                    {"name": "near_entry", "points": 12.0, "detail": "a person close to the door"},
-                ],
-                "counts": {"person": 2, "vehicle": 1, "animal": 0},
+                "risk_score": event["risk_score"],
+                "risk_level": event["risk_level"],
+                "summary": event["summary"],
+                "reasoning": event["reasoning"],
+                "factors": [f | {"points": float(f["points"])} for f in event["factors"]],
+                "counts": {"person": 4, "vehicle": 1, "animal": 0},
                 "notify": True,
-                "llm_status": "ok",
+                "llm_status": "disabled",
             }
         }
     }
-    assert hass.states.get("sensor.front_door_risk_score").state == "72"
+    assert hass.states.get("sensor.front_door_risk_score").state == str(event["risk_score"])
 
 
 async def test_analyze_by_device_without_response(
@@ -133,7 +128,7 @@ async def test_enroll_person(
         blocking=True,
         return_response=True,
     )
-    assert response == {"id": "p-7c1e", "name": "Alex", "embeddings": 2}
+    assert response == {"id": load_json("person.json")["id"], "name": "Alex", "embeddings": 2}
     mock_vigil_client.enroll_person.assert_awaited_once_with(
         "Alex",
         [
@@ -198,21 +193,22 @@ async def test_load_and_unload_model(
     hass: HomeAssistant, mock_vigil_client: MagicMock, mock_config_entry: MockConfigEntry
 ) -> None:
     """Models are loaded and unloaded; the add-on is polled again right after."""
+    model = load_json("model_loaded.json")["name"]
     polls = mock_vigil_client.health.await_count
     response = await hass.services.async_call(
         DOMAIN,
         SERVICE_LOAD_MODEL,
-        {"model": "fall-detector", "config_entry_id": mock_config_entry.entry_id},
+        {"model": model, "config_entry_id": mock_config_entry.entry_id},
         blocking=True,
         return_response=True,
     )
     assert response["loaded"] is True
-    assert response["name"] == "fall-detector"
-    mock_vigil_client.load_model.assert_awaited_once_with("fall-detector")
+    assert response["name"] == model
+    mock_vigil_client.load_model.assert_awaited_once_with(model)
     response = await hass.services.async_call(
         DOMAIN,
         SERVICE_UNLOAD_MODEL,
-        {"model": "fall-detector"},
+        {"model": model},
         blocking=True,
         return_response=True,
     )

@@ -1,0 +1,307 @@
+"""The HTTP contract: JSON Schemas of every body the add-on sends and accepts, as data.
+
+This module is the one owner of the shapes. ``/openapi.json`` publishes them under
+``components/schemas`` and every route's responses point at them (``api/routes.py``); the
+add-on's tests validate real responses of the real app against them; the integration's tests
+validate their recorded fixtures against the committed copy of the document
+(``tests/components/vigil/fixtures/openapi.json``, written by ``scripts/record_fixtures.py``).
+
+Objects whose shape the add-on controls are closed (``additionalProperties: false``), so a
+field added or renamed in a handler without a change here fails the contract tests instead of
+reaching Home Assistant unannounced. Enumerations are built from the enums that own them
+(:class:`RiskLevel`, :class:`LLMStatus`, ...), never restated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from addon_server.api.images import IMAGE_FIELD
+from addon_server.config import CAMERA_ID, CAMERA_ID_RULE, SERVICES
+from addon_server.imaging import CONTENT_TYPES
+from addon_server.reasoning.levels import SCORE_MAX, SCORE_MIN, RiskLevel
+from addon_server.reasoning.reasoner import LLMMode
+from addon_server.reasoning.risk import LLMStatus
+from addon_server.reasoning.supervisor import ServerState
+
+JsonSchema = dict[str, Any]
+
+ZONE_MAX_LENGTH: Final = 64
+PERSON_NAME_MAX_LENGTH: Final = 64
+ID_PATTERN: Final = "^[0-9a-f]{24}$"
+"""``store.new_id``: 12 hex digits of milliseconds, then 12 random hex digits."""
+
+ISSUE_CODES: Final = ("service_fallback", "model_not_installed", "llm_unavailable")
+"""Codes of /health ``issues``: Home Assistant has a repair text for each (its ``ISSUE_CODES``)."""
+ISSUE_SEVERITIES: Final = ("warning", "info")
+
+
+def ref(name: str) -> JsonSchema:
+    """A reference to one of :data:`SCHEMAS` as it appears in the OpenAPI document."""
+    if name not in SCHEMAS:
+        raise KeyError(f"no schema {name!r} in the contract")
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def form(
+    required: Mapping[str, JsonSchema], optional: Mapping[str, JsonSchema] | None = None
+) -> JsonSchema:
+    """A multipart form's fields; parts with other names are read and ignored, so allowed."""
+    return {
+        "type": "object",
+        "required": list(required),
+        "properties": {**required, **(optional or {})},
+    }
+
+
+def closed(
+    required: Mapping[str, JsonSchema], optional: Mapping[str, JsonSchema] | None = None
+) -> JsonSchema:
+    """An object with exactly these properties (``required`` always present), nothing else."""
+    return form(required, optional) | {"additionalProperties": False}
+
+
+def nullable(schema: JsonSchema) -> JsonSchema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def array(items: JsonSchema) -> JsonSchema:
+    return {"type": "array", "items": items}
+
+
+def enum(values: Any) -> JsonSchema:
+    return {"type": "string", "enum": [str(v) for v in values]}
+
+
+STRING: Final[JsonSchema] = {"type": "string"}
+TEXT: Final[JsonSchema] = {"type": "string", "minLength": 1}
+BOOLEAN: Final[JsonSchema] = {"type": "boolean"}
+COUNT: Final[JsonSchema] = {"type": "integer", "minimum": 0}
+BYTES: Final[JsonSchema] = {"type": "integer", "minimum": 0}
+DURATION: Final[JsonSchema] = {"type": "number", "minimum": 0}
+PIXELS: Final[JsonSchema] = {"type": "integer", "minimum": 1}
+SCORE: Final[JsonSchema] = {"type": "integer", "minimum": SCORE_MIN, "maximum": SCORE_MAX}
+PROBABILITY: Final[JsonSchema] = {"type": "number", "minimum": 0, "maximum": 1}
+SNAKE_CASE: Final[JsonSchema] = {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}
+BINARY: Final[JsonSchema] = {"type": "string", "format": "binary"}
+
+SCHEMAS: dict[str, JsonSchema] = {}
+"""Every named schema, in the order the OpenAPI document lists them."""
+
+SCHEMAS["Error"] = closed(
+    {
+        "error": closed(
+            {
+                "code": {**SNAKE_CASE, "description": "Stable, machine-readable reason"},
+                "message": {**TEXT, "description": "What went wrong, for a person"},
+            }
+        )
+    }
+)
+SCHEMAS["RiskLevel"] = {
+    **enum(RiskLevel),
+    "description": "Lowest first; derived from risk_score by fixed bands",
+}
+SCHEMAS["CameraId"] = {
+    "type": "string",
+    "pattern": CAMERA_ID.pattern,
+    "description": f"A camera id: {CAMERA_ID_RULE}",
+}
+SCHEMAS["Id"] = {
+    "type": "string",
+    "pattern": ID_PATTERN,
+    "description": "Id of a stored event or enrolled person",
+}
+SCHEMAS["BoundingBox"] = closed({"x": COUNT, "y": COUNT, "width": COUNT, "height": COUNT}) | {
+    "description": "Pixels of the uploaded image, top-left origin"
+}
+SCHEMAS["ImageSize"] = closed({"width": PIXELS, "height": PIXELS})
+SCHEMAS["Detection"] = closed(
+    {"class": TEXT, "confidence": PROBABILITY, "bbox": ref("BoundingBox")}
+)
+SCHEMAS["DetectResult"] = closed(
+    {
+        "detections": array(ref("Detection")),
+        "image": ref("ImageSize"),
+        "inference_time_ms": DURATION,
+        "model": TEXT,
+    }
+)
+SCHEMAS["Factor"] = closed(
+    {
+        "name": TEXT,
+        "points": {"type": "integer", "description": "Signed contribution to the score"},
+        "detail": STRING,
+    }
+)
+SCHEMAS["FaceMatch"] = closed(
+    {
+        "person_id": nullable({"type": "string"}),
+        "person_name": nullable({"type": "string"}),
+        "similarity": {"type": "number", "minimum": -1, "maximum": 1},
+        "bbox": ref("BoundingBox"),
+        "seen": array(closed({"camera": ref("CameraId"), "seconds_ago": DURATION})),
+    }
+)
+SCHEMAS["EventCounts"] = closed({"person": COUNT, "vehicle": COUNT, "animal": COUNT})
+SCHEMAS["Event"] = closed(
+    {
+        "id": ref("Id"),
+        "camera": ref("CameraId"),
+        "zone": nullable({"type": "string", "maxLength": ZONE_MAX_LENGTH}),
+        "timestamp": {"type": "string", "format": "date-time"},
+        "ts": {"type": "number", "description": "timestamp as Unix seconds"},
+        "risk_score": SCORE,
+        "risk_level": ref("RiskLevel"),
+        "summary": STRING,
+        "reasoning": STRING,
+        "factors": array(ref("Factor")),
+        "llm_status": enum(LLMStatus),
+        "rule_score": SCORE,
+        "llm_score": nullable(SCORE),
+        "llm_error": nullable(STRING),
+        "detections": array(ref("Detection")),
+        "counts": ref("EventCounts"),
+        "enrichments": closed({}) | {"description": "Model-zoo results (none yet)"},
+        "reid": array(ref("FaceMatch")),
+        "notify": BOOLEAN,
+        "image": ref("ImageSize"),
+        "model": TEXT,
+        "snapshot_url": {"type": "string", "format": "uri-reference"},
+        "timings_ms": {
+            "type": "object",
+            "propertyNames": SNAKE_CASE,
+            "additionalProperties": DURATION,
+            "description": "Milliseconds per stage (decode, detect, reid, reason, ...)",
+        },
+    }
+)
+SCHEMAS["EventList"] = closed({"events": array(ref("Event"))})
+SCHEMAS["Model"] = closed(
+    {
+        "name": TEXT,
+        "kind": SNAKE_CASE,
+        "backend": TEXT,
+        "device": TEXT,
+        "loaded": BOOLEAN,
+        "installed": BOOLEAN,
+        "vram_bytes": BYTES,
+        "error": nullable(STRING),
+    }
+)
+SCHEMAS["ModelList"] = closed({"models": array(ref("Model"))})
+SCHEMAS["Device"] = closed(
+    {
+        "id": TEXT,
+        "kind": enum(("cpu", "cuda")),
+        "name": STRING,
+        "present": BOOLEAN,
+        "budget_bytes": BYTES,
+        "used_bytes": BYTES,
+        "total_bytes": BYTES,
+        "services": array(enum(SERVICES)),
+    }
+)
+SCHEMAS["Placement"] = closed(
+    {
+        "device": TEXT,
+        "requested_device": TEXT,
+        "fallback": BOOLEAN,
+        "reason": nullable(STRING),
+    }
+)
+_OPTIONAL_SECONDS = nullable(DURATION)
+SCHEMAS["LlmHealth"] = closed(
+    {
+        "mode": enum(LLMMode),
+        "state": enum((*ServerState, LLMMode.DISABLED)),
+        "ready": BOOLEAN,
+    },
+    {
+        "url": nullable(STRING),
+        "model": nullable(STRING),
+        "device": nullable(STRING),
+        "pid": nullable({"type": "integer"}),
+        "restarts": COUNT,
+        "last_error": nullable(STRING),
+        "last_exit_code": nullable({"type": "integer"}),
+        "load_seconds": _OPTIONAL_SECONDS,
+        "restart_to_ready_seconds": _OPTIONAL_SECONDS,
+        "ready_since": nullable({"type": "number"}),
+        "response_format": STRING,
+    },
+)
+SCHEMAS["BatcherHealth"] = closed(
+    {
+        "queue_depth": COUNT,
+        "requests": COUNT,
+        "batches": COUNT,
+        "rejected": COUNT,
+        "max_batch_size": PIXELS,
+        "autotune_ms_per_image": nullable(
+            {
+                "type": "object",
+                "propertyNames": {"pattern": "^[1-9][0-9]*$"},
+                "additionalProperties": DURATION,
+                "description": "Measured milliseconds per image by batch size",
+            }
+        ),
+    }
+)
+SCHEMAS["HealthIssue"] = closed(
+    {"code": enum(ISSUE_CODES), "message": STRING},
+    {
+        "severity": enum(ISSUE_SEVERITIES),
+        "service": enum(SERVICES),
+        "model": TEXT,
+        "path": {**TEXT, "description": "The data dir, for storage issues"},
+    },
+)
+SCHEMAS["Health"] = closed(
+    {
+        "status": enum(("healthy", "degraded", "unhealthy")),
+        "version": TEXT,
+        "instance_id": TEXT,
+        "uptime_seconds": DURATION,
+        "cuda_available": BOOLEAN,
+        "model_loaded": BOOLEAN,
+        "devices": array(ref("Device")),
+        "services": {
+            "type": "object",
+            "propertyNames": enum(SERVICES),
+            "additionalProperties": ref("Placement"),
+        },
+        "models": array(ref("Model")),
+        "llm": ref("LlmHealth"),
+        "batcher": nullable(ref("BatcherHealth")),
+        "issues": array(ref("HealthIssue")),
+    }
+)
+SCHEMAS["Person"] = closed(
+    {
+        "id": ref("Id"),
+        "name": {"type": "string", "minLength": 1, "maxLength": PERSON_NAME_MAX_LENGTH},
+        "embeddings": COUNT,
+        "created": {"type": "number", "description": "Unix seconds"},
+    }
+)
+SCHEMAS["PersonList"] = closed({"people": array(ref("Person"))})
+SCHEMAS["PersonDeleted"] = closed({"deleted": STRING})
+SCHEMAS["OpenApiDocument"] = {
+    "type": "object",
+    "required": ["openapi", "info", "paths", "components"],
+}
+
+
+def image_body(fields: Mapping[str, JsonSchema] | None = None) -> dict[str, Any]:
+    """A request body holding one image: raw (its type in Content-Type) or a multipart form
+    with an ``image`` file and, optionally, text ``fields``."""
+    raw = {media: {"schema": BINARY} for media in (*CONTENT_TYPES, "application/octet-stream")}
+    multipart = {"schema": form({IMAGE_FIELD: BINARY}, fields)}
+    return {"required": True, "content": {**raw, "multipart/form-data": multipart}}
+
+
+def components() -> JsonSchema:
+    """The ``components/schemas`` section of the OpenAPI document."""
+    return dict(SCHEMAS)

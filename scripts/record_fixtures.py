@@ -1,0 +1,343 @@
+"""Record the integration's test fixtures from the real add-on.
+
+    .venv-addon/bin/python scripts/record_fixtures.py [--models-dir ../shared/models]
+
+Starts ``python -m addon_server serve`` twice on a free loopback port, each time with a fresh
+temporary data dir and the LLM off (so the rule engine alone scores and one image always
+gives the same event): once as configured for a healthy CPU-only add-on, once degraded (the
+detector asked for a missing GPU, no face-embedder files, an unreachable external LLM). It
+makes the calls the integration makes, writes each answer to
+``tests/components/vigil/fixtures/`` and writes the add-on's ``/openapi.json`` beside them; the
+integration's tests validate the fixtures against that document and the add-on's tests check
+that the document is the one the add-on builds now (``tests/addon_server/test_contract.py``).
+
+The inputs are fixed: the images (``bus.jpg`` from the fixtures, ultralytics' ``zidane.jpg``,
+scikit-image's cat photo in a grey frame), the event times, the camera and person names, and
+the instance id (the one the integration's tests use as the config entry's unique id, written
+into the data dir before start). What still varies from run to run or machine to machine is
+normalised, and nothing else is touched (``recorded.json`` lists it too):
+
+* ids: the random second half (12 hex digits) of every event and person id becomes a counter;
+  a person's first half, the enrolment time, becomes that of ``ENROLLED_AT``, as does its
+  ``created``; ``snapshot_url`` follows its event id;
+* durations: each ``timings_ms`` stage and ``uptime_seconds`` become 1.0 (their keys stay);
+* the recording machine: the CPU device's ``total_bytes`` (its memory) becomes 16 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import ultralytics
+from PIL import Image, ImageOps
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "components" / "vigil" / "fixtures"
+DEFAULT_MODELS_DIR = REPO.parent / "shared" / "models"
+
+INSTANCE_ID = "9f0c2b7e5d1a4c3b8e6f0a1d2c3b4a59"
+"""The integration's tests use it as the config entry's unique id (their conftest)."""
+TOKEN = "record-fixtures-token"  # noqa: S105 - a throwaway add-on on loopback
+CAMERA = "front_door"
+STORED_AT = "2026-11-22T14:15:00+00:00"
+"""The earlier, stored event (``events.json``): a cat in daylight."""
+ANALYSED_AT = "2026-11-23T04:30:00+00:00"
+"""The analysed event (``event.json``): bus.jpg at night, as the test camera serves it."""
+ENROLLED_AT = datetime.fromisoformat("2026-11-20T09:00:00+00:00").timestamp()
+PERSON = "Alex"
+MISSING_MODELS_DIR = "/nonexistent/vigil/models"
+UNREACHABLE_LLM = "http://127.0.0.1:9"
+"""Port 9 (discard) has no listener on a normal host: the connection is refused at once."""
+DURATION = 1.0
+NOMINAL_CPU_BYTES = 16 * 2**30
+NORMALISED = [
+    "ids: random second half -> counter; person ids' time half and created -> ENROLLED_AT",
+    "snapshot_url: follows its event id",
+    "timings_ms values and uptime_seconds -> 1.0",
+    "devices: the CPU's total_bytes (the recording machine's memory) -> 16 GiB",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def cat_in_view(photo: Any) -> Image.Image:
+    """scikit-image's cat close-up, small in a grey 1200x900 frame as a camera would see it
+    (the close-up alone fills the frame and yolov3-tiny finds nothing in it)."""
+    frame = Image.new("RGB", (1200, 900), (120, 120, 120))
+    frame.paste(Image.fromarray(photo), (600, 500))
+    return frame
+
+
+@dataclass
+class Recording:
+    """The answers to write, and the normalisation state shared by all of them."""
+
+    fixtures: dict[str, tuple[str, str, int, Any]] = field(default_factory=dict)
+    ids: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, method: str, path: str, status: int, body: Any) -> None:
+        self.fixtures[name] = (method, path, status, body)
+
+    def stable_id(self, original: str, *, person: bool = False) -> str:
+        if original not in self.ids:
+            head = f"{int(ENROLLED_AT * 1000):012x}" if person else original[:12]
+            self.ids[original] = f"{head}{len(self.ids) + 1:012x}"
+        return self.ids[original]
+
+
+def normalise_event(rec: Recording, event: dict[str, Any]) -> dict[str, Any]:
+    old = event["id"]
+    event = dict(event)
+    event["id"] = rec.stable_id(old)
+    event["snapshot_url"] = event["snapshot_url"].replace(old, event["id"])
+    event["timings_ms"] = dict.fromkeys(event["timings_ms"], DURATION)
+    event["reid"] = [
+        face | {"person_id": rec.stable_id(face["person_id"], person=True)}
+        if face["person_id"]
+        else face
+        for face in event["reid"]
+    ]
+    return event
+
+
+def normalise_person(rec: Recording, person: dict[str, Any]) -> dict[str, Any]:
+    return person | {"id": rec.stable_id(person["id"], person=True), "created": ENROLLED_AT}
+
+
+def normalise_health(health: dict[str, Any]) -> dict[str, Any]:
+    devices = [
+        device | {"total_bytes": NOMINAL_CPU_BYTES} if device["kind"] == "cpu" else device
+        for device in health["devices"]
+    ]
+    return health | {"uptime_seconds": DURATION, "devices": devices}
+
+
+def child_env() -> dict[str, str]:
+    """The add-on's environment: ours without Vigil's overrides (the config file decides)."""
+    from addon_server.config import ENV_OVERRIDES
+
+    env = {k: v for k, v in os.environ.items() if k not in ENV_OVERRIDES}
+    env.update(TZ="UTC", YOLO_OFFLINE="1", YOLO_AUTOINSTALL="False", PYTHONUNBUFFERED="1")
+    env.setdefault("YOLO_CONFIG_DIR", str(REPO / ".state" / "ultralytics"))
+    return env
+
+
+@contextlib.contextmanager
+def running_addon(config: dict[str, Any]) -> Iterator[str]:
+    """Run the real add-on with ``config`` (YAML-shaped) until the block ends; yield its URL."""
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="vigil-record-") as tmp:
+        data = Path(tmp) / "data"
+        data.mkdir()
+        (data / "instance_id").write_text(INSTANCE_ID + "\n", encoding="utf-8")
+        port = free_port()
+        config = {
+            **config,
+            "server": {
+                "host": "127.0.0.1",
+                "port": port,
+                "api_token": TOKEN,
+                "data_dir": str(data),
+            },
+            "store": {"max_age_days": 365_000},  # the fixed event times stay inside retention
+            "batching": {"autotune": False},
+            "detector": {"warmup": False},
+        }
+        path = Path(tmp) / "vigil.yaml"
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        log = Path(tmp) / "addon.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "addon_server", "serve", "--config", str(path)],
+                cwd=REPO,
+                env=child_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_up(base, proc, log)
+            yield base
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_until_up(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the add-on exited during start-up:\n{log.read_text()}")
+        health = f"{base}/health"  # http on loopback, built above
+        with contextlib.suppress(OSError), urllib.request.urlopen(health, timeout=5):  # noqa: S310
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"the add-on did not answer /health within 180 s:\n{log.read_text()}")
+
+
+def session(base: str) -> aiohttp.ClientSession:
+    """A client of the add-on at ``base`` that sends the token."""
+    return aiohttp.ClientSession(base, headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+async def call(
+    session: aiohttp.ClientSession, method: str, path: str, status: int, **kwargs: Any
+) -> Any:
+    async with session.request(method, path, **kwargs) as resp:
+        if resp.status != status:
+            raise SystemExit(
+                f"{method} {path}: expected {status}, got {resp.status}: {await resp.text()}"
+            )
+        return await resp.json()
+
+
+def image_form(image: bytes, **fields: str) -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    form.add_field("image", image, filename="image.jpg", content_type="image/jpeg")
+    for name, value in fields.items():
+        form.add_field(name, value)
+    return form
+
+
+async def record_healthy(rec: Recording, base: str) -> dict[str, Any]:
+    from skimage import data as photos
+
+    bus = (FIXTURES / "bus.jpg").read_bytes()
+    zidane_path = Path(ultralytics.__file__).parent / "assets" / "zidane.jpg"
+    zidane = zidane_path.read_bytes()
+    mirrored = jpeg(ImageOps.mirror(Image.open(zidane_path)))
+    cat = jpeg(cat_in_view(photos.chelsea()))
+    async with session(base) as client:
+        health = await call(client, "GET", "/health", 200)
+        if health["status"] != "healthy":
+            raise SystemExit(f"expected a healthy add-on, got {json.dumps(health, indent=2)}")
+        rec.add("health.json", "GET", "/health", 200, normalise_health(health))
+        models = await call(client, "GET", "/v1/models", 200)
+        rec.add("models.json", "GET", "/v1/models", 200, models)
+
+        await call(
+            client,
+            "POST",
+            "/v1/analyze",
+            200,
+            data=image_form(cat, camera=CAMERA, timestamp=STORED_AT, llm="false"),
+        )
+        events = await call(
+            client, "GET", "/v1/events", 200, params={"camera": CAMERA, "limit": "1"}
+        )
+        events["events"] = [normalise_event(rec, e) for e in events["events"]]
+        rec.add("events.json", "GET", "/v1/events", 200, events)
+
+        form = aiohttp.FormData()
+        form.add_field("name", PERSON)
+        for image in (zidane, mirrored):
+            form.add_field("image", image, filename="face.jpg", content_type="image/jpeg")
+        person = await call(client, "POST", "/v1/people", 201, data=form)
+        rec.add("person.json", "POST", "/v1/people", 201, normalise_person(rec, person))
+
+        event = await call(
+            client,
+            "POST",
+            "/v1/analyze",
+            200,
+            data=image_form(bus, camera=CAMERA, timestamp=ANALYSED_AT, llm="false"),
+        )
+        rec.add("event.json", "POST", "/v1/analyze", 200, normalise_event(rec, event))
+
+        embedder = next(m["name"] for m in models["models"] if m["kind"] == "face_embedder")
+        await call(client, "POST", f"/v1/models/{embedder}/unload", 200)
+        loaded = await call(client, "POST", f"/v1/models/{embedder}/load", 200)
+        rec.add("model_loaded.json", "POST", "/v1/models/{name}/load", 200, loaded)
+
+        spec: dict[str, Any] = await call(client, "GET", "/openapi.json", 200)
+        return spec
+
+
+async def record_degraded(rec: Recording, base: str) -> None:
+    async with session(base) as client:
+        health = await call(client, "GET", "/health", 200)
+    codes = sorted(issue["code"] for issue in health["issues"])
+    if codes != ["llm_unavailable", "model_not_installed", "service_fallback"]:
+        raise SystemExit(f"expected three issues, got {json.dumps(health, indent=2)}")
+    rec.add("health_degraded.json", "GET", "/health", 200, normalise_health(health))
+
+
+def write(path: Path, document: Any) -> None:
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
+    parser.add_argument("--out", type=Path, default=FIXTURES)
+    args = parser.parse_args(argv)
+    if not (args.models_dir / "faceres.onnx").is_file():
+        parser.error(f"{args.models_dir} has no faceres.onnx (see ../shared/models/README.md)")
+    if Path(MISSING_MODELS_DIR).exists():
+        parser.error(f"{MISSING_MODELS_DIR} exists; the degraded add-on needs it missing")
+    rec = Recording()
+    healthy = {"llm": {"mode": "disabled"}, "reid": {"models_dir": str(args.models_dir)}}
+    with running_addon(healthy) as base:
+        spec = asyncio.run(record_healthy(rec, base))
+    degraded = {
+        "devices": {"cuda:0": {"services": ["detector"]}},
+        "reid": {"models_dir": MISSING_MODELS_DIR},
+        "llm": {"mode": "external", "url": UNREACHABLE_LLM},
+    }
+    with running_addon(degraded) as base:
+        asyncio.run(record_degraded(rec, base))
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, (_, _, _, body) in rec.fixtures.items():
+        write(args.out / name, body)
+    write(args.out / "openapi.json", spec)
+    write(
+        args.out / "recorded.json",
+        {
+            "recorded_by": "scripts/record_fixtures.py",
+            "normalised": NORMALISED,
+            "fixtures": [
+                {"fixture": name, "method": method, "path": path, "status": status}
+                for name, (method, path, status, _) in sorted(rec.fixtures.items())
+            ],
+        },
+    )
+    print(f"wrote {len(rec.fixtures)} fixtures, openapi.json and recorded.json to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
