@@ -32,7 +32,14 @@ PERSON_NAME_MAX_LENGTH: Final = 64
 ID_PATTERN: Final = "^[0-9a-f]{24}$"
 """``store.new_id``: 12 hex digits of milliseconds, then 12 random hex digits."""
 
-ISSUE_CODES: Final = ("service_fallback", "model_not_installed", "llm_unavailable")
+ISSUE_CODES: Final = (
+    "service_fallback",
+    "model_not_installed",
+    "llm_unavailable",
+    "storage_full",
+    "storage_unavailable",
+    "cpu_only",
+)
 """Codes of /health ``issues``: Home Assistant has a repair text for each (its ``ISSUE_CODES``)."""
 ISSUE_SEVERITIES: Final = ("warning", "info")
 
@@ -250,9 +257,8 @@ SCHEMAS["BatcherHealth"] = closed(
     }
 )
 SCHEMAS["HealthIssue"] = closed(
-    {"code": enum(ISSUE_CODES), "message": STRING},
+    {"code": enum(ISSUE_CODES), "severity": enum(ISSUE_SEVERITIES), "message": STRING},
     {
-        "severity": enum(ISSUE_SEVERITIES),
         "service": enum(SERVICES),
         "model": TEXT,
         "path": {**TEXT, "description": "The data dir, for storage issues"},
