@@ -40,6 +40,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -285,6 +286,10 @@ _DEATHSIG_SHIM = (
     "os.execv(sys.executable, [sys.executable] + sys.argv[2:])\n"
 )
 
+_ACCESS_LOG = re.compile(r'^INFO:\s+\S+ - "[A-Z]+ \S+ HTTP/[\d.]+" \d{3}')
+"""uvicorn's access-log line, e.g. ``INFO:     127.0.0.1:46678 - "GET /openapi.json HTTP/1.1"
+200 OK``."""
+
 PIDFILE_NAME = "llm-server.pid"
 _SERVER_MODULE = "llama_cpp.server"
 
@@ -512,10 +517,13 @@ class SupervisedServer:
                     self._load_s,
                 )
                 assert self._proc is not None
+                hangs = self._hangs
                 failure, rc = await self._serve(self._proc)
+                hung = self._hangs != hangs
                 if time.monotonic() - now >= cfg.stable_after_s:
                     attempt = 0
             else:
+                hung = False
                 await self._terminate()
                 rc = self._proc.returncode if self._proc is not None else None
             if self._stopping.is_set():
@@ -530,7 +538,8 @@ class SupervisedServer:
                 # Let the reader collect the dying process's last words for last_error.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self._drain_task), 1.0)
-            tail = " | ".join(list(self._tail)[-3:])
+            # A crash's last words say why; a hung server said nothing about its hang.
+            tail = "" if hung else " | ".join(list(self._tail)[-3:])
             self._last_error = failure + (f": {tail}" if tail else "")
             delay = min(cfg.backoff_max_s, cfg.backoff_initial_s * (2**attempt))
             attempt += 1
@@ -651,7 +660,8 @@ class SupervisedServer:
                 return
             text = line.decode("utf-8", errors="replace").rstrip()
             if text:
-                self._tail.append(text)
+                if not _ACCESS_LOG.match(text):  # the probes' requests are no last words
+                    self._tail.append(text)
                 log.debug("llm-server: %s", text)
 
     async def _wait_until_serving(self) -> str | None:
