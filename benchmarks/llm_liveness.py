@@ -47,15 +47,8 @@ from addon_server.reasoning.supervisor import (  # noqa: E402
     SupervisedServer,
     SupervisorConfig,
     free_port,
+    is_running,
 )
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(") ", 1)[1][0] not in "ZX"
 
 
 async def until(predicate: Any, cap_s: float = 120.0, step_s: float = 0.005) -> float:
@@ -128,7 +121,7 @@ async def bench_hang(args: argparse.Namespace) -> dict[str, Any]:
             os.kill(pid, signal.SIGSTOP)
             t0 = time.perf_counter()
             detect = await until(lambda: sup.state is not ServerState.READY)
-            await until(lambda p=pid: not alive(p))
+            await until(lambda p=pid: not is_running(p))
             killed = time.perf_counter() - t0
             await until(lambda: sup.state is ServerState.READY, cap_s=300)
             total = time.perf_counter() - t0
@@ -205,13 +198,13 @@ def linger_once(repo: Path, frozen: bool, cap_s: float, image: bytes) -> float:
             addon.kill()
             addon.wait()
             t0 = time.perf_counter()
-            while alive(child) and time.perf_counter() - t0 < cap_s:
+            while is_running(child) and time.perf_counter() - t0 < cap_s:
                 time.sleep(0.01)
             return time.perf_counter() - t0
         finally:
             if addon.poll() is None:
                 addon.kill()
-            if child is not None and alive(child):
+            if child is not None and is_running(child):
                 os.kill(child, signal.SIGKILL)
 
 

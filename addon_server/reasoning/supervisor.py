@@ -64,6 +64,7 @@ __all__ = [
     "SupervisedServer",
     "SupervisorConfig",
     "child_environment",
+    "is_running",
     "reap_stale_child",
     "server_command",
 ]
@@ -314,6 +315,11 @@ def _identity(pid: int) -> tuple[int, int] | None:
     return int(fields[1]), int(fields[19])
 
 
+def is_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (running or stopped; a zombie is dead)."""
+    return _identity(pid) is not None
+
+
 def _is_llama_server(pid: int) -> bool:
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -356,7 +362,7 @@ def reap_stale_child(state_dir: Path) -> int | None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while _identity(pid) is not None and time.monotonic() < deadline:
+    while is_running(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     log.warning("killed a stale LLM server (pid %d) left behind by an earlier add-on", pid)
     path.unlink(missing_ok=True)
