@@ -199,14 +199,15 @@ def test_llm_child_dies_with_a_killed_addon(addon_config: Path) -> None:
     on (and which a running one answers by first finishing its generation: it lingered up
     to 15 s, two LLMs at once after a restart). Now it gets SIGKILL.
     """
+    data_dir = Path(yaml.safe_load(addon_config.read_text())["server"]["data_dir"])
     with serve(addon_config) as (addon, child):
         assert alive(child)
+        assert json.loads((data_dir / PIDFILE_NAME).read_text())["pid"] == child
         os.kill(child, signal.SIGSTOP)  # frozen, as in the hang above
         addon.kill()
         addon.wait()
         assert wait_gone(child), "the LLM server outlived the add-on"
     # The pidfile a SIGKILLed add-on cannot remove names a dead process now: ignored.
-    data_dir = Path(yaml.safe_load(addon_config.read_text())["server"]["data_dir"])
     assert reap_stale_child(data_dir) is None
     assert not (data_dir / PIDFILE_NAME).exists()
 
