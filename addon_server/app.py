@@ -16,7 +16,7 @@ from addon_server.detector.service import DetectionService
 from addon_server.devices import DeviceTable, DiscoveredDevice, discover
 from addon_server.metrics import Metrics
 from addon_server.pipeline import Analyzer
-from addon_server.reasoning.reasoner import Reasoner, ReasoningSettings
+from addon_server.reasoning.reasoner import Reasoner
 from addon_server.reid.embedders import FACE_EMBEDDERS, OnnxFaceEmbedder
 from addon_server.reid.gallery import LEDGER_OWNER, ReidService
 from addon_server.services import SERVICES_KEY, Services, instance_id
@@ -70,8 +70,9 @@ def create_app(
     )
     reid = _reid(settings, store, devices)
     reasoner = Reasoner(
-        ReasoningSettings.from_config(settings.llm, settings.reasoning),
+        settings.reasoning,
         device=devices.device_for("llm"),
+        state_dir=settings.server.data_dir,
     )
     services = Services(
         settings=settings,

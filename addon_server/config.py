@@ -11,12 +11,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import voluptuous as vol
 import yaml
+
+from addon_server.reasoning.endpoint import normalise_base_url, redact
+from addon_server.reasoning.rules import RULE_NAMES, RuleConfig
+from addon_server.reasoning.settings import LLMMode, ReasoningSettings, ResponseFormat
 
 DEFAULT_CONFIG_PATH = Path("vigil.yaml")
 """Looked up in the working directory; when it is absent the built-in defaults apply."""
@@ -89,6 +93,81 @@ _DEVICE_SCHEMA = vol.Schema(
     }
 )
 
+
+def _seconds(lo: float, hi: float) -> vol.All:
+    return vol.All(vol.Coerce(float), vol.Range(min=lo, max=hi))
+
+
+def _llm_url(value: Any) -> str | None:
+    """None, or a URL the LLM client accepts (http/https with a host)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise vol.Invalid("expected a URL string")
+    try:
+        normalise_base_url(value)
+    except ValueError as err:
+        raise vol.Invalid(str(err)) from None
+    return value
+
+
+# Keys, types and ranges only: an absent key takes the default of ReasoningSettings, the one
+# owner of the LLM's defaults (its client and supervisor read them from there too).
+_LLM_SCHEMA = vol.Schema(
+    {
+        vol.Optional("mode"): vol.In([m.value for m in LLMMode]),
+        vol.Optional("model_path"): vol.Any(None, vol.All(str, vol.Length(min=1))),
+        vol.Optional("gpu_layers"): vol.All(vol.Coerce(int), vol.Range(min=-1)),
+        vol.Optional("ctx_size"): vol.All(vol.Coerce(int), vol.Range(min=256, max=1_048_576)),
+        vol.Optional("parallel"): vol.All(vol.Coerce(int), vol.Range(min=1, max=64)),
+        vol.Optional("threads"): vol.Any(None, _POSITIVE_INT),
+        vol.Optional("url"): _llm_url,
+        vol.Optional("api_key"): vol.Any(None, vol.All(str, vol.Length(min=1))),
+        vol.Optional("model"): str,
+        vol.Optional("response_format"): vol.In(["auto", *(f.value for f in ResponseFormat)]),
+        vol.Optional("timeout_s"): _seconds(0.1, 600),
+        vol.Optional("connect_timeout_s"): _seconds(0.1, 60),
+        vol.Optional("queue_timeout_s"): _seconds(0, 600),
+        vol.Optional("max_tokens"): vol.All(vol.Coerce(int), vol.Range(min=16, max=8192)),
+        vol.Optional("temperature"): vol.All(vol.Coerce(float), vol.Range(min=0.0, max=2.0)),
+        vol.Optional("seed"): vol.All(vol.Coerce(int), vol.Range(min=0, max=2**31 - 1)),
+        vol.Optional("repeat_penalty"): vol.Any(
+            None, vol.All(vol.Coerce(float), vol.Range(min=0.5, max=2.0))
+        ),
+        vol.Optional("ready_timeout_s"): _seconds(1, 3600),
+        vol.Optional("backoff_initial_s"): _seconds(0.01, 600),
+        vol.Optional("backoff_max_s"): _seconds(0.01, 3600),
+        vol.Optional("stop_timeout_s"): _seconds(0.1, 120),
+        vol.Optional("probe_interval_s"): _seconds(0.05, 600),
+        vol.Optional("probe_timeout_s"): _seconds(0.05, 600),
+        vol.Optional("probe_misses"): vol.All(vol.Coerce(int), vol.Range(min=1, max=100)),
+    }
+)
+
+
+def _rules_schema() -> vol.Schema:
+    """``reasoning.rules``: one key per :class:`RuleConfig` field, typed by its default and
+    bounded by the range in its metadata, so a new rule setting needs no edit here."""
+    keys: dict[Any, Any] = {}
+    for item in fields(RuleConfig):
+        default = getattr(_RULE_DEFAULTS, item.name)
+        lo, hi = item.metadata.get("range", (None, None))
+        number = vol.Range(min=lo, max=hi)
+        validator: Any
+        if isinstance(default, Mapping):
+            validator = {vol.All(str, vol.Length(min=1)): vol.All(vol.Coerce(int), number)}
+        elif isinstance(default, frozenset):
+            validator = [vol.In(RULE_NAMES)]
+        elif isinstance(default, int):
+            validator = vol.All(vol.Coerce(int), number)
+        else:
+            validator = vol.All(vol.Coerce(float), number)
+        keys[vol.Optional(item.name)] = validator
+    return vol.Schema(keys)
+
+
+_RULE_DEFAULTS = RuleConfig()
+
 SCHEMA = vol.Schema(
     {
         vol.Optional("server", default=dict): {
@@ -155,62 +234,16 @@ SCHEMA = vol.Schema(
                 vol.Coerce(int), vol.Range(min=1)
             ),
         },
-        vol.Optional("llm", default=dict): {
-            vol.Optional("mode", default="supervised"): vol.In(
-                ["supervised", "external", "disabled"]
-            ),
-            vol.Optional("model_path", default=None): vol.Any(None, str),
-            vol.Optional("gpu_layers", default=-1): vol.All(vol.Coerce(int), vol.Range(min=-1)),
-            vol.Optional("ctx_size", default=2048): vol.All(
-                vol.Coerce(int), vol.Range(min=256, max=1_048_576)
-            ),
-            vol.Optional("parallel", default=1): vol.All(vol.Coerce(int), vol.Range(min=1, max=64)),
-            vol.Optional("threads", default=None): vol.Any(None, _POSITIVE_INT),
-            vol.Optional("url", default=None): vol.Any(None, vol.All(str, vol.Url())),
-            vol.Optional("api_key", default=None): vol.Any(None, str),
-            vol.Optional("model", default=""): str,
-            vol.Optional("response_format", default="auto"): vol.In(
-                ["auto", "json_object", "json_schema", "none"]
-            ),
-            vol.Optional("connect_timeout_s", default=3.0): vol.All(
-                vol.Coerce(float), vol.Range(min=0.1, max=60)
-            ),
-            vol.Optional("queue_timeout_s", default=2.0): vol.All(
-                vol.Coerce(float), vol.Range(min=0, max=600)
-            ),
-            vol.Optional("seed", default=None): vol.Any(None, vol.Coerce(int)),
-            vol.Optional("repeat_penalty", default=None): vol.Any(
-                None, vol.All(vol.Coerce(float), vol.Range(min=0.5, max=2.0))
-            ),
-            vol.Optional("backoff_initial_s", default=1.0): vol.All(
-                vol.Coerce(float), vol.Range(min=0.01, max=600)
-            ),
-            vol.Optional("backoff_max_s", default=60.0): vol.All(
-                vol.Coerce(float), vol.Range(min=0.01, max=3600)
-            ),
-            vol.Optional("stop_timeout_s", default=10.0): vol.All(
-                vol.Coerce(float), vol.Range(min=0.1, max=120)
-            ),
-            vol.Optional("timeout_s", default=20.0): vol.All(
-                vol.Coerce(float), vol.Range(min=0.1, max=600)
-            ),
-            vol.Optional("max_tokens", default=384): vol.All(
-                vol.Coerce(int), vol.Range(min=16, max=8192)
-            ),
-            vol.Optional("temperature", default=0.2): vol.All(
-                vol.Coerce(float), vol.Range(min=0.0, max=2.0)
-            ),
-            vol.Optional("ready_timeout_s", default=180.0): vol.All(
-                vol.Coerce(float), vol.Range(min=1, max=3600)
-            ),
-        },
+        vol.Optional("llm", default=dict): _LLM_SCHEMA,
         vol.Optional("reasoning", default=dict): {
             vol.Optional("weights", default=dict): {
                 vol.Optional("rules"): vol.All(vol.Coerce(float), vol.Range(min=0)),
                 vol.Optional("llm"): vol.All(vol.Coerce(float), vol.Range(min=0)),
-                vol.Optional("max_llm_decrease"): vol.All(vol.Coerce(int), vol.Range(min=0)),
+                vol.Optional("max_llm_decrease"): vol.All(
+                    vol.Coerce(int), vol.Range(min=0, max=100)
+                ),
             },
-            vol.Optional("rules", default=dict): {str: object},
+            vol.Optional("rules", default=dict): _rules_schema(),
         },
         vol.Optional("analysis", default=dict): {
             vol.Optional("cameras", default=list): [vol.All(str, _camera_id)],
@@ -360,9 +393,8 @@ class Settings:
     detector: DetectorSettings
     batching: BatchingSettings
     images: ImageSettings
-    llm: Mapping[str, Any]
-    """The validated ``llm`` section; ``reasoning.ReasoningSettings.from_config`` types it."""
-    reasoning: Mapping[str, Any]
+    reasoning: ReasoningSettings
+    """The ``llm`` and ``reasoning`` sections together: the reasoning stage's settings."""
     analysis: AnalysisSettings
     store: StoreSettings
     reid: ReidSettings
@@ -418,8 +450,10 @@ def _build(data: dict[str, Any], source: str) -> Settings:
                 f"batching.preferred_batch_sizes: {size} is larger than max_batch_size "
                 f"{batching['max_batch_size']}"
             )
-    if data["llm"]["mode"] == "external" and not data["llm"]["url"]:
-        raise ConfigError("llm.url: required when llm.mode is 'external' (set LLM_URL)")
+    try:
+        reasoning = ReasoningSettings.from_config(data["llm"], data["reasoning"])
+    except ValueError as err:  # cross-field checks; the message starts with the key path
+        raise ConfigError(redact(str(err))) from None
     if detector["backend"] == "darknet" and detector["model_path"] and not detector["cfg_path"]:
         raise ConfigError("detector.cfg_path: required with backend 'darknet' and a model_path")
     return Settings(
@@ -461,8 +495,7 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             max_queue_size=batching["max_queue_size"],
         ),
         images=ImageSettings(max_pixels=data["images"]["max_pixels"]),
-        llm=dict(data["llm"]),
-        reasoning=dict(data["reasoning"]),
+        reasoning=reasoning,
         analysis=AnalysisSettings(
             cameras=frozenset(data["analysis"]["cameras"]),
             history_seconds=data["analysis"]["history_seconds"],
@@ -497,7 +530,8 @@ def parse(
     except vol.MultipleInvalid as err:
         first = err.errors[0]
         found = _lookup(raw, first.path)
-        shown = "" if found is _MISSING else f" (got {found!r})"
+        # redact(): a rejected LLM_URL may carry a password, and this line goes to the log.
+        shown = "" if found is _MISSING else f" (got {redact(repr(found))})"
         raise ConfigError(f"{_format_path(first.path)}: {first.msg}{shown}") from None
     return _build(data, source)
 

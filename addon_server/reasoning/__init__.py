@@ -17,19 +17,15 @@ from .context import (
     Sighting,
     Threat,
 )
-from .llm import LLMAnswer, LLMError, LLMErrorKind, ResponseFormat
-from .reasoner import (
-    LLMMode,
-    ModelNotInstalledError,
-    Reasoner,
-    ReasoningSettings,
-    embedded_model_path,
-)
-from .risk import Assessment, BlendWeights, LLMStatus, RiskLevel, level_for
+from .llm import LLMAnswer, LLMError, LLMErrorKind
+from .reasoner import ModelNotInstalledError, Reasoner, embedded_model_path
+from .risk import Assessment, BlendWeights, LLMStatus, RiskLevel, SummarySource, level_for
 from .rules import Factor, RuleConfig, RuleEngine, RuleResult
+from .settings import DEFAULTS, LLMMode, ReasoningSettings, ResponseFormat
 from .supervisor import ServerState, ServerStatus
 
 __all__ = [
+    "DEFAULTS",
     "Assessment",
     "Attribute",
     "BBox",
@@ -57,6 +53,7 @@ __all__ = [
     "ServerState",
     "ServerStatus",
     "Sighting",
+    "SummarySource",
     "Threat",
     "embedded_model_path",
     "level_for",

@@ -16,18 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import aiohttp
 
+from .endpoint import Endpoint, normalise_base_url
 from .risk import RiskLevel
 from .rules import Factor
+from .settings import DEFAULTS, ResponseFormat
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ANSWER_SCHEMA",
@@ -78,23 +83,6 @@ ANSWER_SCHEMA: dict[str, Any] = {
 }
 
 
-class ResponseFormat(StrEnum):
-    """How the schema is sent.
-
-    * ``json_object``: ``{"type": "json_object", "schema": …}``, the form llama-cpp-python's
-      server turns into a grammar (its ``json_schema`` type is not implemented and answers
-      HTTP 500);
-    * ``json_schema``: the OpenAI structured-output form, expected by llama.cpp's
-      llama-server, Ollama, vLLM and NIM;
-    * ``none``: no ``response_format`` at all, for a server that supports neither (the prompt
-      still asks for JSON and :func:`parse_answer` still validates).
-    """
-
-    JSON_OBJECT = "json_object"
-    JSON_SCHEMA = "json_schema"
-    NONE = "none"
-
-
 def response_format_payload(fmt: ResponseFormat) -> dict[str, Any] | None:
     """The request's ``response_format`` value for a given form."""
     if fmt is ResponseFormat.JSON_OBJECT:
@@ -142,6 +130,10 @@ class LLMAnswer:
     completion_tokens: int | None = None
     latency_s: float | None = None
     raw: str | None = None  # the model's text as received, for diagnostics and tests
+    finish_reason: str | None = None  # "stop", or "length" when max_tokens cut it off
+    shortened: tuple[str, ...] = ()
+    """Text fields that were longer than the schema allows and were cut to fit: a summary
+    cut mid-word must not reach a notification (see :mod:`grounding`)."""
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
@@ -163,22 +155,28 @@ def _as_int(value: Any, lo: int, hi: int) -> int | None:
     return None
 
 
-def _text(value: Any, limit: int) -> str:
-    """Printable, single-spaced, bounded text: the event store and HA get clean strings
-    (a model can emit control characters and lone surrogates that UTF-8 can't encode)."""
+def _clean(value: Any) -> str:
+    """Printable, single-spaced text: the event store and HA get clean strings (a model can
+    emit control characters and lone surrogates that UTF-8 can't encode)."""
     if not isinstance(value, str):
         return ""
     printable = "".join(ch if ch.isprintable() else " " for ch in value)
-    return " ".join(printable.split())[:limit]
+    return " ".join(printable.split())
+
+
+def _text(value: Any, limit: int) -> str:
+    """:func:`_clean`, bounded to ``limit`` characters."""
+    return _clean(value)[:limit]
 
 
 def parse_answer(content: str | bytes | None) -> LLMAnswer:
     """Validate and clamp a model's JSON answer, or raise ``LLMError(PARSE)``.
 
     Only ``risk_score`` is mandatory (it is what the blend uses); it is clamped to 0-100. An
-    unknown ``risk_level`` becomes None, text fields are squeezed to their schema lengths, and
-    malformed factor items are dropped rather than failing the whole answer. A code fence
-    around the JSON (servers without schema support like to add one) is tolerated.
+    unknown ``risk_level`` becomes None, text fields are squeezed to their schema lengths (and
+    named in ``shortened`` when that cut them), and malformed factor items are dropped rather
+    than failing the whole answer. A code fence around the JSON (servers without schema
+    support like to add one) is tolerated.
     """
     if content is None:
         raise LLMError(LLMErrorKind.PARSE, "empty answer")
@@ -216,27 +214,16 @@ def parse_answer(content: str | bytes | None) -> LLMAnswer:
             if not name or points is None:
                 continue
             factors.append(Factor(name, points, _text(item.get("detail"), FACTOR_DETAIL_MAX)))
+    texts = {"summary": _clean(data.get("summary")), "reasoning": _clean(data.get("reasoning"))}
+    limits = {"summary": SUMMARY_MAX, "reasoning": REASONING_MAX}
     return LLMAnswer(
         risk_score=score,
         risk_level=level,
-        summary=_text(data.get("summary"), SUMMARY_MAX),
-        reasoning=_text(data.get("reasoning"), REASONING_MAX),
+        summary=texts["summary"][:SUMMARY_MAX],
+        reasoning=texts["reasoning"][:REASONING_MAX],
         factors=tuple(factors),
+        shortened=tuple(name for name, text in texts.items() if len(text) > limits[name]),
     )
-
-
-def normalise_base_url(url: str) -> str:
-    """``http://h:8080``, ``http://h:8080/`` and ``http://h:8080/v1`` all mean the same server.
-
-    Users paste either form (Ollama documents ``…/v1``, llama-server the bare host), so the
-    client keeps the bare root and appends ``/v1/…`` itself.
-    """
-    url = url.strip().rstrip("/")
-    if url.endswith("/v1"):
-        url = url[: -len("/v1")]
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"LLM URL must start with http:// or https://, got {url!r}")
-    return url
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,19 +233,20 @@ class LLMClientConfig:
 
     ``repeat_penalty`` is a llama.cpp extension (not OpenAI's API), sent only when set: tiny
     models loop ("a camera that is equipped with a camera that is …") without it.
+    Defaults are the add-on's (:data:`~addon_server.reasoning.settings.DEFAULTS`).
     """
 
-    api_key: str | None = None
-    model: str = ""
+    api_key: str | None = field(default=None, repr=False)
+    model: str = DEFAULTS.model
     response_format: ResponseFormat = ResponseFormat.JSON_OBJECT
-    timeout_s: float = 30.0
-    connect_timeout_s: float = 3.0
-    max_tokens: int = 384
-    temperature: float = 0.2
-    seed: int | None = None
+    timeout_s: float = DEFAULTS.timeout_s
+    connect_timeout_s: float = DEFAULTS.connect_timeout_s
+    max_tokens: int = DEFAULTS.max_tokens
+    temperature: float = DEFAULTS.temperature
+    seed: int | None = DEFAULTS.seed
     repeat_penalty: float | None = None
-    parallel: int = 1
-    queue_timeout_s: float = 2.0
+    parallel: int = DEFAULTS.parallel
+    queue_timeout_s: float = DEFAULTS.queue_timeout_s
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0 or self.connect_timeout_s <= 0 or self.queue_timeout_s < 0:
@@ -276,13 +264,27 @@ class LLMClient:
     restart without anyone rebuilding the client. ``parallel`` bounds requests in flight (the
     seeds' PARALLEL): llama-cpp-python serves one request at a time anyway, and an event should
     fall back after ``queue_timeout_s`` rather than queue behind a backlog.
+
+    A URL string may carry ``user:password@`` (a server behind a proxy with basic auth). Only
+    one ``Authorization`` header can go out, so the API key wins (``Bearer``) and the URL's
+    credentials are dropped with a warning; without a key they are sent as basic auth. The
+    request URLs never contain them, so neither do error messages.
     """
 
     def __init__(self, base_url: str | Callable[[], str], config: LLMClientConfig) -> None:
         self._base_url: Callable[[], str]
+        self._basic_auth: str | None = None
         if isinstance(base_url, str):
-            fixed = normalise_base_url(base_url)
-            self._base_url = lambda: fixed
+            endpoint = Endpoint.parse(base_url)
+            self._base_url = lambda: endpoint.url
+            if endpoint.basic_auth is not None and config.api_key:
+                log.warning(
+                    "the LLM URL %s carries a user and password and an API key is set: "
+                    "sending the API key, ignoring the URL's credentials",
+                    endpoint.url,
+                )
+            elif endpoint.basic_auth is not None:
+                self._basic_auth = endpoint.basic_auth
         else:
             self._base_url = base_url
         self.config = config
@@ -299,6 +301,8 @@ class LLMClient:
         headers = {"Accept": "application/json"}
         if self.config.api_key:
             headers["Authorization"] = f"Bearer {self.config.api_key}"
+        elif self._basic_auth is not None:
+            headers["Authorization"] = self._basic_auth
         return headers
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -355,6 +359,7 @@ class LLMClient:
         except (KeyError, IndexError, TypeError) as exc:
             raise LLMError(LLMErrorKind.PARSE, "answer has no choices[0].message.content") from exc
         answer = parse_answer(content if isinstance(content, str) else None)
+        finish = data["choices"][0].get("finish_reason")
         usage_raw = data.get("usage")
         usage: dict[str, Any] = usage_raw if isinstance(usage_raw, dict) else {}
         return LLMAnswer(
@@ -368,6 +373,8 @@ class LLMClient:
             completion_tokens=_as_int(usage.get("completion_tokens"), 0, 10**9),
             latency_s=latency,
             raw=content,
+            finish_reason=finish if isinstance(finish, str) else None,
+            shortened=answer.shortened,
         )
 
     async def chat_raw(self, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,19 +15,19 @@ import importlib.metadata
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from addon_server.errors import ModelNotInstalledError
 
 from .context import SceneContext
-from .llm import LLMAnswer, LLMClient, LLMClientConfig, LLMError, LLMErrorKind, ResponseFormat
+from .grounding import check_answer
+from .llm import LLMAnswer, LLMClient, LLMClientConfig, LLMError, LLMErrorKind
 from .prompt import build_messages
-from .risk import Assessment, BlendWeights, LLMStatus, blend
-from .rules import RuleConfig, RuleEngine, plural
+from .risk import Assessment, LLMStatus, blend
+from .rules import RuleEngine, plural
+from .settings import LLMMode, ReasoningSettings
 from .supervisor import (
     ExternalServer,
     ServerState,
@@ -73,90 +73,6 @@ def embedded_model_path(distribution: str = EMBEDDED_MODEL_DISTRIBUTION) -> Path
     raise ModelNotInstalledError(f"{distribution} is installed but carries no .gguf file")
 
 
-class LLMMode(StrEnum):
-    """Where the LLM runs."""
-
-    SUPERVISED = "supervised"
-    EXTERNAL = "external"
-    DISABLED = "disabled"
-
-
-@dataclass(frozen=True)
-class ReasoningSettings:
-    """Everything the reasoning stage is configured with (built by ``config.py``).
-
-    ``response_format`` ``auto`` picks ``json_object`` (+schema) for the supervised
-    llama-cpp-python server and ``json_schema`` for an external server (llama-server, Ollama,
-    vLLM, NIM), which is what each family implements.
-    """
-
-    mode: LLMMode = LLMMode.SUPERVISED
-    # supervised (seeds: MODEL_PATH, GPU_LAYERS, CTX_SIZE, PARALLEL)
-    model_path: Path | None = None
-    gpu_layers: int = -1
-    ctx_size: int = 2048
-    parallel: int = 1
-    threads: int | None = None
-    # external (seeds: LLM_URL, LLM_API_KEY)
-    url: str | None = None
-    api_key: str | None = None
-    model: str = ""
-    # requests
-    response_format: str = "auto"
-    timeout_s: float = 20.0
-    connect_timeout_s: float = 3.0
-    queue_timeout_s: float = 2.0
-    max_tokens: int = 384
-    temperature: float = 0.2
-    seed: int | None = None
-    repeat_penalty: float | None = None  # None: 1.3 when supervised, not sent to external
-    # supervision
-    ready_timeout_s: float = 180.0
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
-    stop_timeout_s: float = 10.0
-    # scoring
-    weights: BlendWeights = field(default_factory=BlendWeights)
-    rules: RuleConfig = field(default_factory=RuleConfig)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mode", LLMMode(self.mode))
-        if self.mode is LLMMode.EXTERNAL and not self.url:
-            raise ValueError("llm.url (LLM_URL) is required when llm.mode is external")
-        if self.response_format != "auto":
-            ResponseFormat(self.response_format)  # raises ValueError naming the bad value
-
-    @classmethod
-    def from_config(
-        cls, llm: Mapping[str, Any], reasoning: Mapping[str, Any] | None = None
-    ) -> ReasoningSettings:
-        """From the validated ``llm:`` and ``reasoning:`` config sections (plain dicts)."""
-        values = {k: v for k, v in llm.items() if v is not None}
-        if "model_path" in values:
-            values["model_path"] = Path(values["model_path"])
-        reasoning = reasoning or {}
-        return cls(
-            **values,
-            weights=BlendWeights.from_mapping(reasoning.get("weights") or {}),
-            rules=RuleConfig.from_mapping(reasoning.get("rules") or {}),
-        )
-
-    def resolved_repeat_penalty(self) -> float | None:
-        """1.3 for the supervised llama.cpp server (curbs a small model's loops); for an
-        external server only what the user set, since not every server knows the field."""
-        if self.repeat_penalty is not None:
-            return self.repeat_penalty
-        return 1.3 if self.mode is LLMMode.SUPERVISED else None
-
-    def resolved_response_format(self) -> ResponseFormat:
-        """The concrete form for this mode (see the class doc)."""
-        if self.response_format != "auto":
-            return ResponseFormat(self.response_format)
-        if self.mode is LLMMode.SUPERVISED:
-            return ResponseFormat.JSON_OBJECT
-        return ResponseFormat.JSON_SCHEMA
-
-
 @dataclass
 class ReasonerStats:
     """Counters for /metrics: how often the LLM answered and why it didn't."""
@@ -170,7 +86,10 @@ class ReasonerStats:
 class Reasoner:
     """Rules + LLM → :class:`Assessment`. Build once per add-on; ``start``/``stop`` with it."""
 
-    def __init__(self, settings: ReasoningSettings, device: str = "cpu") -> None:
+    def __init__(
+        self, settings: ReasoningSettings, device: str = "cpu", state_dir: Path | None = None
+    ) -> None:
+        """``state_dir`` (the add-on's data dir) keeps the supervised server's pidfile."""
         self.settings = settings
         self.device = device
         self.engine = RuleEngine(settings.rules)
@@ -196,14 +115,8 @@ class Reasoner:
         )
         if settings.mode is LLMMode.EXTERNAL:
             assert settings.url is not None  # checked by ReasoningSettings
-            ext = ExternalServer(
-                settings.url,
-                settings.api_key,
-                model=settings.model,
-                check_timeout_s=settings.connect_timeout_s,
-            )
-            self.server = ext
-            self._client = LLMClient(ext.base_url, client_cfg)
+            self._client = LLMClient(settings.url, client_cfg)
+            self.server = ExternalServer(self._client, check_timeout_s=settings.connect_timeout_s)
             return
         try:
             model_path = settings.model_path or embedded_model_path()
@@ -222,6 +135,10 @@ class Reasoner:
                 backoff_initial_s=settings.backoff_initial_s,
                 backoff_max_s=settings.backoff_max_s,
                 stop_timeout_s=settings.stop_timeout_s,
+                probe_interval_s=settings.probe_interval_s,
+                probe_timeout_s=settings.probe_timeout_s,
+                probe_misses=settings.probe_misses,
+                state_dir=state_dir,
             )
         )
         self.server = sup
@@ -275,6 +192,7 @@ class Reasoner:
                 llm_status=status,
                 counts=counts,
                 llm_error=error,
+                text_rejected=check_answer(answer, context) if answer is not None else None,
                 model=answer.model if answer is not None else None,
                 timings_ms=timings,
             )
@@ -286,18 +204,23 @@ class Reasoner:
             self.stats.llm_fallback[LLMErrorKind.UNAVAILABLE.value] += 1
             return done(LLMStatus.FALLBACK, error=self._setup_error)
         if isinstance(self.server, SupervisedServer) and self.server.state is not ServerState.READY:
-            # Don't queue an event behind a model load or a restart: fall back at once.
+            # Don't queue an event behind a model load, a restart or a hung server: fall back
+            # at once.
             self.stats.llm_fallback[LLMErrorKind.UNAVAILABLE.value] += 1
-            return done(LLMStatus.FALLBACK, error=f"LLM server {self.server.state.value}")
+            return done(LLMStatus.FALLBACK, error=self._outage(self.server.status()))
         try:
             messages = build_messages(context, self.settings.rules, rules)
             answer = await self._client.complete(messages)
         except LLMError as exc:
             self.stats.llm_fallback[exc.kind.value] += 1
+            error = str(exc)
             if isinstance(self.server, ExternalServer):
                 self.server.report(False, exc.message)
-            log.warning("LLM fallback for %s: %s", context.camera, exc)
-            return done(LLMStatus.FALLBACK, error=str(exc))
+            elif self.server.status().unresponsive:
+                # Cut off by the kill of a hung server: say that, not just "connection reset".
+                error = f"{self._outage(self.server.status())} ({exc})"
+            log.warning("LLM fallback for %s: %s", context.camera, error)
+            return done(LLMStatus.FALLBACK, error=error)
         except Exception as exc:  # a bug must not cost the event: rules still score it
             self.stats.llm_fallback["internal"] += 1
             log.exception("unexpected LLM client error")
@@ -306,6 +229,13 @@ class Reasoner:
             self.server.report(True)
         self.stats.llm_ok += 1
         return done(LLMStatus.OK, answer)
+
+    @staticmethod
+    def _outage(status: ServerStatus) -> str:
+        """Why a supervised server takes no requests now, for an event's ``llm_error``."""
+        if status.unresponsive and status.state is not ServerState.UNRESPONSIVE:
+            return f"LLM server unresponsive, {status.state.value}"
+        return f"LLM server {status.state.value}"
 
     def status(self) -> ServerStatus | None:
         """The LLM server's last known status, or None when the LLM is disabled/unset."""
@@ -344,7 +274,9 @@ class Reasoner:
             return []
         return [
             {
-                "code": "llm_unavailable",
+                # A hang is its own repair: the server runs but answers nothing, which a
+                # user looks into differently from a server that cannot start.
+                "code": "llm_unresponsive" if status.unresponsive else "llm_unavailable",
                 "service": "llm",
                 "message": f"LLM {status.state.value}: {status.last_error or 'no answer'}; "
                 "events use the rule engine alone",

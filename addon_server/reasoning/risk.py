@@ -33,10 +33,18 @@ __all__ = [
     "BlendWeights",
     "LLMStatus",
     "RiskLevel",
+    "SummarySource",
     "blend",
     "clamp_score",
     "level_for",
 ]
+
+
+class SummarySource(StrEnum):
+    """Whose words the event's ``summary`` and ``reasoning`` are."""
+
+    LLM = "llm"
+    RULES = "rules"
 
 
 class LLMStatus(StrEnum):
@@ -85,7 +93,8 @@ class Assessment:
     factor whose points are that move (final score minus rule score), so the user sees how much
     came from the model and how much from each rule. The model's own factor list is
     kept apart in ``llm_factors`` because a small model's names and details are free text.
-    ``llm_text_used`` says whether summary and reasoning are the model's words or the rules'.
+    ``summary_source`` says whether summary and reasoning are the model's words or the rules';
+    ``summary_rejected`` why the model's were not used although it answered.
     """
 
     risk_score: int
@@ -100,7 +109,8 @@ class Assessment:
     llm_factors: tuple[Factor, ...] = ()
     llm_error: str | None = None
     llm_raw: str | None = None
-    llm_text_used: bool = False
+    summary_source: SummarySource = SummarySource.RULES
+    summary_rejected: str | None = None
     model: str | None = None
     timings_ms: Mapping[str, float] | None = None
 
@@ -108,6 +118,11 @@ class Assessment:
         # The one invariant an event must never break, checked where it is built.
         if level_for(self.risk_score) is not self.risk_level:
             raise ValueError(f"level {self.risk_level} does not match score {self.risk_score}")
+
+    @property
+    def llm_text_used(self) -> bool:
+        """True when summary and reasoning are the model's words."""
+        return self.summary_source is SummarySource.LLM
 
     def as_json(self) -> dict[str, Any]:
         """The event fields this stage owns (risk_score, risk_level, summary, ...)."""
@@ -118,6 +133,8 @@ class Assessment:
             "reasoning": self.reasoning,
             "factors": [f.as_json() for f in self.factors],
             "llm_status": str(self.llm_status),
+            "summary_source": str(self.summary_source),
+            "summary_rejected": self.summary_rejected,
         }
 
 
@@ -148,6 +165,7 @@ def blend(
     llm_status: LLMStatus,
     counts: str = "",
     llm_error: str | None = None,
+    text_rejected: str | None = None,
     model: str | None = None,
     timings_ms: Mapping[str, float] | None = None,
 ) -> Assessment:
@@ -155,7 +173,8 @@ def blend(
 
     ``answer`` is used only with ``llm_status == OK``; for ``DISABLED`` and ``FALLBACK`` the
     rule score is final. The LLM's ``risk_level`` is recorded but ignored: the level comes from
-    the final score.
+    the final score. ``text_rejected`` is why the model's words may not be shown (see
+    :mod:`grounding`); its score still counts.
     """
     if llm_status is not LLMStatus.OK or answer is None:
         status = LLMStatus.DISABLED if llm_status is LLMStatus.DISABLED else LLMStatus.FALLBACK
@@ -194,16 +213,17 @@ def blend(
     # The model's words describe the scene *it* scored. When its score lands in another band
     # than the one we report (SmolLM2 called a detected gun "a dog in the yard", 5/100), its
     # summary would contradict the event, so the rules' text is used and the disagreement said.
-    trusted = level_for(llm_score) is level
-    if trusted:
+    rejected = text_rejected
+    if level_for(llm_score) is not level:
+        rejected = (
+            f"the model scored {llm_score} ({level_for(llm_score).value}) but the event is {level}"
+        )
+    if rejected is None:
         summary = answer.summary.strip() or rules_summary(rules, counts, level)
         reasoning = answer.reasoning.strip() or rules_reasoning(rules)
     else:
         summary = rules_summary(rules, counts, level)
-        reasoning = (
-            f"{rules_reasoning(rules)} The model scored {llm_score} "
-            f"({level_for(llm_score).value}); its text was not used."
-        )
+        reasoning = f"{rules_reasoning(rules)} The model's text was not used: {rejected}."
     return Assessment(
         risk_score=score,
         risk_level=level,
@@ -216,7 +236,8 @@ def blend(
         llm_level=answer.risk_level,
         llm_factors=answer.factors,
         llm_raw=answer.raw,
-        llm_text_used=trusted,
+        summary_source=SummarySource.RULES if rejected else SummarySource.LLM,
+        summary_rejected=rejected,
         model=model,
         timings_ms=timings_ms,
     )

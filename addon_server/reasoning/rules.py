@@ -21,7 +21,9 @@ from .context import DetectedObject, Posture, SceneContext, Threat
 from .levels import clamp_score
 
 __all__ = [
+    "POINTS",
     "RULES",
+    "RULE_NAMES",
     "Factor",
     "Rule",
     "RuleConfig",
@@ -50,6 +52,25 @@ def _frozen(m: Mapping[str, int]) -> Mapping[str, int]:
     return MappingProxyType(dict(m))
 
 
+POINTS = (-100, 100)
+"""Range of every point value: one factor can at most fill or empty the 0-100 scale."""
+
+
+def _setting(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
+    """A :class:`RuleConfig` field whose valid range travels with it: the config schema
+    (``config.py``) and :meth:`RuleConfig.__post_init__` both read it from the metadata."""
+    return field(default=default, metadata={"range": (lo, hi)})
+
+
+def _points(default: int) -> Any:
+    return _setting(default, *POINTS)
+
+
+def _table(default: Mapping[str, int]) -> Any:
+    """A table of points by label (threat, posture, zone), each entry in :data:`POINTS`."""
+    return field(default_factory=lambda: _frozen(default), metadata={"range": POINTS})
+
+
 @dataclass(frozen=True)
 class RuleConfig:
     """Every weight and threshold of the rules; defaults are tuned for a home.
@@ -57,79 +78,77 @@ class RuleConfig:
     The defaults put one unknown person in daylight at 35 (medium), the same at night at 55,
     lingering at night above 60 (high), a fallen enrolled resident at 60 (high; an unknown one
     is critical) and a confident gun above 85 (critical) whatever else is in view; an enrolled
-    person or pets alone stay low.
+    person or pets alone stay low. Each field is one key of the config's ``reasoning.rules``
+    section; its range is in the field's metadata.
     """
 
     # Threats: points at 100 % confidence, scaled by the detector's confidence.
-    threat_points: Mapping[str, int] = field(
-        default_factory=lambda: _frozen(
-            {
-                "gun": 100,
-                "firearm": 100,
-                "pistol": 100,
-                "rifle": 100,
-                "weapon": 90,
-                "knife": 75,
-                "fire": 90,
-                "smoke": 45,
-            }
-        )
+    threat_points: Mapping[str, int] = _table(
+        {
+            "gun": 100,
+            "firearm": 100,
+            "pistol": 100,
+            "rifle": 100,
+            "weapon": 90,
+            "knife": 75,
+            "fire": 90,
+            "smoke": 45,
+        }
     )
-    default_threat_points: int = 60
-    threat_min_confidence: float = 0.35
+    default_threat_points: int = _points(60)
+    threat_min_confidence: float = _setting(0.35, 0.0, 1.0)
 
     # People.
-    person_points: int = 10
-    unknown_person_points: int = 25
-    extra_unknown_person_points: int = 10
-    max_unknown_person_points: int = 45
-    known_person_points: int = -20
-    partly_known_points: int = -5
-    crowd_size: int = 4
-    crowd_points: int = 10
-    close_area_fraction: float = 0.25
-    close_points: int = 5
-    cross_camera_points: int = 10
-    cross_camera_window_seconds: float = 900.0
+    person_points: int = _points(10)
+    unknown_person_points: int = _points(25)
+    extra_unknown_person_points: int = _points(10)
+    max_unknown_person_points: int = _points(45)
+    known_person_points: int = _points(-20)
+    partly_known_points: int = _points(-5)
+    crowd_size: int = _setting(4, 1)
+    crowd_points: int = _points(10)
+    close_area_fraction: float = _setting(0.25, 0.0, 1.0)
+    close_points: int = _points(5)
+    cross_camera_points: int = _points(10)
+    cross_camera_window_seconds: float = _setting(900.0, 0.0)
 
     # Time of day: hours in the timestamp's own offset (the camera's local time).
-    night_start_hour: int = 22
-    night_end_hour: int = 6
-    night_points: int = 20
+    night_start_hour: int = _setting(22, 0, 23)
+    night_end_hour: int = _setting(6, 0, 23)
+    night_points: int = _points(20)
 
     # Dwell / loitering across this camera's recent frames.
-    loiter_seconds: float = 120.0
-    loiter_points: int = 15
-    long_loiter_seconds: float = 300.0
-    long_loiter_points: int = 25
-    history_gap_seconds: float = 90.0
+    loiter_seconds: float = _setting(120.0, 0.0)
+    loiter_points: int = _points(15)
+    long_loiter_seconds: float = _setting(300.0, 0.0)
+    long_loiter_points: int = _points(25)
+    history_gap_seconds: float = _setting(90.0, 0.0)
 
     # Posture (from a zoo pose/fall model).
-    posture_points: Mapping[str, int] = field(
-        default_factory=lambda: _frozen(
-            {"fallen": 70, "lying": 50, "climbing": 25, "crouching": 10}
-        )
+    posture_points: Mapping[str, int] = _table(
+        {"fallen": 70, "lying": 50, "climbing": 25, "crouching": 10}
     )
-    posture_min_confidence: float = 0.5
+    posture_min_confidence: float = _setting(0.5, 0.0, 1.0)
 
     # Vehicles, animals, zones.
-    vehicle_points: int = 5
-    vehicle_night_points: int = 10
-    pets_only_points: int = -10
-    zone_points: Mapping[str, int] = field(default_factory=lambda: _frozen({}))
+    vehicle_points: int = _points(5)
+    vehicle_night_points: int = _points(10)
+    pets_only_points: int = _points(-10)
+    zone_points: Mapping[str, int] = _table({})
 
     disabled_rules: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        for name in ("night_start_hour", "night_end_hour"):
-            if not 0 <= getattr(self, name) <= 23:
-                raise ValueError(f"{name} must be within 0..23")
-        for name in ("threat_min_confidence", "posture_min_confidence", "close_area_fraction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be within [0, 1]")
-        unknown = set(self.disabled_rules) - {r.name for r in RULES}
+        for f in fields(self):
+            lo, hi = f.metadata.get("range", (None, None))
+            value = getattr(self, f.name)
+            for label, number in value.items() if isinstance(value, Mapping) else [("", value)]:
+                where = f"{f.name}.{label}" if label else f.name
+                if (lo is not None and number < lo) or (hi is not None and number > hi):
+                    raise ValueError(f"{where}: {number!r} is outside {_span(lo, hi)}")
+        unknown = set(self.disabled_rules) - set(RULE_NAMES)
         if unknown:
-            raise ValueError(f"unknown rule(s) in disabled_rules: {sorted(unknown)}")
+            raise ValueError(f"disabled_rules: unknown rule(s) {sorted(unknown)}")
         for name in ("threat_points", "posture_points", "zone_points"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
         object.__setattr__(self, "disabled_rules", frozenset(self.disabled_rules))
@@ -138,8 +157,8 @@ class RuleConfig:
     def from_mapping(cls, values: Mapping[str, Any]) -> RuleConfig:
         """Defaults overridden by a validated config section (unknown keys are an error).
 
-        The table-valued weights (threat_points, posture_points) *merge* into the defaults,
-        so a user adding ``axe: 70`` keeps gun and knife.
+        The table-valued weights (threat_points, posture_points, zone_points) *merge* into the
+        defaults, so a user adding ``axe: 70`` keeps gun and knife.
         """
         names = {f.name for f in fields(cls)}
         unknown = set(values) - names
@@ -165,6 +184,12 @@ class RuleConfig:
         if self.night_start_hour < self.night_end_hour:
             return self.night_start_hour <= hour < self.night_end_hour
         return hour >= self.night_start_hour or hour < self.night_end_hour
+
+
+def _span(lo: float | None, hi: float | None) -> str:
+    if hi is None:
+        return f">= {lo:g}" if lo is not None else "any value"
+    return f"{lo:g}..{hi:g}" if lo is not None else f"<= {hi:g}"
 
 
 def plural(n: int, word: str) -> str:
@@ -381,6 +406,9 @@ RULES: tuple[Rule, ...] = (
     Rule("pets_only", _rule_pets_only),
     Rule("zone", _rule_zone),
 )
+
+RULE_NAMES: tuple[str, ...] = tuple(r.name for r in RULES)
+"""What ``disabled_rules`` may name."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from addon_server.config import SECURITY_CLASSES, ConfigError, load, parse
 
@@ -139,3 +142,131 @@ def test_example_config_documents_the_defaults() -> None:
     example = Path(__file__).parents[2] / "vigil.example.yaml"
     loaded = load(example, environ={})
     assert loaded == parse({}, environ={})  # the documented values are the real defaults
+
+
+# --- the llm and reasoning sections: check-config refuses exactly what serve cannot run ----
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "fragment"),
+    [
+        (
+            "reasoning:\n  rules: {nonsense: 1}\n",
+            "reasoning.rules.nonsense: extra keys not allowed",
+        ),
+        ("reasoning:\n  rules: {night_start_hour: 24}\n", "reasoning.rules.night_start_hour"),
+        (
+            "reasoning:\n  rules: {threat_points: {axe: lots}}\n",
+            "reasoning.rules.threat_points.axe",
+        ),
+        ("reasoning:\n  rules: {disabled_rules: [weather]}\n", "reasoning.rules.disabled_rules.0"),
+        ("reasoning:\n  weights: {rules: 0, llm: 0}\n", "reasoning.weights: "),
+        ("reasoning:\n  weights: {bias: 1}\n", "reasoning.weights.bias: extra keys not allowed"),
+        ("llm:\n  timeout_s: -1\n", "llm.timeout_s: value must be at least 0.1"),
+        ("llm:\n  backoff_initial_s: 100\n  backoff_max_s: 10\n", "llm.backoff_max_s"),
+        ("llm:\n  url: ftp://example.org\n", "llm.url: an LLM URL must start with http"),
+        ("llm:\n  mode: external\n", "llm.url: required when llm.mode is 'external'"),
+        ("llm:\n  temprature: 0.1\n", "llm.temprature: extra keys not allowed"),
+        ("llm:\n  response_format: xml\n", "llm.response_format"),
+        ("llm:\n  probe_misses: 0\n", "llm.probe_misses"),
+    ],
+)
+def test_cli_check_config_names_the_bad_llm_or_reasoning_key(
+    tmp_path: Path, yaml_text: str, fragment: str
+) -> None:
+    """Before, check-config said OK to all of these and ``serve`` crashed on several
+    (``reasoning: {rules: {nonsense: 1}}`` → an uncaught ValueError in create_app)."""
+    path = tmp_path / "vigil.yaml"
+    path.write_text(yaml_text)
+    result = _cli("check-config", "--config", str(path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _rule_bounds(pick: int) -> dict[str, Any]:
+    """Every reasoning.rules key at one end of its declared range (0: low, 1: high)."""
+    from dataclasses import fields
+
+    from addon_server.reasoning.rules import RULE_NAMES, RuleConfig
+
+    out: dict[str, Any] = {}
+    for item in fields(RuleConfig):
+        lo, hi = item.metadata.get("range", (None, None))
+        end = (lo, hi)[pick]
+        end = end if end is not None else (0 if pick == 0 else 10_000)
+        default = getattr(RuleConfig(), item.name)
+        if isinstance(default, frozenset):
+            out[item.name] = list(RULE_NAMES) if pick else []
+        elif isinstance(default, Mapping):
+            out[item.name] = {"axe": end, "Gun": end}
+        else:
+            out[item.name] = end
+    return out
+
+
+ACCEPTED: list[dict[str, Any]] = [
+    {},
+    {
+        "llm": {
+            "mode": "supervised", "model_path": "/nowhere/model.gguf", "gpu_layers": -1,
+            "ctx_size": 256, "parallel": 1, "threads": 1, "response_format": "none",
+            "timeout_s": 0.1, "connect_timeout_s": 0.1, "queue_timeout_s": 0, "max_tokens": 16,
+            "temperature": 0, "seed": 0, "repeat_penalty": 0.5, "ready_timeout_s": 1,
+            "backoff_initial_s": 0.01, "backoff_max_s": 0.01, "stop_timeout_s": 0.1,
+            "probe_interval_s": 0.05, "probe_timeout_s": 0.05, "probe_misses": 1,
+        },
+        "reasoning": {"weights": {"rules": 0, "llm": 0.1, "max_llm_decrease": 0},
+                      "rules": _rule_bounds(0)},
+    },
+    {
+        "llm": {
+            "mode": "external", "url": "https://user:pw@llm.example.org:8443/v1/",
+            "api_key": "k", "model": "qwen", "response_format": "json_schema",
+            "timeout_s": 600, "connect_timeout_s": 60, "queue_timeout_s": 600,
+            "max_tokens": 8192, "temperature": 2, "seed": 2**31 - 1, "repeat_penalty": 2,
+            "ready_timeout_s": 3600, "backoff_initial_s": 600, "backoff_max_s": 3600,
+            "stop_timeout_s": 120, "probe_interval_s": 600, "probe_timeout_s": 600,
+            "probe_misses": 100, "ctx_size": 1_048_576, "parallel": 64,
+        },
+        "reasoning": {"weights": {"rules": 5, "llm": 0, "max_llm_decrease": 100},
+                      "rules": _rule_bounds(1)},
+    },
+    {"llm": {"mode": "disabled", "url": None, "threads": None, "repeat_penalty": None}},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("document", ACCEPTED)
+def test_every_config_check_config_accepts_builds_the_app(
+    tmp_path: Path, document: dict[str, Any], counting_detector: Any
+) -> None:
+    """What ``check-config`` accepts, ``serve``'s app factory accepts too (it builds the
+    reasoner, its client and its supervisor from the same settings)."""
+    from addon_server.app import create_app
+
+    document = {**document, "server": {"data_dir": str(tmp_path / "data")}}
+    path = tmp_path / "vigil.yaml"
+    path.write_text(yaml.safe_dump(document))
+    result = _cli("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    settings = load(path, environ={})
+    create_app(settings, detector=counting_detector)
+    assert settings.reasoning.rules.threat_points["gun"] >= -100  # the tables merge, lowercased
+
+
+def test_one_owner_for_llm_defaults() -> None:
+    """config, client and supervisor agree because they read one set of defaults."""
+    from addon_server.reasoning.llm import LLMClientConfig
+    from addon_server.reasoning.settings import DEFAULTS
+    from addon_server.reasoning.supervisor import SupervisorConfig
+
+    settings = parse({}, environ={}).reasoning
+    client = LLMClientConfig()
+    supervisor = SupervisorConfig(model_path=Path("/m.gguf"))
+    assert settings == DEFAULTS
+    assert settings.timeout_s == client.timeout_s == 20.0
+    assert (client.temperature, client.seed) == (settings.temperature, settings.seed) == (0.0, 42)
+    assert client.max_tokens == settings.max_tokens
+    assert supervisor.ready_timeout_s == settings.ready_timeout_s
+    assert supervisor.backoff_max_s == settings.backoff_max_s
+    assert supervisor.probe_misses == settings.probe_misses

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -25,14 +24,21 @@ import pytest
 import pytest_asyncio
 
 from addon_server.reasoning.context import HistoryPoint, PersonSighting, Posture, Sighting, Threat
-from addon_server.reasoning.llm import ANSWER_SCHEMA, LLMClient, LLMClientConfig, ResponseFormat
+from addon_server.reasoning.grounding import check_answer
+from addon_server.reasoning.llm import (
+    ANSWER_SCHEMA,
+    LLMClient,
+    LLMClientConfig,
+    ResponseFormat,
+    parse_answer,
+)
 from addon_server.reasoning.reasoner import (
     LLMMode,
     Reasoner,
     ReasoningSettings,
     embedded_model_path,
 )
-from addon_server.reasoning.risk import LLMStatus, level_for
+from addon_server.reasoning.risk import LLMStatus, SummarySource, level_for
 from addon_server.reasoning.supervisor import (
     ServerState,
     SupervisedServer,
@@ -46,13 +52,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 # The async tests share the module's event loop with the module-scoped server fixture.
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
-# Small and bounded so the module stays around a minute on two cores.
+# Small and bounded so the module stays around a minute on two cores. Sampling (temperature,
+# seed) is left at the add-on's defaults: they are what makes one scene give one level.
 BASE = ReasoningSettings(
     ctx_size=1024,
     threads=2,
     max_tokens=320,
-    temperature=0.0,
-    seed=7,
     timeout_s=90.0,
     ready_timeout_s=120.0,
     backoff_initial_s=0.2,
@@ -128,6 +133,33 @@ async def test_real_model_answers_schema_valid_json(reasoner: Reasoner, name: st
     jsonschema.validate(raw, relaxed)
     assert a.summary
     assert a.factors or a.rule_score == a.risk_score == 0
+    # The model's words are shown only when they pass the grounding checks; else the rules'.
+    if a.summary_source is SummarySource.LLM:
+        assert check_answer(parse_answer(a.llm_raw), SCENARIOS[name]) is None
+    else:
+        assert a.summary_rejected
+
+
+@module_loop
+async def test_same_scene_twice_gives_one_verdict(reasoner: Reasoner) -> None:
+    """Temperature 0 and a fixed seed by default: the same photo used to come out
+    ``critical`` one call and ``high`` the next (temperature 0.2, no seed).
+
+    The server's prompt cache makes the previous request part of the arithmetic (llama.cpp
+    evaluates only what differs from it, in a batch of another shape, so the model's free
+    text can differ in later words); scores and levels held across every order of the six
+    scenes tried. Each pair here follows a different request.
+    """
+    ctx = SCENARIOS["unknown_loitering_night"]
+    other = await reasoner.assess(SCENARIOS["pets_only_day"])
+    first = await reasoner.assess(ctx)
+    other_again = await reasoner.assess(SCENARIOS["pets_only_day"])
+    second = await reasoner.assess(ctx)
+    for a, b in ((first, second), (other, other_again)):
+        assert a.llm_status is b.llm_status is LLMStatus.OK, (a.llm_error, b.llm_error)
+        assert (a.risk_level, a.risk_score) == (b.risk_level, b.risk_score)
+        assert a.llm_score == b.llm_score
+    assert (first.summary, first.summary_source) == (second.summary, second.summary_source)
 
 
 @module_loop
@@ -306,49 +338,6 @@ async def test_missing_model_or_engine_fails_without_raising(tmp_path: Path) -> 
     assert a.llm_status is LLMStatus.FALLBACK
     assert [i["code"] for i in r.issues()] == ["llm_unavailable"]
     await r.stop()
-
-
-def test_child_dies_with_a_killed_addon(tmp_path: Path) -> None:
-    """SIGKILL the process that supervises: its llama server must not outlive it."""
-    script = tmp_path / "addon.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import asyncio, sys
-            from addon_server.reasoning.reasoner import embedded_model_path
-            from addon_server.reasoning.supervisor import SupervisedServer, SupervisorConfig
-
-            async def main():
-                cfg = SupervisorConfig(model_path=embedded_model_path(), n_ctx=256)
-                sup = SupervisedServer(cfg)
-                await sup.start()
-                assert await sup.wait_ready(120)
-                print(sup.pid, flush=True)
-                await asyncio.sleep(600)
-
-            asyncio.run(main())
-            """
-        )
-    )
-    addon = subprocess.Popen(
-        [sys.executable, str(script)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])},
-    )
-    try:
-        assert addon.stdout is not None
-        child = int(addon.stdout.readline())
-        assert _alive(child)
-        addon.kill()
-        addon.wait()
-        deadline = time.monotonic() + 15
-        while _alive(child) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _alive(child), "the LLM server outlived the add-on"
-    finally:
-        if addon.poll() is None:
-            addon.kill()
 
 
 def test_reasoning_does_not_import_torch_http_or_images() -> None:

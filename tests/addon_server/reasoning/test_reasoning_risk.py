@@ -26,6 +26,7 @@ from addon_server.reasoning.risk import (
     BlendWeights,
     LLMStatus,
     RiskLevel,
+    SummarySource,
     blend,
     clamp_score,
     level_for,
@@ -110,16 +111,19 @@ def test_ok_blends_and_explains_the_move() -> None:
     adj = a.factors[-1]
     assert (adj.name, adj.points) == ("llm_adjustment", 20)
     # The model's 90 is "critical", the event "high": its words don't describe our event.
-    assert not a.llm_text_used
+    assert a.summary_source is SummarySource.RULES
+    assert a.summary_rejected == "the model scored 90 (critical) but the event is high"
     assert a.summary.startswith("High risk: ")
-    assert "The model scored 90 (critical); its text was not used." in a.reasoning
+    assert a.reasoning.endswith(f"The model's text was not used: {a.summary_rejected}.")
+    assert a.as_json()["summary_source"] == "rules"
 
 
 def test_model_text_is_used_when_its_score_lands_in_the_final_band() -> None:
     a = blend(RULES_40, answer(50, "high"), BlendWeights(rules=1, llm=1), llm_status=LLMStatus.OK)
     assert a.risk_score == 45
     assert a.risk_level is RiskLevel.MEDIUM
-    assert a.llm_text_used
+    assert a.summary_source is SummarySource.LLM
+    assert a.summary_rejected is None
     assert a.summary == "s"
     assert a.reasoning == "r"
 
