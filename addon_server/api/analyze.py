@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 from aiohttp import web
 
 from addon_server.api.detect import unavailable
 from addon_server.api.errors import ApiError
-from addon_server.api.images import IMAGE_BODY, decode_upload, read_upload
+from addon_server.api.images import IMAGE_BODY, read_upload
 from addon_server.api.params import aware_datetime, camera_id, risk_level
 from addon_server.api.routes import Route, error, json_response, query
 from addon_server.detector.batcher import BatcherClosedError, QueueFullError
 from addon_server.detector.service import DetectorUnavailableError
-from addon_server.pipeline import AnalyzeRequest, utcnow
+from addon_server.imaging import ImageError
+from addon_server.pipeline import AnalysisBusyError, AnalyzeRequest, utcnow
 from addon_server.reasoning.risk import RiskLevel
 from addon_server.services import SERVICES_KEY, Services
 
@@ -67,11 +67,13 @@ async def analyze(request: web.Request) -> web.Response:
     services = request.app[SERVICES_KEY]
     data, declared, fields = await read_upload(request, services.settings.server.max_body_bytes)
     options = parse_request(services, {**fields, **request.query})
-    started = time.perf_counter()
-    image = await decode_upload(data, declared, services.settings.images.max_pixels)
-    decode_ms = (time.perf_counter() - started) * 1000
     try:
-        event = await services.analyzer.analyze(options, image, decode_ms)
+        # The pipeline decodes inside its admission slot: pixels exist only while one is held.
+        event = await services.analyzer.analyze(options, data, declared)
+    except ImageError as err:
+        raise ApiError(err.status, err.code, str(err)) from None
+    except AnalysisBusyError as err:
+        raise ApiError(429, "busy", str(err), {"Retry-After": str(err.retry_after)}) from None
     except (QueueFullError, DetectorUnavailableError, BatcherClosedError) as err:
         raise unavailable(err) from None
     services.metrics.events.labels(event["risk_level"], event["llm_status"]).inc()
