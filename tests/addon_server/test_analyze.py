@@ -96,6 +96,7 @@ async def test_snapshot_is_an_annotated_jpeg_of_the_image_size(client, bus_jpg) 
     assert np.abs(edge).sum() > 60, "the box outline is drawn on the snapshot"
 
 
+@needs_shared_models("faceres.onnx")
 async def test_a_large_upload_is_analysed_at_the_working_size(
     aiohttp_client, make_settings, counting_detector, zidane_jpg, zidane_4x_png
 ) -> None:

@@ -19,10 +19,9 @@ import pytest
 
 from addon_server.app import create_app
 from addon_server.services import SERVICES_KEY
-from tests.addon_server.conftest import CountingDetector
+from tests.addon_server.conftest import CountingDetector, needs_shared_models
 from tests.e2e.test_addon_process import running_addon
 
-ROOT = Path(__file__).resolve().parents[2]
 CAMERAS = ("front_door", "garden", "garage")
 BURSTS = 4
 CALLS = 6
@@ -44,6 +43,7 @@ def _analyze_status(url: str, image: bytes) -> str:
         return f"no answer ({type(err).__name__})"
 
 
+@needs_shared_models("faceres.onnx")  # without an embedder no face is searched
 def test_bursts_of_mixed_size_frames_all_succeed(
     tmp_path: Path, bus_jpg: bytes, zidane_jpg: bytes
 ) -> None:
@@ -57,7 +57,7 @@ def test_bursts_of_mixed_size_frames_all_succeed(
         f"analysis: {{max_concurrent: {CALLS}}}\n", encoding="utf-8"
     )
     images = (bus_jpg, zidane_jpg)
-    with running_addon(tmp_path, PYTHONPATH=str(ROOT), LLM_MODE="disabled") as base:
+    with running_addon(tmp_path, LLM_MODE="disabled") as base:
         statuses: list[str] = []
         with ThreadPoolExecutor(CALLS) as pool:
             for _ in range(BURSTS):
