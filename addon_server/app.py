@@ -30,7 +30,11 @@ def _reid(settings: Settings, store: EventStore, devices: DeviceTable) -> ReidSe
     spec = FACE_EMBEDDERS[config.embedder]
     if not config.enabled:
         return ReidService(
-            store, None, name=spec.name, load_error="re-ID is disabled in the configuration"
+            store,
+            None,
+            name=spec.name,
+            load_error="re-ID is disabled in the configuration",
+            search_side=settings.analysis.max_side,
         )
     device = devices.device_for("zoo")
 
@@ -40,7 +44,13 @@ def _reid(settings: Settings, store: EventStore, devices: DeviceTable) -> ReidSe
             embedder.threshold = config.threshold
         return embedder
 
-    reid = ReidService(store, load, name=spec.name, window_seconds=config.window_seconds)
+    reid = ReidService(
+        store,
+        load,
+        name=spec.name,
+        window_seconds=config.window_seconds,
+        search_side=settings.analysis.max_side,
+    )
     if reid.load():
         assert reid.embedder is not None
         devices.reserve(device, LEDGER_OWNER, reid.embedder.memory_bytes)
@@ -82,7 +92,7 @@ def create_app(
         store=store,
         reid=reid,
         reasoner=reasoner,
-        analyzer=Analyzer(detection, reid, reasoner, store, settings.analysis),
+        analyzer=Analyzer(detection, reid, reasoner, store, settings.analysis, settings.images),
         instance_id=instance_id(settings.server.data_dir),
     )
     app = web.Application(

@@ -253,6 +253,9 @@ SCHEMA = vol.Schema(
             vol.Optional("max_clock_skew_s", default=300): vol.All(
                 vol.Coerce(float), vol.Range(min=0)
             ),
+            vol.Optional("max_side", default=1920): vol.All(vol.Coerce(int), vol.Range(min=64)),
+            vol.Optional("max_concurrent", default=2): _POSITIVE_INT,
+            vol.Optional("max_waiting", default=8): vol.All(vol.Coerce(int), vol.Range(min=0)),
         },
         vol.Optional("store", default=dict): {
             vol.Optional("max_age_days", default=30): vol.All(
@@ -368,6 +371,12 @@ class AnalysisSettings:
     cameras: frozenset[str]
     history_seconds: float
     max_clock_skew_s: float
+    max_side: int
+    """Longer side (pixels) every stage works at; larger uploads are reduced on decoding."""
+    max_concurrent: int
+    """Analyses holding pixels at once (each costs up to a full-size decode of its image)."""
+    max_waiting: int
+    """Analyses that may wait for a slot; beyond that the API answers 429 ``busy``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,6 +509,9 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             cameras=frozenset(data["analysis"]["cameras"]),
             history_seconds=data["analysis"]["history_seconds"],
             max_clock_skew_s=data["analysis"]["max_clock_skew_s"],
+            max_side=data["analysis"]["max_side"],
+            max_concurrent=data["analysis"]["max_concurrent"],
+            max_waiting=data["analysis"]["max_waiting"],
         ),
         store=StoreSettings(
             path=Path(server["data_dir"]) / "vigil.db",

@@ -5,6 +5,12 @@ accepted, the pixel count is checked from the header *before* any pixels are dec
 decompression bomb is refused without allocating it), and truncated or corrupt files are refused
 rather than half-decoded. Pillow decodes (it reports formats and sizes without decoding); the
 detectors receive a contiguous BGR ``uint8`` array, OpenCV's layout.
+
+Memory is bounded by decoding *reduced*: the stages never need a camera's full 36 Mpx, so the
+caller names the size it works at and the full-size pixels live only as long as the decode
+itself. A JPEG is decoded at a DCT scale (1/2 … 1/8) and never exists at full size; a PNG or
+WebP cannot be decoded reduced by Pillow, so it is shrunk right after decoding and the full-size
+image released before any further copy (RGB → BGR, face search, drawing) is made.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlugin, _imaging
 
 CONTENT_TYPES = {
     "image/jpeg": "JPEG",
@@ -29,6 +35,18 @@ CONTENT_TYPES = {
 """Declared content types we accept; ``application/octet-stream`` is sniffed instead."""
 
 BGRImage = npt.NDArray[np.uint8]
+
+PILLOW_BLOCK_BYTES = 512 * 1024 * 1024
+"""Pillow allocates an image in blocks of at most this size (its default is 16 MiB).
+
+With 16 MiB blocks a 36 Mpx decode is nine blocks that glibc, once it has raised its mmap
+threshold, serves from the decoding thread's heap arena and keeps there after they are freed:
+four concurrent 6000x6000 analyses left 480-560 MB above idle. A block as large as any image we
+accept (``images.max_pixels`` x 4 bytes) is one allocation above glibc's largest mmap threshold
+(32 MiB), which goes back to the system the moment the image is freed (about 320 MB measured).
+Blocks are sized to the image, so small images do not grow.
+"""
+_imaging.set_block_size(PILLOW_BLOCK_BYTES)
 
 
 def _sniff(data: bytes) -> type[ImageFile.ImageFile] | None:
@@ -101,14 +119,25 @@ def check_content_type(content_type: str | None) -> None:
         )
 
 
+_SHRINKABLE = frozenset({"L", "RGB"})
+"""Modes Pillow shrinks as they are; others (palette, alpha, 16-bit) become RGB first."""
+
+
 def decode(
-    data: bytes, *, max_pixels: int, content_type: str | None = None, min_side: int | None = None
+    data: bytes,
+    *,
+    max_pixels: int,
+    content_type: str | None = None,
+    min_side: int | None = None,
+    max_side: int | None = None,
 ) -> DecodedImage:
     """Decode ``data`` into BGR pixels, refusing empty, corrupt, foreign and oversized images.
 
-    With ``min_side``, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose longer
-    side still reaches ``min_side``: a detector that letterboxes to 416 pixels gains nothing
-    from a full 1080p decode, and the reduced decode costs a fraction of the time.
+    With ``min_side``, the pixels are the smallest reduction whose longer side still reaches
+    ``min_side`` (a JPEG's DCT scale 1/2, 1/4, 1/8; otherwise a whole-number box reduction): a
+    detector that letterboxes to 416 pixels gains nothing from a full 1080p decode, and the
+    reduced decode costs a fraction of the time. With ``max_side``, the longer side is at most
+    ``max_side`` (the analysis' working size). ``width``/``height`` stay the original's.
     """
     check_content_type(content_type)
     if not data:
@@ -119,26 +148,49 @@ def decode(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = decoder(io.BytesIO(data))
+            image: Image.Image = decoder(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageTooLargeError(
                     f"image is {width}x{height} = {width * height} pixels, over the limit of "
                     f"{max_pixels} (decompression bomb protection)"
                 )
-            if min_side is not None and image.format == "JPEG":
-                factor = min(1.0, min_side / max(width, height))
+            file_format = str(image.format)
+            target = min_side if min_side is not None else max_side
+            if target is not None and file_format == "JPEG":
+                factor = min(1.0, target / max(width, height))
                 image.draft("RGB", (math.ceil(width * factor), math.ceil(height * factor)))
             image.load()
-            rgb = image.convert("RGB")
+            # Rebinding ``image`` drops the full-size decode as soon as the reduced one exists.
+            image = _shrink(image, min_side, max_side)
+            rgb = image.convert("RGB") if image.mode != "RGB" else image
+            del image
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageTooLargeError(f"image refused as a decompression bomb: {err}") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"the image is truncated or corrupt: {err}") from None
-    pixels = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)[:, :, ::-1])
-    return DecodedImage(pixels, width, height, str(image.format))
+    pixels = np.asarray(cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR), dtype=np.uint8)
+    return DecodedImage(pixels, width, height, file_format)
+
+
+def _shrink(image: Image.Image, min_side: int | None, max_side: int | None) -> Image.Image:
+    """``image`` reduced as :func:`decode` documents, or ``image`` itself when already small."""
+    long_side = max(image.size)
+    if max_side is not None and long_side > max_side:
+        scale = max_side / long_side
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        # BOX is area averaging (OpenCV's INTER_AREA); reducing_gap=1 first box-reduces by the
+        # whole-number part of the factor, so no full-height intermediate is allocated.
+        return _shrinkable(image).resize(size, Image.Resampling.BOX, reducing_gap=1.0)
+    if min_side is not None and long_side >= 2 * min_side:
+        return _shrinkable(image).reduce(long_side // min_side)
+    return image
+
+
+def _shrinkable(image: Image.Image) -> Image.Image:
+    return image if image.mode in _SHRINKABLE else image.convert("RGB")
 
 
 def letterbox(
@@ -175,11 +227,24 @@ class Box:
 _PALETTE = ((56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207))
 
 
-def annotate_jpeg(pixels: BGRImage, boxes: Iterable[Box], quality: int = 85) -> bytes:
-    """Draw ``boxes`` with labels on a copy of ``pixels`` and return it as JPEG bytes."""
-    canvas = pixels.copy()
+def annotate_jpeg(image: DecodedImage, boxes: Iterable[Box], quality: int = 85) -> bytes:
+    """Draw ``boxes`` with labels on a copy of ``image.pixels`` and return it as JPEG bytes.
+
+    Boxes are in the original image's pixels (as every result is reported); the snapshot has the
+    decoded pixels' size, so after a reduced decode the boxes are scaled onto it and a 36 Mpx
+    upload is stored at the analysis' working size rather than copied at full size to draw on.
+    """
+    canvas = image.pixels.copy()
+    sx, sy = image.to_original()
     thickness = max(1, round(min(canvas.shape[:2]) / 400))
-    for index, box in enumerate(boxes):
+    for index, original in enumerate(boxes):
+        box = Box(
+            original.label,
+            round(original.x / sx),
+            round(original.y / sy),
+            round(original.width / sx),
+            round(original.height / sy),
+        )
         color = _PALETTE[index % len(_PALETTE)]
         top_left = (box.x, box.y)
         cv2.rectangle(canvas, top_left, (box.x + box.width, box.y + box.height), color, thickness)

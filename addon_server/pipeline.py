@@ -1,25 +1,32 @@
 """The analyze pipeline: one camera image, left to right, into a stored risk event.
 
-decode (done by the API) → detect (batcher) → enrich (zoo: none yet) → re-ID → reason (rules +
-LLM) → annotate → store. Each stage hands the next a typed result; this module is the only
-place that knows the order, so a newcomer can follow one frame here from start to finish. The
-event is committed to SQLite before :meth:`Analyzer.analyze` returns — the HTTP response is
-only sent for an event that is already safe on disk.
+decode → detect (batcher) → enrich (zoo: none yet) → re-ID → annotate → reason (rules + LLM) →
+store. Each stage hands the next a typed result; this module is the only place that knows the
+order, so a newcomer can follow one frame here from start to finish. The event is committed to
+SQLite before :meth:`Analyzer.analyze` returns — the HTTP response is only sent for an event
+that is already safe on disk.
+
+Pixels are the expensive part: a frame is decoded at the analysis' working size
+(``analysis.max_side``; results are still reported in the upload's own pixels) and lives from
+decode to annotate only, inside one of ``analysis.max_concurrent`` slots (:class:`Admission`).
+Reasoning, which may wait seconds for the LLM, runs after the slot and the pixels are released.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from addon_server.config import AnalysisSettings
+from addon_server.config import AnalysisSettings, ImageSettings
 from addon_server.detector.base import DetectionResult
 from addon_server.detector.service import DetectionService
-from addon_server.imaging import Box, DecodedImage, annotate_jpeg
+from addon_server.imaging import Box, annotate_jpeg, decode
 from addon_server.reasoning.context import (
     BBox,
     DetectedObject,
@@ -46,6 +53,60 @@ class AnalyzeRequest:
     notify_level: RiskLevel = RiskLevel.HIGH
 
 
+class AnalysisBusyError(Exception):
+    """Every analysis slot is taken and the waiting line is full; retry in ``retry_after`` s."""
+
+    def __init__(self, retry_after: int, slots: int, waiting: int) -> None:
+        super().__init__(
+            f"the add-on is busy: {slots} analyses running and {waiting} waiting; "
+            f"retry in {retry_after} s"
+        )
+        self.retry_after = retry_after
+
+
+class Admission:
+    """At most ``slots`` analyses hold pixels at once; at most ``max_waiting`` wait for one.
+
+    Each analysis in a slot may briefly hold a full-size decode (a 36 Mpx PNG is ~150 MB in
+    Pillow), so the slots bound the add-on's memory whatever the load. Requests beyond them wait
+    in arrival order (``asyncio.Semaphore`` is FIFO); when ``max_waiting`` already wait, the next
+    is refused at once with a Retry-After estimated from recent slot times, rather than queued
+    without bound: a camera pipeline can drop or resend a frame, while an endless queue only
+    grows latency and holds every waiting upload in memory.
+    """
+
+    def __init__(self, slots: int, max_waiting: int) -> None:
+        self.slots = slots
+        self.max_waiting = max_waiting
+        self.waiting = 0
+        self._semaphore = asyncio.Semaphore(slots)
+        self._ewma_seconds = 0.0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one slot for the block; raises :class:`AnalysisBusyError` when the line is full."""
+        if self._semaphore.locked() and self.waiting >= self.max_waiting:
+            raise AnalysisBusyError(self._retry_after(), self.slots, self.waiting)
+        self.waiting += 1
+        try:
+            await self._semaphore.acquire()
+        finally:
+            self.waiting -= 1
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self._semaphore.release()
+            held = time.monotonic() - started
+            ewma = self._ewma_seconds
+            self._ewma_seconds = held if ewma == 0 else 0.8 * ewma + 0.2 * held
+
+    def _retry_after(self) -> int:
+        """Whole seconds until the line ahead has likely gone through the slots (at least 1)."""
+        per_slot = self._ewma_seconds or 1.0
+        return max(1, math.ceil(per_slot * (self.waiting + self.slots) / self.slots))
+
+
 class Analyzer:
     """Runs the stages for one image and stores the event."""
 
@@ -56,27 +117,54 @@ class Analyzer:
         reasoner: Reasoner,
         store: EventStore,
         settings: AnalysisSettings,
+        images: ImageSettings,
     ) -> None:
         self.detection = detection
         self.reid = reid
         self.reasoner = reasoner
         self.store = store
         self.settings = settings
+        self.images = images
+        self.admission = Admission(settings.max_concurrent, settings.max_waiting)
 
     async def analyze(
-        self, request: AnalyzeRequest, image: DecodedImage, decode_ms: float = 0.0
+        self, request: AnalyzeRequest, upload: bytes, content_type: str | None = None
     ) -> dict[str, Any]:
-        timings: dict[str, float] = {"decode": decode_ms}
+        """Analyse the uploaded image bytes into a stored event.
+
+        Raises :class:`~addon_server.imaging.ImageError` for a refused image and
+        :class:`AnalysisBusyError` when no slot is free and the waiting line is full.
+        """
+        timings: dict[str, float] = {}
         ts = request.timestamp.timestamp()
         event_id = new_id(ts)
 
         started = time.perf_counter()
-        detected = await self.detection.detect(image, self.detection.selection())
-        timings["detect"] = _ms(started)
+        async with self.admission.slot():
+            timings["queue"] = _ms(started)
+            started = time.perf_counter()
+            image = await asyncio.to_thread(
+                decode,
+                upload,
+                max_pixels=self.images.max_pixels,
+                content_type=content_type,
+                max_side=self.settings.max_side,
+            )
+            timings["decode"] = _ms(started)
 
-        started = time.perf_counter()
-        matches = await self.reid.identify(request.camera, ts, image.pixels)
-        timings["reid"] = _ms(started)
+            started = time.perf_counter()
+            detected = await self.detection.detect(image, self.detection.selection())
+            timings["detect"] = _ms(started)
+
+            started = time.perf_counter()
+            matches = await self.reid.identify(request.camera, ts, image)
+            timings["reid"] = _ms(started)
+
+            started = time.perf_counter()
+            snapshot = await asyncio.to_thread(annotate_jpeg, image, _boxes(detected, matches))
+            timings["annotate"] = _ms(started)
+            size = {"width": image.width, "height": image.height}
+            del image  # the pixels go with the slot
 
         started = time.perf_counter()
         history = await self.store.recent_events(request.camera, ts - self.settings.history_seconds)
@@ -85,10 +173,6 @@ class Analyzer:
         timings["reason"] = _ms(started)
         for part, ms in (assessment.timings_ms or {}).items():
             timings[f"reason_{part}"] = ms
-
-        started = time.perf_counter()
-        snapshot = await asyncio.to_thread(annotate_jpeg, image.pixels, _boxes(detected, matches))
-        timings["annotate"] = _ms(started)
 
         level = assessment.risk_level
         document: dict[str, Any] = {
@@ -106,7 +190,7 @@ class Analyzer:
             "enrichments": {},
             "reid": [_match_json(m) for m in matches],
             "notify": LEVEL_RANK[str(level)] >= LEVEL_RANK[str(request.notify_level)],
-            "image": {"width": image.width, "height": image.height},
+            "image": size,
             "model": detected.model,
             "snapshot_url": f"/v1/events/{event_id}/snapshot.jpg",
         }

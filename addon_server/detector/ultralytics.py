@@ -4,11 +4,16 @@ Ultralytics letterboxes, batches and runs NMS itself; this wrapper maps its resu
 :class:`Detection`. Exported formats with a fixed batch dimension (a default ONNX export is
 batch 1) are found out on the first multi-image batch and from then on run image by image; the
 batcher still feeds them from one queue.
+
+An Ultralytics model is not thread-safe (its predictor keeps per-call state; Ultralytics' own
+guidance is one model per thread): predictions run one at a time under a lock, whatever thread
+calls — the batcher's single worker, start-up warm-up and autotune, or a test.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,7 @@ class UltralyticsDetector:
         self._exported = self._path.suffix.lower() != ".pt"
         self._fixed_batch = False
         self._device_arg: str | int = "cpu" if device == "cpu" else int(device.split(":")[1])
+        self._lock = threading.Lock()
 
     def memory_bytes(self) -> int:
         if self._path.is_file():
@@ -55,7 +61,8 @@ class UltralyticsDetector:
         return sum(p.stat().st_size for p in self._path.rglob("*") if p.is_file())
 
     def close(self) -> None:
-        self._model = None
+        with self._lock:
+            self._model = None
 
     def detect_batch(self, images: Sequence[BGRImage]) -> list[list[Detection]]:
         if not images:
@@ -72,14 +79,15 @@ class UltralyticsDetector:
             return [self._predict([image])[0] for image in images]
 
     def _predict(self, images: list[BGRImage]) -> list[list[Detection]]:
-        results = self._model.predict(
-            images,
-            imgsz=self.input_size,
-            conf=self.min_confidence,
-            iou=self.nms_iou,
-            device=self._device_arg,
-            verbose=False,
-        )
+        with self._lock:
+            results = self._model.predict(
+                images,
+                imgsz=self.input_size,
+                conf=self.min_confidence,
+                iou=self.nms_iou,
+                device=self._device_arg,
+                verbose=False,
+            )
         out: list[list[Detection]] = []
         for image, result in zip(images, results, strict=True):
             height, width = image.shape[:2]

@@ -53,7 +53,12 @@ FACE_EMBEDDERS = {
 
 
 class OnnxFaceEmbedder:
-    """Embeds face crops with an ONNX model on onnxruntime (CPU or CUDA provider)."""
+    """Embeds face crops with an ONNX model on onnxruntime (CPU or CUDA provider).
+
+    One session serves every worker thread: onnxruntime documents ``InferenceSession.run`` as
+    safe to call from several threads at once (unlike OpenCV's cascade, see ``faces.py``), and
+    :meth:`embed` keeps no state of its own between calls.
+    """
 
     kind = "face"
 

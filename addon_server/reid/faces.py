@@ -5,14 +5,28 @@ the test photos where the ``default`` cascade found three faces in zidane.jpg's 
 Faces are searched in the whole frame, not only inside person boxes: a face is itself evidence
 of a person, and a small detector can miss a person whose face is plain to see. The pyramid
 step is 1.2 rather than OpenCV's usual 1.1: on the test photos it found the same faces in 57 %
-of the time (the cascade is the most expensive part of re-ID on a CPU).
+of the time (the cascade is the most expensive part of re-ID on a CPU). ``scale_step`` is what
+``detectMultiScale`` gets as ``scaleFactor`` (47a7af0 stored it but still searched at 1.1; on
+bus.jpg 1.1 → 1.2 measured 489 → 199 ms here, same two faces).
+
+A ``cv2.CascadeClassifier`` is not thread-safe: ``detectMultiScale`` keeps per-call scratch data
+in the object, and two worker threads searching frames of different sizes at once failed with
+``cv2.error … getScaleData`` or crashed the process (SIGSEGV). Each thread therefore gets its
+own classifier (:class:`threading.local`), loaded on its first search; the few worker threads
+asyncio's default executor runs keep theirs for the life of the process.
+
+The search runs on a grey image whose longer side is at most ``max_side`` (a 36 Mpx frame is
+reduced first, boxes are scaled back to the caller's pixels), so its cost and memory are bounded
+whatever the camera sends.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import cv2
+import numpy as np
 
 from addon_server.imaging import BGRImage
 
@@ -26,25 +40,71 @@ class FaceBox:
     width: int
     height: int
 
+    def scaled(self, sx: float, sy: float, width: int, height: int) -> FaceBox:
+        """This box in an image ``sx``/``sy`` times as large, which is ``width``x``height``.
+
+        Corners are rounded, not the size, and clipped to the image, so the box never leaves it.
+        """
+        x1, y1 = min(width, round(self.x * sx)), min(height, round(self.y * sy))
+        x2 = min(width, round((self.x + self.width) * sx))
+        y2 = min(height, round((self.y + self.height) * sy))
+        return FaceBox(x1, y1, x2 - x1, y2 - y1)
+
 
 class HaarFaceFinder:
-    """Frontal faces at least ``min_size`` pixels wide."""
+    """Frontal faces at least ``min_size`` pixels wide (in the searched, bounded image)."""
 
-    def __init__(self, min_size: int = 32, min_neighbors: int = 5, scale_step: float = 1.2) -> None:
-        path = cv2.data.haarcascades + CASCADE  # type: ignore[attr-defined]
-        self._cascade = cv2.CascadeClassifier(path)
-        if self._cascade.empty():
-            raise FileNotFoundError(f"OpenCV cascade missing: {path}")
+    def __init__(
+        self,
+        *,
+        max_side: int,
+        min_size: int = 32,
+        min_neighbors: int = 5,
+        scale_step: float = 1.2,
+    ) -> None:
+        self._path = cv2.data.haarcascades + CASCADE  # type: ignore[attr-defined]
+        self._local = threading.local()
         self.min_size = min_size
         self.min_neighbors = min_neighbors
         self.scale_step = scale_step
+        self.max_side = max_side
+        self._cascade()  # a missing cascade fails here, at start-up, not on the first frame
+
+    def _cascade(self) -> cv2.CascadeClassifier:
+        """This thread's own classifier (OpenCV's is not safe to share between threads)."""
+        cascade: cv2.CascadeClassifier | None = getattr(self._local, "cascade", None)
+        if cascade is None:
+            cascade = cv2.CascadeClassifier(self._path)
+            if cascade.empty():
+                raise FileNotFoundError(f"OpenCV cascade missing: {self._path}")
+            self._local.cascade = cascade
+        return cascade
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """The cascade's base window; found faces are this size times a power of the step."""
+        width, height = self._cascade().getOriginalWindowSize()
+        return int(width), int(height)
 
     def find(self, pixels: BGRImage) -> list[FaceBox]:
-        grey = cv2.equalizeHist(cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY))
-        found = self._cascade.detectMultiScale(
+        """Faces in ``pixels``, in ``pixels``' own coordinates."""
+        height, width = pixels.shape[:2]
+        scale = min(1.0, self.max_side / max(width, height))
+        searched = pixels
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            searched = np.asarray(
+                cv2.resize(pixels, size, interpolation=cv2.INTER_AREA), dtype=np.uint8
+            )
+        grey = cv2.equalizeHist(cv2.cvtColor(searched, cv2.COLOR_BGR2GRAY))
+        found = self._cascade().detectMultiScale(
             grey,
-            scaleFactor=1.1,
+            scaleFactor=self.scale_step,
             minNeighbors=self.min_neighbors,
             minSize=(self.min_size, self.min_size),
         )
-        return [FaceBox(int(x), int(y), int(w), int(h)) for x, y, w, h in found]
+        boxes = [FaceBox(int(x), int(y), int(w), int(h)) for x, y, w, h in found]
+        if scale < 1.0:
+            sx, sy = width / grey.shape[1], height / grey.shape[0]
+            boxes = [box.scaled(sx, sy, width, height) for box in boxes]
+        return boxes

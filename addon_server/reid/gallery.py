@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from addon_server.errors import ModelNotInstalledError
-from addon_server.imaging import BGRImage
+from addon_server.imaging import BGRImage, DecodedImage
 from addon_server.reid.faces import FaceBox, HaarFaceFinder
 from addon_server.store import EventStore, Person, StoredEmbedding, Vector
 
@@ -46,7 +47,7 @@ class SeenOn:
 
 @dataclass(frozen=True, slots=True)
 class FaceMatch:
-    """One face in the frame and what the gallery knows about it."""
+    """One face in the frame (in the upload's pixels) and what the gallery knows about it."""
 
     face: FaceBox
     vector: Vector
@@ -65,7 +66,12 @@ class ReidService:
 
     ``loader`` builds the embedder (and may raise :class:`ModelNotInstalledError`); the service
     can unload it to free its device budget and load it again on demand. Without an embedder
-    frames simply carry no re-ID, and ``load_error`` says why.
+    frames simply carry no re-ID, and ``load_error`` says why. Faces are searched on images
+    whose longer side is at most ``search_side`` (the analysis' working size).
+
+    Frames are searched from worker threads, several at once: each call takes the embedder once
+    (an unload while it runs does not pull it away mid-frame), the face finder keeps one OpenCV
+    cascade per thread, and onnxruntime's ``InferenceSession.run`` is documented thread-safe.
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class ReidService:
         name: str,
         window_seconds: float = 3600.0,
         load_error: str | None = None,
+        search_side: int,
     ) -> None:
         self.store = store
         self.name = name
@@ -84,24 +91,30 @@ class ReidService:
         self.load_error = load_error
         self.installed = loader is not None
         self._loader = loader
-        self._finder = HaarFaceFinder()
+        self._finder = HaarFaceFinder(max_side=search_side)
+        self._loading = threading.Lock()
 
     def load(self) -> bool:
-        """Load the embedder (blocking); False when it is not installed."""
-        if self.embedder is not None:
+        """Load the embedder (blocking); False when it is not installed.
+
+        Two load requests at once (``POST /v1/models/…/load`` runs this in a worker thread)
+        load the model once.
+        """
+        with self._loading:
+            if self.embedder is not None:
+                return True
+            if self._loader is None:
+                return False
+            try:
+                self.embedder = self._loader()
+            except ModelNotInstalledError as err:
+                self.installed = False
+                self.load_error = str(err)
+                _LOGGER.warning("%s; re-ID is off until it is installed", err)
+                return False
+            self.installed = True
+            self.load_error = None
             return True
-        if self._loader is None:
-            return False
-        try:
-            self.embedder = self._loader()
-        except ModelNotInstalledError as err:
-            self.installed = False
-            self.load_error = str(err)
-            _LOGGER.warning("%s; re-ID is off until it is installed", err)
-            return False
-        self.installed = True
-        self.load_error = None
-        return True
 
     def health(self, device: str) -> dict[str, Any]:
         """This model's entry in /health and /v1/models (the detector's has the same keys)."""
@@ -120,40 +133,49 @@ class ReidService:
         }
 
     def unload(self) -> None:
-        self.embedder = None
-        self.load_error = "unloaded on request"
+        with self._loading:
+            self.embedder = None
+            self.load_error = "unloaded on request"
 
     @property
     def available(self) -> bool:
         return self.embedder is not None
 
-    def _faces_and_vectors(self, pixels: BGRImage) -> tuple[list[FaceBox], list[Vector]]:
-        assert self.embedder is not None
+    def _faces_and_vectors(
+        self, embedder: Embedder, pixels: BGRImage
+    ) -> tuple[list[FaceBox], list[Vector]]:
         faces = self._finder.find(pixels)
-        return faces, self.embedder.embed(pixels, faces)
+        return faces, embedder.embed(pixels, faces)
 
-    async def identify(self, camera: str, ts: float, pixels: BGRImage) -> list[FaceMatch]:
-        if self.embedder is None:
+    async def identify(self, camera: str, ts: float, image: DecodedImage) -> list[FaceMatch]:
+        """Faces in the frame with what the gallery knows, boxes in the original image's pixels.
+
+        Faces are searched and embedded on ``image.pixels`` (possibly a reduced decode).
+        """
+        embedder = self.embedder
+        if embedder is None:
             return []
-        faces, vectors = await asyncio.to_thread(self._faces_and_vectors, pixels)
+        faces, vectors = await asyncio.to_thread(self._faces_and_vectors, embedder, image.pixels)
         if not faces:
             return []
-        gallery = await self.store.embeddings(self.embedder.kind, since=ts - self.window_seconds)
+        if image.reduced:
+            sx, sy = image.to_original()
+            faces = [face.scaled(sx, sy, image.width, image.height) for face in faces]
+        gallery = await self.store.embeddings(embedder.kind, since=ts - self.window_seconds)
         return [
-            self._match(camera, ts, face, vector, gallery)
+            self._match(embedder.threshold, camera, ts, face, vector, gallery)
             for face, vector in zip(faces, vectors, strict=True)
         ]
 
     def _match(
         self,
+        threshold: float,
         camera: str,
         ts: float,
         face: FaceBox,
         vector: Vector,
         gallery: Sequence[StoredEmbedding],
     ) -> FaceMatch:
-        assert self.embedder is not None
-        threshold = self.embedder.threshold
         best_person: StoredEmbedding | None = None
         best_similarity = 0.0
         seen: dict[str, SeenOn] = {}
@@ -184,7 +206,8 @@ class ReidService:
         self, matches: Sequence[FaceMatch], camera: str, ts: float, event_id: str
     ) -> list[StoredEmbedding]:
         """The frame's embeddings, to be stored with its event."""
-        kind = self.embedder.kind if self.embedder else "face"
+        embedder = self.embedder
+        kind = embedder.kind if embedder is not None else "face"
         return [
             StoredEmbedding(kind, m.vector, ts, camera=camera, event_id=event_id) for m in matches
         ]

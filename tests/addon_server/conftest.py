@@ -78,6 +78,23 @@ def _to_jpeg(array: np.ndarray) -> bytes:
 
 
 @pytest.fixture(scope="session")
+def zidane_4x_png(zidane_jpg: bytes) -> bytes:
+    """zidane.jpg enlarged 4x (5120x2880) by pixel repetition: 14.7 Mpx in a small PNG.
+
+    Reduced 4x again by area averaging it is exactly the photo, so a bounded-size analysis of
+    it must find what the photo gives, scaled by 4.
+    """
+    large = (
+        Image.open(io.BytesIO(zidane_jpg))
+        .convert("RGB")
+        .resize((5120, 2880), Image.Resampling.NEAREST)
+    )
+    buffer = io.BytesIO()
+    large.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
 def coffee_jpg() -> bytes:
     from skimage import data
 

@@ -96,6 +96,42 @@ async def test_snapshot_is_an_annotated_jpeg_of_the_image_size(client, bus_jpg) 
     assert np.abs(edge).sum() > 60, "the box outline is drawn on the snapshot"
 
 
+@needs_shared_models("faceres.onnx")
+async def test_a_large_upload_is_analysed_at_the_working_size(
+    aiohttp_client, make_settings, counting_detector, zidane_jpg, zidane_4x_png
+) -> None:
+    """A 5120x2880 PNG is analysed at ``max_side`` and reported in its own pixels.
+
+    Reduced to the working size the upload is exactly zidane.jpg, so every detection and face
+    must be the photo's, times 4, and the stored snapshot has the working size, not 14.7 Mpx.
+    """
+    settings = make_settings({"detector": {"warmup": False}, "analysis": {"max_side": 1280}})
+    client = await aiohttp_client(create_app(settings, detector=counting_detector))
+    small = await _analyze(client, zidane_jpg, "front_door", llm="false")
+    resp = await client.post(
+        "/v1/analyze",
+        params={"camera": "front_door", "llm": "false"},
+        data=zidane_4x_png,
+        headers={"Content-Type": "image/png"},
+    )
+    assert resp.status == 200, await resp.text()
+    large = await resp.json()
+    assert large["image"] == {"width": 5120, "height": 2880}
+    assert small["detections"] and small["reid"]
+
+    def times_4(box: dict[str, int]) -> dict[str, int]:
+        return {key: value * 4 for key, value in box.items()}
+
+    assert [(d["class"], d["bbox"]) for d in large["detections"]] == [
+        (d["class"], times_4(d["bbox"])) for d in small["detections"]
+    ]
+    assert [face["bbox"] for face in large["reid"]] == [
+        times_4(face["bbox"]) for face in small["reid"]
+    ]
+    snapshot = Image.open(io.BytesIO(await (await client.get(large["snapshot_url"])).read()))
+    assert snapshot.size == (1280, 720)
+
+
 async def test_event_survives_a_restart(
     aiohttp_client, settings, counting_detector, bus_jpg
 ) -> None:
