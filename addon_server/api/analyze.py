@@ -121,7 +121,8 @@ ROUTES = [
             "413": error("Body or image too large"),
             "415": error("Unsupported content type"),
             "429": error(
-                "Too many analyses waiting (busy) or detection queue full (queue_full); see Retry-After",
+                "Too many analyses waiting (busy) or the detection queue full (queue_full); "
+                "see Retry-After",
                 RETRY_AFTER,
             ),
             "503": error("Detector not installed, or the data dir unavailable"),
