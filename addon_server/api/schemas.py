@@ -22,7 +22,7 @@ from addon_server.config import CAMERA_ID, CAMERA_ID_RULE, SERVICES
 from addon_server.imaging import CONTENT_TYPES
 from addon_server.reasoning.levels import SCORE_MAX, SCORE_MIN, RiskLevel
 from addon_server.reasoning.reasoner import LLMMode
-from addon_server.reasoning.risk import LLMStatus
+from addon_server.reasoning.risk import LLMStatus, SummarySource
 from addon_server.reasoning.supervisor import ServerState
 
 JsonSchema = dict[str, Any]
@@ -36,6 +36,7 @@ ISSUE_CODES: Final = (
     "service_fallback",
     "model_not_installed",
     "llm_unavailable",
+    "llm_unresponsive",
     "storage_full",
     "storage_unavailable",
     "cpu_only",
@@ -163,6 +164,9 @@ SCHEMAS["Event"] = closed(
         "risk_level": ref("RiskLevel"),
         "summary": STRING,
         "reasoning": STRING,
+        "summary_source": enum(SummarySource),
+        "summary_rejected": nullable(STRING)
+        | {"description": "Why the LLM's text was not used (null when it was, or none came)"},
         "factors": array(ref("Factor")),
         "llm_status": enum(LLMStatus),
         "rule_score": SCORE,
@@ -231,6 +235,8 @@ SCHEMAS["LlmHealth"] = closed(
         "device": nullable(STRING),
         "pid": nullable({"type": "integer"}),
         "restarts": COUNT,
+        "hangs": COUNT,
+        "unresponsive": BOOLEAN,
         "last_error": nullable(STRING),
         "last_exit_code": nullable({"type": "integer"}),
         "load_seconds": _OPTIONAL_SECONDS,

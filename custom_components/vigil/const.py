@@ -40,6 +40,7 @@ ISSUE_CODES: Final = (
     "service_fallback",
     "model_not_installed",
     "llm_unavailable",
+    "llm_unresponsive",
     "storage_full",
     "storage_unavailable",
     "cpu_only",

@@ -18,7 +18,7 @@ from pytest_homeassistant_custom_component.common import (
 )
 from syrupy.assertion import SnapshotAssertion
 
-from .conftest import load_json
+from .conftest import gpu_host, load_json
 
 
 def vigil_issues(issue_registry: ir.IssueRegistry) -> list[ir.IssueEntry]:
@@ -61,7 +61,7 @@ async def test_issues_follow_health(
     await poll(hass, freezer)
     assert [i.translation_key for i in vigil_issues(issue_registry)] == ["model_not_installed"]
 
-    mock_vigil_client.health.return_value = Health.from_dict(load_json("health.json"))
+    mock_vigil_client.health.return_value = Health.from_dict(gpu_host(load_json("health.json")))
     await poll(hass, freezer)
     assert vigil_issues(issue_registry) == []
 
@@ -95,18 +95,10 @@ async def test_issues_removed_when_disabled(
 
 
 def cpu_only_health() -> Health:
-    """The add-on's /health on a machine without a GPU."""
-    health = load_json("health.json")
-    health["cuda_available"] = False
-    health["devices"] = [d for d in health["devices"] if d["kind"] == "cpu"]
-    health["issues"] = [
-        {
-            "code": "cpu_only",
-            "severity": "info",
-            "message": "no CUDA GPU is present: every model runs on the CPU",
-        }
-    ]
-    return Health.from_dict(health)
+    """The add-on's /health on a machine without a GPU (as recorded: this machine has none)."""
+    health = Health.from_dict(load_json("health.json"))
+    assert [i.code for i in health.issues] == ["cpu_only"]
+    return health
 
 
 @pytest.mark.usefixtures("fake_camera")
@@ -147,7 +139,7 @@ async def test_cpu_only_is_information_raised_once(
     assert issue.dismissed_version is not None
     assert [e.data["action"] for e in changes] == ["create", "update"]  # the ignore
 
-    mock_vigil_client.health.return_value = Health.from_dict(load_json("health.json"))
+    mock_vigil_client.health.return_value = Health.from_dict(gpu_host(load_json("health.json")))
     await poll(hass, freezer)
     assert vigil_issues(issue_registry) == []
 
