@@ -162,11 +162,21 @@ async def read_upload(request: web.Request, limit: int) -> tuple[bytes, str | No
 
 
 async def decode_upload(
-    data: bytes, declared: str | None, max_pixels: int, min_side: int | None = None
+    data: bytes,
+    declared: str | None,
+    max_pixels: int,
+    min_side: int | None = None,
+    max_side: int | None = None,
 ) -> DecodedImage:
+    """Decode off the event loop; ``min_side``/``max_side`` as in :func:`imaging.decode`."""
     try:
         return await asyncio.to_thread(
-            decode, data, max_pixels=max_pixels, content_type=declared, min_side=min_side
+            decode,
+            data,
+            max_pixels=max_pixels,
+            content_type=declared,
+            min_side=min_side,
+            max_side=max_side,
         )
     except ImageError as err:
         raise ApiError(err.status, err.code, str(err)) from None

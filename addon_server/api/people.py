@@ -41,8 +41,11 @@ async def enroll(request: web.Request) -> web.Response:
             503, "model_not_installed", services.reid.load_error or "no face embedder installed"
         )
     max_pixels = services.settings.images.max_pixels
+    max_side = services.settings.analysis.max_side
     images = [
-        (await decode_upload(upload.data, upload.declared, max_pixels)).pixels
+        # At the analysis' working size: ten 36 Mpx uploads must not cost a gigabyte, and a
+        # face crop needs far fewer pixels than that.
+        (await decode_upload(upload.data, upload.declared, max_pixels, max_side=max_side)).pixels
         for upload in form.images
     ]
     try:
