@@ -68,6 +68,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/detect_serving.py
 	$(PY) benchmarks/reasoning.py
 	$(PY) benchmarks/analyze_latency.py
+	$(PY) benchmarks/analyze_burst.py
+	$(PY) benchmarks/analyze_memory.py
+	$(PY) benchmarks/idle_connections.py
+	$(PY) benchmarks/llm_liveness.py
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache

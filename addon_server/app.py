@@ -66,7 +66,8 @@ def create_app(
     """Build the application. ``detector``/``discovered`` let tests inject real alternatives.
 
     Raises :class:`addon_server.devices.PlacementError` when strict placement cannot be met and
-    :class:`addon_server.config.ConfigError` when the reasoning section is inconsistent.
+    :class:`addon_server.store.StorageError` when the data dir cannot hold the instance id.
+    Everything else in ``settings`` was validated when it was loaded (``config.load``).
     """
     metrics = Metrics()
     devices = DeviceTable(settings.devices, discover() if discovered is None else discovered)
