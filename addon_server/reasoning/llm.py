@@ -436,7 +436,9 @@ class LLMClient:
                 LLMErrorKind.TIMEOUT, f"{method} {path} took longer than {client_timeout.total}s"
             ) from exc
         except aiohttp.ClientError as exc:
-            raise LLMError(LLMErrorKind.CONNECTION, f"{method} {url}: {exc!r}") from exc
+            # str(), not repr(): this text reaches /health and Home Assistant's repair.
+            reason = str(exc) or type(exc).__name__
+            raise LLMError(LLMErrorKind.CONNECTION, f"{method} {url}: {reason}") from exc
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -172,6 +172,9 @@ async def test_connection_refused_is_typed(unused_tcp_port: int) -> None:
         with pytest.raises(LLMError) as info:
             await c.complete([{"role": "user", "content": "x"}])
     assert info.value.kind is LLMErrorKind.CONNECTION
+    # Users read this in a repair: words, not a Python repr of aiohttp's connection key.
+    assert f"Cannot connect to host 127.0.0.1:{unused_tcp_port}" in str(info.value)
+    assert "ConnectionKey(" not in str(info.value)
 
 
 async def test_parallel_slots_bound_requests_in_flight(start: Start) -> None:

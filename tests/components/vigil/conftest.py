@@ -112,12 +112,17 @@ def subentries() -> list[ConfigSubentryData]:
     return [camera_subentry()]
 
 
+ENTRY_ID = "01JVIGILTESTENTRY000000000"
+"""Fixed, so that what names the entry (repair issue ids in diagnostics) is the same each run."""
+
+
 @pytest.fixture
 def mock_config_entry(subentries: list[ConfigSubentryData]) -> MockConfigEntry:
     """Return the default mocked config entry: one add-on, one camera."""
     return MockConfigEntry(
         title="Vigil (127.0.0.1)",
         domain=DOMAIN,
+        entry_id=ENTRY_ID,
         data={
             CONF_HOST: "127.0.0.1",
             CONF_PORT: 8095,
