@@ -39,7 +39,8 @@ from addon_server.reasoning.supervisor import (
 from addon_server.services import SERVICES_KEY
 from tests.addon_server.conftest import HANG_TIMEOUT_S, LLM_HANG_TIMEOUT_S, eventually
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+# A whole test's hang guard, above the bounds inside it.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(6 * LLM_HANG_TIMEOUT_S)]
 
 REPO = Path(__file__).resolve().parents[3]
 
