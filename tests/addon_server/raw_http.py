@@ -7,8 +7,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from tests.addon_server.conftest import HANG_TIMEOUT_S
+
 HOST = "127.0.0.1"
-ANSWER_WITHIN_S = 30
+ANSWER_WITHIN_S = HANG_TIMEOUT_S
 """A bound for a hung server, never a speed expectation."""
 
 
