@@ -19,7 +19,14 @@ from aiohttp import web
 from addon_server.app import create_app
 from addon_server.server import start
 from tests.addon_server.conftest import HANG_TIMEOUT_S, CountingDetector
-from tests.addon_server.raw_http import HOST, RawResponse, exchange, get, read_response
+from tests.addon_server.raw_http import (
+    HOST,
+    RawResponse,
+    connect_sending,
+    exchange,
+    get,
+    read_response,
+)
 
 # Generous bounds for "eventually": the assertions never depend on how fast the machine is.
 EVENTUALLY_S = HANG_TIMEOUT_S
@@ -131,8 +138,7 @@ async def test_idle_connections_are_closed(make_settings, counting_detector) -> 
         # A connection that never sends a request...
         silent_reader, silent_writer = await asyncio.open_connection(HOST, edge.port)
         # ... and one that sent one and then went quiet.
-        reader, writer = await asyncio.open_connection(HOST, edge.port)
-        writer.write(get("/health"))
+        reader, writer = await connect_sending(edge.port, get("/health"))
         assert (await read_response(reader)).status == 200
         assert await _closed_by_server(silent_reader) == b""
         assert await _closed_by_server(reader) == b""
