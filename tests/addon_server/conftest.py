@@ -6,7 +6,7 @@ import asyncio
 import io
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +134,23 @@ HANG_TIMEOUT_S = 120.0
 """How long a test waits for something that must happen: only a hang, never slowness, trips it."""
 
 
+LLM_HANG_TIMEOUT_S = 300.0
+"""The bound on the real LLM's work in tests (an answer, a model load): seconds here, minutes
+only when it hangs, whatever else the machine is running."""
+
+LLM_HANG_GUARDS: dict[str, float] = {
+    "timeout_s": LLM_HANG_TIMEOUT_S,
+    "ready_timeout_s": LLM_HANG_TIMEOUT_S,
+    "connect_timeout_s": 60.0,  # the most config.py allows
+    # A probe is answered in milliseconds; three misses in a row restart the server, so only a
+    # test of the liveness probe itself may make it strict.
+    "probe_timeout_s": 60.0,
+}
+"""LLM settings for tests that need the real LLM's answer: each bound is a hang guard, so a
+busy machine makes an answer slow, never a fallback (``timeout_s`` and friends are what the
+event's ``llm_status`` depends on)."""
+
+
 async def eventually(predicate: Callable[[], bool], what: str) -> None:
     """Wait until ``predicate()`` holds: synchronise on the state, not on a guessed sleep."""
     deadline = time.monotonic() + HANG_TIMEOUT_S
@@ -178,6 +195,28 @@ class CountingDetector:
 @pytest.fixture
 def counting_detector(darknet_detector: Detector) -> CountingDetector:
     return CountingDetector(darknet_detector)
+
+
+@pytest.fixture
+def llm_requests(monkeypatch: pytest.MonkeyPatch) -> list[Mapping[str, Any]]:
+    """The chat-completion bodies the LLM client was asked to send, appended as it is asked.
+
+    A test that acts while a completion is in flight (kills the server under it) waits for an
+    entry here instead of sleeping for a guessed detection or generation time; the request
+    still goes to the real server. A test of a shortcut (no request at all) checks it stays
+    empty.
+    """
+    from addon_server.reasoning.llm import LLMClient
+
+    requests: list[Mapping[str, Any]] = []
+    send = LLMClient.chat_raw
+
+    async def spy(self: LLMClient, body: Mapping[str, Any]) -> dict[str, Any]:
+        requests.append(body)
+        return await send(self, body)
+
+    monkeypatch.setattr(LLMClient, "chat_raw", spy)
+    return requests
 
 
 def persons(body: dict[str, Any]) -> int:

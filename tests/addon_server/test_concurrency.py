@@ -19,7 +19,12 @@ import pytest
 
 from addon_server.app import create_app
 from addon_server.services import SERVICES_KEY
-from tests.addon_server.conftest import CountingDetector, needs_shared_models
+from tests.addon_server.conftest import (
+    HANG_TIMEOUT_S,
+    CountingDetector,
+    eventually,
+    needs_shared_models,
+)
 from tests.e2e.test_addon_process import running_addon
 
 CAMERAS = ("front_door", "garden", "garage")
@@ -34,7 +39,7 @@ def _analyze_status(url: str, image: bytes) -> str:
         url, data=image, method="POST", headers={"Content-Type": "image/jpeg"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=120) as resp:
+        with urllib.request.urlopen(request, timeout=HANG_TIMEOUT_S) as resp:
             resp.read()
             return str(resp.status)
     except urllib.error.HTTPError as err:
@@ -101,13 +106,9 @@ async def test_a_full_waiting_line_answers_429_busy(
     counting_detector.entered.clear()
     try:
         running = post()
-        assert await asyncio.to_thread(counting_detector.entered.wait, 30)
+        assert await asyncio.to_thread(counting_detector.entered.wait, HANG_TIMEOUT_S)
         waiting = post()
-        for _ in range(300):
-            if admission.waiting == 1:
-                break
-            await asyncio.sleep(0.01)
-        assert admission.waiting == 1
+        await eventually(lambda: admission.waiting == 1, "the second analysis waits its turn")
         status, body, retry_after = await post()
         assert status == 429
         assert body["error"]["code"] == "busy"  # type: ignore[index]

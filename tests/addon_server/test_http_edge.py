@@ -18,11 +18,18 @@ from aiohttp import web
 
 from addon_server.app import create_app
 from addon_server.server import start
-from tests.addon_server.conftest import CountingDetector
-from tests.addon_server.raw_http import HOST, RawResponse, exchange, get, read_response
+from tests.addon_server.conftest import HANG_TIMEOUT_S, CountingDetector
+from tests.addon_server.raw_http import (
+    HOST,
+    RawResponse,
+    connect_sending,
+    exchange,
+    get,
+    read_response,
+)
 
 # Generous bounds for "eventually": the assertions never depend on how fast the machine is.
-EVENTUALLY_S = 30
+EVENTUALLY_S = HANG_TIMEOUT_S
 
 
 class Edge:
@@ -131,8 +138,7 @@ async def test_idle_connections_are_closed(make_settings, counting_detector) -> 
         # A connection that never sends a request...
         silent_reader, silent_writer = await asyncio.open_connection(HOST, edge.port)
         # ... and one that sent one and then went quiet.
-        reader, writer = await asyncio.open_connection(HOST, edge.port)
-        writer.write(get("/health"))
+        reader, writer = await connect_sending(edge.port, get("/health"))
         assert (await read_response(reader)).status == 200
         assert await _closed_by_server(silent_reader) == b""
         assert await _closed_by_server(reader) == b""
@@ -167,7 +173,7 @@ async def test_slow_clients_are_dropped(make_settings, counting_detector, bus_jp
             writer.write(head)
             slow = bus_jpg
         closed = asyncio.create_task(_closed_by_server(reader))
-        await _trickle(writer, slow[: 20 * EVENTUALLY_S], closed)
+        await _trickle(writer, slow[: int(20 * EVENTUALLY_S)], closed)
         assert await closed == b""  # dropped, without an answer to a request never completed
         writer.close()
         await _healthy(edge.port)
@@ -177,7 +183,11 @@ async def test_slow_clients_are_dropped(make_settings, counting_detector, bus_jp
 async def test_surplus_idle_connections_cannot_starve_the_server(
     make_settings, counting_detector, bus_jpg
 ) -> None:
-    settings = _settings(make_settings, max_connections=20, keepalive_timeout_s=600)
+    # Long timeouts: the cap alone decides which connections close, however long the steps
+    # before the busy request's last bytes take.
+    settings = _settings(
+        make_settings, max_connections=20, keepalive_timeout_s=600, read_timeout_s=600
+    )
     async with running(settings, counting_detector) as edge:
         # A client midway through a request is busy, and is never closed to make room.
         busy_reader, busy_writer = await asyncio.open_connection(HOST, edge.port)

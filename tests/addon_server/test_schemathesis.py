@@ -36,7 +36,7 @@ from addon_server.api.openapi import build_spec
 from addon_server.app import create_app
 from addon_server.config import parse
 from addon_server.detector.base import Detector
-from tests.addon_server.conftest import SHARED_MODELS, CountingDetector
+from tests.addon_server.conftest import HANG_TIMEOUT_S, SHARED_MODELS, CountingDetector
 
 TOKEN = "schemathesis-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -66,7 +66,7 @@ class LiveAddon:
 
     def start(self) -> None:
         self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(timeout=120)
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(timeout=HANG_TIMEOUT_S)
 
     async def _start(self) -> None:
         await self.runner.setup()
@@ -76,9 +76,10 @@ class LiveAddon:
         self.url = f"http://{host}:{port}"
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=60)
+        cleanup = asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop)
+        cleanup.result(timeout=HANG_TIMEOUT_S)
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=HANG_TIMEOUT_S)
         self.loop.close()
 
 
@@ -114,7 +115,7 @@ Built at import because schemathesis's lazy ``from_fixture`` loader does not run
 
 def test_the_fuzzed_document_is_the_served_one(live_addon: str) -> None:
     with urllib.request.urlopen(
-        urllib.request.Request(f"{live_addon}/openapi.json", headers=AUTH), timeout=30
+        urllib.request.Request(f"{live_addon}/openapi.json", headers=AUTH), timeout=HANG_TIMEOUT_S
     ) as resp:
         assert json.load(resp) == schema.raw_schema
 
@@ -130,4 +131,4 @@ def test_the_fuzzed_document_is_the_served_one(live_addon: str) -> None:
 def test_every_operation_honours_the_published_contract(
     case: schemathesis.Case, live_addon: str
 ) -> None:
-    case.call_and_validate(base_url=live_addon, headers=AUTH, checks=CHECKS, timeout=60)
+    case.call_and_validate(base_url=live_addon, headers=AUTH, checks=CHECKS, timeout=HANG_TIMEOUT_S)

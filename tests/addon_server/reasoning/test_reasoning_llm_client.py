@@ -29,6 +29,7 @@ from addon_server.reasoning.llm import (
 from addon_server.reasoning.prompt import build_messages
 from addon_server.reasoning.reasoner import LLMMode, Reasoner, ReasoningSettings
 from addon_server.reasoning.risk import LLMStatus
+from tests.addon_server.conftest import HANG_TIMEOUT_S, LLM_HANG_GUARDS
 
 from .reasoning_scenes import NIGHT, scene
 
@@ -51,6 +52,10 @@ def completion(content: str) -> dict[str, Any]:
 
 Start = Callable[[web.Application], Awaitable[TestServer]]
 
+RELEASE = web.AppKey("release", asyncio.Event)
+"""Holds the "slow" server's answers until the test ends: slower than any client timeout,
+however busy the machine (a fixed sleep is only slower than it on a quiet one)."""
+
 
 @pytest.fixture
 async def start() -> Any:
@@ -64,6 +69,7 @@ async def start() -> Any:
 
     yield _start
     for s in servers:
+        s.app[RELEASE].set()
         await s.close()
 
 
@@ -80,7 +86,7 @@ def fake_llm(behaviour: str, seen: list[dict[str, Any]]) -> web.Application:
         if behaviour == "http500":
             return web.json_response({"error": "boom"}, status=500)
         if behaviour == "slow":
-            await asyncio.sleep(5)
+            await request.app[RELEASE].wait()
             return web.json_response(completion(json.dumps(GOOD)))
         if behaviour == "prose":
             return web.json_response(completion("The scene looks fine to me!"))
@@ -91,6 +97,7 @@ def fake_llm(behaviour: str, seen: list[dict[str, Any]]) -> web.Application:
         raise AssertionError(behaviour)
 
     app = web.Application()
+    app[RELEASE] = asyncio.Event()
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", chat)
     return app
@@ -157,14 +164,15 @@ async def test_failures_are_typed(start: Start, behaviour: str, kind: LLMErrorKi
 
 
 async def test_timeout_is_typed_and_bounded(start: Start) -> None:
+    """The client's own timeout ends the call: the server has not answered (and will not)."""
     client, _ = await client_for(start, "slow", timeout_s=0.3)
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
     async with client:
         with pytest.raises(LLMError) as info:
-            await client.complete([{"role": "user", "content": "x"}])
+            # The hang guard raises TimeoutError, not LLMError: it would fail the test.
+            await asyncio.wait_for(
+                client.complete([{"role": "user", "content": "x"}]), HANG_TIMEOUT_S
+            )
     assert info.value.kind is LLMErrorKind.TIMEOUT
-    assert loop.time() - t0 < 2
 
 
 async def test_connection_refused_is_typed(unused_tcp_port: int) -> None:
@@ -182,11 +190,12 @@ async def test_parallel_slots_bound_requests_in_flight(start: Start) -> None:
         start, "slow", parallel=1, queue_timeout_s=0.1, timeout_s=0.5, model="m"
     )
     async with client:
-        results = await asyncio.gather(
+        both = asyncio.gather(
             client.complete([{"role": "user", "content": "a"}]),
             client.complete([{"role": "user", "content": "b"}]),
             return_exceptions=True,
         )
+        results = await asyncio.wait_for(both, HANG_TIMEOUT_S)
     kinds = sorted(r.kind.value for r in results if isinstance(r, LLMError))
     assert kinds == ["busy", "timeout"]
 
@@ -225,7 +234,12 @@ async def test_reasoner_external_mode_uses_json_schema_and_reports_health(start:
     seen: list[dict[str, Any]] = []
     server = await start(fake_llm("good", seen))
     r = Reasoner(
-        ReasoningSettings(mode=LLMMode.EXTERNAL, url=str(server.make_url("")), api_key="sekr1t-key")
+        ReasoningSettings(
+            mode=LLMMode.EXTERNAL,
+            url=str(server.make_url("")),
+            api_key="sekr1t-key",
+            **LLM_HANG_GUARDS,
+        )
     )
     await r.start()
     try:

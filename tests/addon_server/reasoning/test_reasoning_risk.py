@@ -36,6 +36,12 @@ from addon_server.reasoning.rules import Factor, RuleEngine, RuleResult
 from .reasoning_scenes import scene
 
 
+def examples(n: int) -> settings:
+    """Hypothesis settings for ``n`` examples that no machine's speed can fail: no per-example
+    deadline, and no health check on how fast examples are generated."""
+    return settings(max_examples=n, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
 def band(score: int) -> str:
     """The spec's bands written out independently of risk.py."""
     if 0 <= score <= 29:
@@ -227,7 +233,7 @@ def check(a: Assessment, rules: RuleResult, w: BlendWeights) -> None:
     json.dumps(a.as_json())  # the event part always serialises
 
 
-@settings(max_examples=250, deadline=None)
+@examples(250)
 @given(rules=rule_results, content=garbage_content, w=weights, status=st.sampled_from(LLMStatus))
 def test_level_and_score_always_agree_for_any_llm_answer(
     rules: RuleResult, content: str | bytes, w: BlendWeights, status: LLMStatus
@@ -244,7 +250,7 @@ def test_level_and_score_always_agree_for_any_llm_answer(
         assert parsed.risk_level in (None, "low", "medium", "high", "critical")
 
 
-@settings(max_examples=300, deadline=None)
+@examples(300)
 @given(
     rules=rule_results,
     score=st.integers(min_value=-(10**12), max_value=10**12),
@@ -322,7 +328,7 @@ def scenes(draw: st.DrawFn) -> SceneContext:
     )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@examples(150)
 @given(ctx=scenes(), llm=st.one_of(st.none(), st.integers(-50, 150)), w=weights)
 def test_any_scene_gives_a_consistent_assessment(
     ctx: SceneContext, llm: int | None, w: BlendWeights
