@@ -25,6 +25,7 @@ from pathlib import Path
 
 import aiohttp
 import ultralytics
+from addon_process import wait_healthy
 
 from addon_server.config import parse
 from addon_server.detector import load_detector
@@ -71,15 +72,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
 
     async def wait_ready(self, session: aiohttp.ClientSession) -> None:
-        for _ in range(300):
-            try:
-                async with session.get(f"{self.url}/health") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-        raise RuntimeError("server did not start")
+        await wait_healthy(session, self.url, self.proc)
 
     def stop(self) -> None:
         self.proc.terminate()
