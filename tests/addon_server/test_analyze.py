@@ -346,7 +346,9 @@ async def test_analyze_with_the_real_llm(
     from addon_server.reasoning.risk import level_for
     from addon_server.services import SERVICES_KEY
 
-    llm = {"mode": "supervised", "ctx_size": 2048, "max_tokens": 200, **LLM_HANG_GUARDS}
+    # max_tokens stays the default: the answer schema's bounds are sized to fit in it (200 cut
+    # a long answer mid-string: "not JSON").
+    llm = {"mode": "supervised", "ctx_size": 2048, **LLM_HANG_GUARDS}
     settings = make_settings({"detector": {"warmup": False}, "llm": llm})
     app = create_app(settings, detector=counting_detector)
     client = await aiohttp_client(app)
