@@ -42,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text)
         # SUPPRESS keeps a --config given before the sub-command.
         cmd.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    gpu = sub.add_parser(
+        "gpu-config", help="write the Compose GPU override from the devices config"
+    )
+    gpu.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    gpu.add_argument("--out", type=Path, default=Path(), help="folder to write into (default: .)")
+    gpu.add_argument(
+        "--host-gpus", type=int, default=None, help="GPUs on the host (default: ask torch)"
+    )
     parser.set_defaults(command="serve")
     return parser
 
@@ -85,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(f"configuration OK ({settings.source})")
         return 0
+    if args.command == "gpu-config":
+        from addon_server.gpu_config import run
+
+        return run(settings, args.out, args.host_gpus)
     settings = secure_bind(settings)
     try:
         # Before any model loads, so it fails in a second. An existing database on a full
