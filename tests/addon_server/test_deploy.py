@@ -100,9 +100,9 @@ def test_gpu_dockerfile_structure() -> None:
         for line in (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
         if line.startswith("!")
     }
-    for word, args in instructions(GPU_DOCKERFILE):
-        if word == "COPY" and not args.startswith("--from"):
-            for source in args.split()[:-1]:
+    for word, text in instructions(GPU_DOCKERFILE):
+        if word == "COPY" and not text.startswith("--from"):
+            for source in text.split()[:-1]:
                 assert (REPO / source).exists(), source
                 assert source.rstrip("/") in kept, source
     assert "-DGGML_CUDA=on" in GPU_DOCKERFILE.read_text(encoding="utf-8")
