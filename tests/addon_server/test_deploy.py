@@ -28,13 +28,15 @@ import yaml
 
 from addon_server import __version__
 from addon_server.cli import main
-from addon_server.config import SCHEMA, SECURITY_CLASSES, parse
+from addon_server.config import SCHEMA, SECURITY_CLASSES, SERVICES, parse
+from addon_server.devices import GIB, DeviceTable, DiscoveredDevice
 from addon_server.gpu_config import (
     COMPOSE_SERVICE,
     HEADER,
     OVERRIDE_FILE,
     REFERENCE_FILE,
     render_override,
+    render_reference,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -426,6 +428,44 @@ def test_gpu_config_writes_override(
     reference = (out / REFERENCE_FILE).read_text(encoding="utf-8")
     for row in rows:
         assert row in reference
+
+
+PARTIAL = """
+devices:
+  cuda:0: {budget_gb: 4, services: [llm]}
+"""
+
+
+def placements_in_reference(reference: str) -> dict[str, str]:
+    """Service -> device as the reference states it."""
+    found: dict[str, str] = {}
+    for match in re.finditer(r"^\| (cuda:\d+) \| ([a-z, ]+) \|", reference, re.MULTILINE):
+        for service in match.group(2).split(", "):
+            found[service] = match.group(1)
+    for line in reference.splitlines():
+        if line.startswith("On the CPU by the config: "):
+            for service in line.removeprefix("On the CPU by the config: ").rstrip(".").split(", "):
+                found[service] = "cpu"
+        if line.startswith("Not placed by the config: "):
+            names = line.removeprefix("Not placed by the config: ").split(" — ")[0]
+            for service in names.split(", "):
+                found[service] = "cuda:0"
+    return found
+
+
+@pytest.mark.parametrize("config", [ONE_GPU, TWO_GPUS, SECOND_GPU_ONLY, PARTIAL])
+def test_reference_agrees_with_the_placement(config: str) -> None:
+    """What the reference says runs where is what the add-on's DeviceTable places, inside a
+    container that sees the GPUs the override exposes."""
+    settings = parse(yaml.safe_load(config), environ={})
+    override = load_compose(render_override(settings))
+    (gpu,) = gpu_devices(override["services"][COMPOSE_SERVICE])
+    seen = [DiscoveredDevice("cpu", "cpu", "CPU", GIB)] + [
+        DiscoveredDevice(f"cuda:{i}", "cuda", "GPU", 16 * GIB) for i in gpu["device_ids"]
+    ]
+    table = DeviceTable(settings.devices, seen)
+    expected = {service: table.device_for(service) for service in SERVICES}
+    assert placements_in_reference(render_reference(settings)) == expected
 
 
 def test_render_override_is_pure() -> None:
