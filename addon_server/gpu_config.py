@@ -122,8 +122,11 @@ def _budget_text(budget_gb: float | None) -> str:
     return "the whole card" if budget_gb is None else f"{budget_gb:g} GB"
 
 
-def render_reference(settings: Settings, host_gpus: int | None = None) -> str:
-    """The assignment in words: which GPU hosts which service with which budget."""
+def render_reference(
+    settings: Settings, host_gpus: int | None = None, override_path: str = OVERRIDE_FILE
+) -> str:
+    """The assignment in words: which GPU hosts which service with which budget, and the
+    command that applies ``override_path``."""
     gpus = assignments(settings, host_gpus)
     placed = {service for g in gpus for service in g.services}
     lines = [
@@ -158,7 +161,7 @@ def render_reference(settings: Settings, host_gpus: int | None = None) -> str:
         f"The container sees GPUs {', '.join(f'cuda:{g.index}' for g in gpus)} with the host's "
         "numbering (CUDA_DEVICE_ORDER=PCI_BUS_ID, as nvidia-smi counts). Apply with:",
         "",
-        f"    docker compose -f deploy/docker-compose.yml -f {OVERRIDE_FILE} up -d",
+        f"    docker compose -p vigil -f deploy/docker-compose.yml -f {override_path} up -d",
         "",
         "Restarting the container is your choice: the running one keeps its GPUs until then.",
         "",
@@ -172,7 +175,7 @@ def write(settings: Settings, out_dir: Path, host_gpus: int | None = None) -> li
     Both are rendered before either is written, so an invalid config leaves the old pair intact.
     """
     override = render_override(settings, host_gpus)
-    reference = render_reference(settings, host_gpus)
+    reference = render_reference(settings, host_gpus, str(out_dir / OVERRIDE_FILE))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / OVERRIDE_FILE, out_dir / REFERENCE_FILE]
     for path, text in zip(paths, (override, reference), strict=True):

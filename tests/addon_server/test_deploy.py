@@ -426,6 +426,7 @@ def test_gpu_config_writes_override(
     assert untouched == expected
     assert gpu_devices(base_service)[0]["capabilities"] == ["gpu"]
     reference = (out / REFERENCE_FILE).read_text(encoding="utf-8")
+    assert f"-f {out / OVERRIDE_FILE} up -d" in reference
     for row in rows:
         assert row in reference
 
