@@ -193,15 +193,17 @@ def host_gpu_count() -> int | None:
 
 
 def run(settings: Settings, out_dir: Path, host_gpus: int | None) -> int:
-    """The sub-command: write the pair, or say in one line why not (exit status 2)."""
+    """The sub-command: write the pair, or say in one line why not (the CLI's config status)."""
+    from addon_server.cli import EXIT_CONFIG
+
     try:
         paths = write(settings, out_dir, host_gpus if host_gpus is not None else host_gpu_count())
     except GpuConfigError as err:
         print(f"vigil-addon gpu-config: {err}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     except OSError as err:
         print(f"vigil-addon gpu-config: cannot write {out_dir}: {err.strerror}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     for path in paths:
         print(f"wrote {path}")
     return 0
