@@ -183,3 +183,38 @@ def test_bad_inputs_name_the_problem(tmp_path: Path) -> None:
             devices=settings.devices,
             int8_calib=tmp_path / "nope",
         )
+
+
+def test_cli_engine_without_tensorrt_says_so_and_exits_0(tiny_pt: Path, tmp_path: Path) -> None:
+    if _tensorrt() is not None:
+        pytest.skip("tensorrt is installed here")
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "addon_server", "export", "--model", str(tiny_pt)),
+            *("--out", str(tmp_path / "out"), "--format", "engine", "--fp16"),
+            *("--imgsz", str(IMGSZ)),
+        ],
+        cwd=tmp_path,
+        env=addon_process_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"vigil-addon: {NO_TENSORRT}" in proc.stdout.splitlines()
+    assert (tmp_path / "out" / "tinyyolo.onnx").is_file()
+
+
+def test_cli_missing_model_exits_2_naming_it(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "addon_server", "export", "--model", "nope.pt", "--out", "o"],
+        cwd=tmp_path,
+        env=addon_process_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "--model nope.pt: no such file" in proc.stderr
