@@ -31,6 +31,19 @@ from tests.addon_server.conftest import ASSETS, addon_process_env
 IMGSZ = 160
 
 
+def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real ``python -m addon_server`` with this checkout's code first."""
+    return subprocess.run(
+        [sys.executable, "-m", "addon_server", *args],
+        cwd=cwd,
+        env=addon_process_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ultralytics import YOLO
@@ -52,18 +65,10 @@ def cli_triton(tiny_pt: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
         "devices:\n  cuda:1:\n    services: [detector]\n  cpu:\n    services: [llm]\n"
     )
     out = work / "out"
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "addon_server", "--config", str(config), "export"),
-            *("--model", str(tiny_pt), "--out", str(out), "--format", "triton"),
-            *("--imgsz", str(IMGSZ)),
-        ],
-        cwd=work,
-        env=addon_process_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    proc = _cli(
+        work,
+        *("--config", str(config), "export", "--model", str(tiny_pt), "--out", str(out)),
+        *("--format", "triton", "--imgsz", str(IMGSZ)),
     )
     assert proc.returncode == 0, proc.stderr
     return out, proc.stdout
@@ -162,44 +167,33 @@ def test_engine_cache_key_changes_with_gpu_and_tensorrt(tmp_path: Path) -> None:
     assert base != engine_path(tmp_path, onnx_file, "NVIDIA H100 80GB HBM3", "10.7.0", "fp16")
 
 
-def test_bad_inputs_name_the_problem(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "calib", "problem"),
+    [("onnx", None, "no such file"), ("engine", "nope", "int8-calib nope: not a directory")],
+)
+def test_bad_inputs_name_the_problem(
+    tmp_path: Path, fmt: str, calib: str | None, problem: str
+) -> None:
     settings = load(None)
-    with pytest.raises(ExportError, match="no such file"):
+    with pytest.raises(ExportError, match=problem):
         run_export(
             tmp_path / "missing.pt",
             tmp_path,
-            "onnx",
+            fmt,
             imgsz=IMGSZ,
             batching=settings.batching,
             devices=settings.devices,
-        )
-    with pytest.raises(ExportError, match="int8-calib"):
-        run_export(
-            tmp_path / "missing.pt",
-            tmp_path,
-            "engine",
-            imgsz=IMGSZ,
-            batching=settings.batching,
-            devices=settings.devices,
-            int8_calib=tmp_path / "nope",
+            int8_calib=None if calib is None else Path(calib),
         )
 
 
 def test_cli_engine_without_tensorrt_says_so_and_exits_0(tiny_pt: Path, tmp_path: Path) -> None:
     if _tensorrt() is not None:
         pytest.skip("tensorrt is installed here")
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "addon_server", "export", "--model", str(tiny_pt)),
-            *("--out", str(tmp_path / "out"), "--format", "engine", "--fp16"),
-            *("--imgsz", str(IMGSZ)),
-        ],
-        cwd=tmp_path,
-        env=addon_process_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    proc = _cli(
+        tmp_path,
+        *("export", "--model", str(tiny_pt), "--out", str(tmp_path / "out")),
+        *("--format", "engine", "--fp16", "--imgsz", str(IMGSZ)),
     )
     assert proc.returncode == 0, proc.stderr
     assert f"vigil-addon: {NO_TENSORRT}" in proc.stdout.splitlines()
@@ -207,14 +201,6 @@ def test_cli_engine_without_tensorrt_says_so_and_exits_0(tiny_pt: Path, tmp_path
 
 
 def test_cli_missing_model_exits_2_naming_it(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "addon_server", "export", "--model", "nope.pt", "--out", "o"],
-        cwd=tmp_path,
-        env=addon_process_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = _cli(tmp_path, "export", "--model", "nope.pt", "--out", "o")
     assert proc.returncode == 2
     assert "--model nope.pt: no such file" in proc.stderr
