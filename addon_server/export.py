@@ -14,6 +14,7 @@ import importlib
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +60,14 @@ def export_onnx(model: Path, out_dir: Path, imgsz: int) -> Path:
         raise ExportError(f"--model {model}: no such file")
     from ultralytics import YOLO
 
-    produced = Path(
-        str(YOLO(str(model)).export(format="onnx", dynamic=True, imgsz=imgsz, simplify=False))
-    )
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{model.stem}.onnx"
-    if produced.resolve() != target.resolve():
+    # ultralytics writes next to the weights: export a copy in a scratch folder, so a read-only
+    # model folder works and an .onnx already beside the user's .pt is left alone.
+    with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
+        copy = Path(scratch) / model.name
+        shutil.copyfile(model, copy)
+        produced = YOLO(str(copy)).export(format="onnx", dynamic=True, imgsz=imgsz, simplify=False)
         shutil.move(str(produced), target)
     return target
 

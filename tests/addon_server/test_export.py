@@ -6,6 +6,7 @@ arbitrary but deterministic, so the .pt and the ONNX are compared as raw tensors
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -138,9 +139,14 @@ def test_engine_without_tensorrt_still_writes_onnx(tiny_pt: Path, tmp_path: Path
     if _tensorrt() is not None:
         pytest.skip("tensorrt is installed here")
     settings = load(None)
+    # An .onnx already beside the user's weights is not theirs to lose.
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copyfile(tiny_pt, src / tiny_pt.name)
+    (src / "tinyyolo.onnx").write_bytes(b"the user's own")
     result = run_export(
-        tiny_pt,
-        tmp_path,
+        src / tiny_pt.name,
+        tmp_path / "out",
         "engine",
         imgsz=IMGSZ,
         batching=settings.batching,
@@ -149,7 +155,10 @@ def test_engine_without_tensorrt_still_writes_onnx(tiny_pt: Path, tmp_path: Path
     )
     assert result.engine is None
     assert result.message == NO_TENSORRT
-    assert result.onnx.is_file()
+    assert result.onnx == tmp_path / "out" / "tinyyolo.onnx"
+    assert result.onnx.stat().st_size > 1000
+    assert (src / "tinyyolo.onnx").read_bytes() == b"the user's own"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tinyyolo.onnx"]
 
 
 def test_engine_cache_key_changes_with_gpu_and_tensorrt(tmp_path: Path) -> None:
