@@ -13,6 +13,7 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from addon_server import __version__
 from addon_server.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load
@@ -50,8 +51,51 @@ def _parser() -> argparse.ArgumentParser:
     gpu.add_argument(
         "--host-gpus", type=int, default=None, help="GPUs on the host (default: ask torch)"
     )
+    _export_parser(sub, config_help)
     parser.set_defaults(command="serve")
     return parser
+
+
+def _export_parser(sub: Any, config_help: str) -> None:
+    cmd = sub.add_parser(
+        "export", help="export an ultralytics .pt to ONNX, a TensorRT engine or a Triton repository"
+    )
+    cmd.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    cmd.add_argument("--model", type=Path, required=True, help="ultralytics .pt weights")
+    cmd.add_argument("--out", type=Path, required=True, help="output folder")
+    cmd.add_argument("--format", choices=("onnx", "engine", "triton"), default="onnx")
+    cmd.add_argument("--imgsz", type=int, default=640, help="square input size in pixels")
+    cmd.add_argument("--fp16", action="store_true", help="FP16 TensorRT engine")
+    cmd.add_argument(
+        "--int8-calib", type=Path, default=None, help="folder of calibration images (INT8 engine)"
+    )
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from addon_server.export import ExportError, run_export
+
+    try:
+        result = run_export(
+            args.model,
+            args.out,
+            args.format,
+            imgsz=args.imgsz,
+            batching=settings.batching,
+            devices=settings.devices,
+            fp16=args.fp16,
+            int8_calib=args.int8_calib,
+        )
+    except ExportError as err:
+        print(f"vigil-addon: export: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"ONNX: {result.onnx}")
+    if result.engine is not None:
+        print(f"TensorRT engine: {result.engine}")
+    if result.triton_repo is not None:
+        print(f"Triton model repository: {result.triton_repo}")
+    if result.message is not None:
+        print(f"vigil-addon: {result.message}")
+    return 0
 
 
 def _is_loopback(host: str) -> bool:
@@ -97,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         from addon_server.gpu_config import run
 
         return run(settings, args.out, args.host_gpus)
+    if args.command == "export":
+        return _export(args, settings)
     settings = secure_bind(settings)
     try:
         # Before any model loads, so it fails in a second. An existing database on a full
