@@ -1,8 +1,10 @@
-"""Boxes in a frame's pixels, shared by the face, plate and fall families.
+"""Boxes in a frame's pixels and the geometry around them, shared by the crop-model families.
 
 Models decode boxes as float corners in some resized or cropped input; :meth:`Box.from_corners`
 is the one place they are rounded, clipped to the frame and turned into the
 ``{"x", "y", "width", "height"}`` shape the detector's boxes already have in JSON.
+:func:`padded_region` is the crop a model searches around a detection, :func:`letterbox` the
+aspect-preserving fit into a fixed network input.
 """
 
 from __future__ import annotations
@@ -10,7 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
+
 from addon_server.detector.base import Detection
+from addon_server.imaging import BGRImage
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +58,42 @@ class Box:
 def largest(detections: Sequence[Detection], limit: int) -> list[Detection]:
     """The ``limit`` largest detections by area: a crop model's work per frame stays bounded."""
     return sorted(detections, key=lambda d: d.width * d.height, reverse=True)[:limit]
+
+
+def padded_region(
+    detection: Detection | Box, pad_x: float, pad_y: float, frame_width: int, frame_height: int
+) -> tuple[int, int, int, int]:
+    """The box grown by ``pad_x``/``pad_y`` of its size per side, as clipped corners."""
+    dx, dy = int(detection.width * pad_x), int(detection.height * pad_y)
+    return (
+        max(0, detection.x - dx),
+        max(0, detection.y - dy),
+        min(frame_width, detection.x + detection.width + dx),
+        min(frame_height, detection.y + detection.height + dy),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """An image fitted into a ``width``x``height`` canvas: where it sits and at what scale."""
+
+    canvas: BGRImage
+    scale: float
+    left: int
+    top: int
+    inner_width: int
+    inner_height: int
+
+
+def letterbox(image: BGRImage, width: int, height: int, fill: int) -> Letterbox:
+    """``image`` scaled to fit ``width``x``height`` without distortion, centred on ``fill``."""
+    rows, cols = image.shape[:2]
+    scale = min(width / cols, height / rows)
+    inner_w, inner_h = max(1, round(cols * scale)), max(1, round(rows * scale))
+    left, top = (width - inner_w) // 2, (height - inner_h) // 2
+    canvas = np.full((height, width, 3), fill, dtype=np.uint8)
+    shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR  # AREA enlarges blockily
+    canvas[top : top + inner_h, left : left + inner_w] = cv2.resize(
+        image, (inner_w, inner_h), interpolation=shrink
+    )
+    return Letterbox(canvas, scale, left, top, inner_w, inner_h)

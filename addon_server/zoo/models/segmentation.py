@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from addon_server.detector.base import Detection
@@ -24,7 +23,7 @@ from addon_server.errors import ModelNotInstalledError
 from addon_server.imaging import BGRImage
 from addon_server.zoo.interface import Frame, LoadContext
 from addon_server.zoo.models._ort_local import session
-from addon_server.zoo.models.boxes import Box, largest
+from addon_server.zoo.models.boxes import Box, largest, letterbox, padded_region
 
 WIDTH, HEIGHT = 256, 144
 MAX_CROPS = 8
@@ -85,26 +84,18 @@ class PersonSegmenter:
 
     def probabilities(self, crop: BGRImage) -> np.ndarray:
         """Meet's person probability for each pixel of ``crop``, at the letterboxed size."""
-        height, width = crop.shape[:2]
-        scale = min(WIDTH / width, HEIGHT / height)
-        inner_w, inner_h = max(1, round(width * scale)), max(1, round(height * scale))
-        left, top = (WIDTH - inner_w) // 2, (HEIGHT - inner_h) // 2
-        canvas = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
-        canvas[top : top + inner_h, left : left + inner_w] = cv2.resize(
-            crop, (inner_w, inner_h), interpolation=cv2.INTER_AREA
-        )
-        batch = np.ascontiguousarray(canvas[None, ..., ::-1], dtype=np.float32) / 255.0
+        fitted = letterbox(crop, WIDTH, HEIGHT, fill=0)
+        batch = np.ascontiguousarray(fitted.canvas[None, ..., ::-1], dtype=np.float32) / 255.0
         (logits,) = self._session.run(["segment:0"], {"input_1:0": batch})
-        region = logits[0, top : top + inner_h, left : left + inner_w].astype(np.float64)
+        top, left = fitted.top, fitted.left
+        region = logits[0, top : top + fitted.inner_height, left : left + fitted.inner_width]
+        region = region.astype(np.float64)
         # softmax over the two classes = sigmoid of the difference
         return np.asarray(1.0 / (1.0 + np.exp(region[..., 0] - region[..., 1])))
 
     def segment(self, pixels: BGRImage, person: Detection) -> PersonMask:
         height, width = pixels.shape[:2]
-        pad_x, pad_y = int(person.width * 0.05), int(person.height * 0.05)
-        x1, y1 = max(0, person.x - pad_x), max(0, person.y - pad_y)
-        x2 = min(width, person.x + person.width + pad_x)
-        y2 = min(height, person.y + person.height + pad_y)
+        x1, y1, x2, y2 = padded_region(person, 0.05, 0.05, width, height)
         bbox = Box.from_corners(person.x, person.y, person.x + person.width,
                                 person.y + person.height, width, height)  # fmt: skip
         if x2 - x1 < 2 or y2 - y1 < 2 or bbox.area == 0:

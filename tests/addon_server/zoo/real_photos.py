@@ -61,7 +61,14 @@ def load_with_figures(build: Callable[[LoadContext], T], context: LoadContext) -
     return model
 
 
-def same_answers(model: ZooModel, frames: Sequence[Frame], workers: int = 4) -> list[Any]:
-    """Each frame's ``as_json`` from ``workers`` threads at once (the order of ``frames``)."""
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda f: model.infer(f).as_json(), frames))
+def same_answers(model: ZooModel, frames: Sequence[Frame], repeats: int = 3) -> list[Any]:
+    """Each frame's ``as_json``, run ``repeats`` times from 4 threads at once; all agree.
+
+    Returns the answers of the first round (in the order of ``frames``).
+    """
+    work = list(frames) * repeats
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda f: model.infer(f).as_json(), work))
+    rounds = [answers[i : i + len(frames)] for i in range(0, len(work), len(frames))]
+    assert all(r == rounds[0] for r in rounds), "concurrent calls disagreed"
+    return rounds[0]

@@ -77,11 +77,8 @@ def test_a_rotated_crop_of_one_standing_man_is_not_called_a_fall(model: FallDete
 
 
 def test_concurrent_calls_give_the_same_answers(model: FallDetector) -> None:
-    frames = [Frame(photo("zidane")), Frame(_rotated("bus"))] * 3
-    answers = same_answers(model, frames)
-    assert answers[0] == answers[2] == answers[4]
-    assert answers[1] == answers[3] == answers[5]
-    assert answers[1]["fall_detected"]
+    answers = same_answers(model, [Frame(photo("zidane")), Frame(_rotated("bus"))])
+    assert [a["fall_detected"] for a in answers] == [False, True]
 
 
 def test_warmup_and_close() -> None:
