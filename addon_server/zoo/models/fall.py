@@ -29,6 +29,7 @@ import numpy as np
 from addon_server.errors import ModelNotInstalledError
 from addon_server.zoo.interface import Frame, LoadContext
 from addon_server.zoo.models.boxes import Box
+from addon_server.zoo.registry import resolve_file
 
 FALL_FILE = "pkg:fall_detection/models/best.pt"
 FALL_CLASS = "Fall"
@@ -74,8 +75,6 @@ class FallDetector:
     """Fallen people in a frame (YOLOv8s, two classes)."""
 
     def __init__(self, context: LoadContext) -> None:
-        from addon_server.zoo.registry import resolve_file
-
         path = resolve_file(str(context.options.get("file", FALL_FILE)), context.models_dir)
         if not path.is_file():
             raise ModelNotInstalledError(

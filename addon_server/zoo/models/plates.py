@@ -35,6 +35,7 @@ from addon_server.imaging import BGRImage
 from addon_server.zoo.interface import Frame, LoadContext
 from addon_server.zoo.models._ort_local import session
 from addon_server.zoo.models.boxes import Box, largest, letterbox, padded_region
+from addon_server.zoo.registry import resolve_file
 
 PLATE_FILE = "pkg:platedet/artifacts/platedet.onnx"
 PLATE_VEHICLES = ("car", "truck", "bus", "motorcycle")
@@ -91,8 +92,6 @@ class PlateReader:
     """Plate boxes on vehicles, then their text."""
 
     def __init__(self, context: LoadContext) -> None:
-        from addon_server.zoo.registry import resolve_file
-
         path = resolve_file(str(context.options.get("file", PLATE_FILE)), context.models_dir)
         if not path.is_file():
             raise ModelNotInstalledError(
