@@ -9,14 +9,18 @@ aspect-preserving fit into a fixed network input.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
 from addon_server.detector.base import Detection
 from addon_server.imaging import BGRImage
+
+MAX_CROPS = 8
+"""Detections per frame a crop model looks at unless the zoo's ``max_crops`` option says."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,11 @@ class Box:
 
     def as_json(self) -> dict[str, int]:
         return {"x": self.x, "y": self.y, "width": self.width, "height": self.height}
+
+
+def crop_limit(options: Mapping[str, Any]) -> int:
+    """The zoo's ``max_crops`` (the service passes it to every loader), else :data:`MAX_CROPS`."""
+    return max(1, int(options.get("max_crops", MAX_CROPS)))
 
 
 def largest(detections: Sequence[Detection], limit: int) -> list[Detection]:

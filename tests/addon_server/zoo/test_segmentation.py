@@ -78,3 +78,10 @@ def test_warmup_and_close() -> None:
     model.close()
     with pytest.raises(AttributeError):
         model.infer(Frame(photo("zidane"), ZIDANE_PERSONS))
+
+
+def test_the_zoo_max_crops_option_bounds_the_crops() -> None:
+    model = PersonSegmenter(LoadContext(SHARED_MODELS, "cpu", {"max_crops": 2}))
+    result = model.infer(Frame(photo("bus"), BUS_PERSONS))
+    assert [p.bbox.width for p in result.persons] == [165, 171]  # the two largest boxes
+    model.close()
