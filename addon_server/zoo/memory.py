@@ -22,12 +22,14 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+_LOGGER = logging.getLogger(__name__)
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -91,6 +93,11 @@ class Probe:
         self.index = int(device.split(":", 1)[1]) if device.startswith("cuda:") else None
         self._nvml: Any = None
         self.free_bytes: int | None = None
+        if self.index is not None and not _cuda_readable(self.index):
+            # A device torch cannot query (no driver in this process, a test's pretend GPU):
+            # measure the host process instead, so a load is still measured, never guessed.
+            _LOGGER.warning("%s memory cannot be read; measuring process RSS instead", device)
+            self.index = None
         if self.index is not None:
             self._nvml = _nvml_handle(self.index)
         self.refresh()
@@ -148,6 +155,16 @@ class Probe:
         else:
             self._torch().cuda.empty_cache()
         self.refresh()
+
+
+def _cuda_readable(index: int) -> bool:
+    try:
+        import torch
+
+        torch.cuda.memory_reserved(index)
+    except Exception:
+        return False
+    return True
 
 
 def _nvml_handle(index: int) -> Any:
