@@ -161,10 +161,9 @@ def _cuda_readable(index: int) -> bool:
     try:
         import torch
 
-        torch.cuda.memory_reserved(index)
-    except Exception:
+        return bool(torch.cuda.is_available() and index < torch.cuda.device_count())
+    except Exception:  # any failure means "not readable here"
         return False
-    return True
 
 
 def _nvml_handle(index: int) -> Any:
