@@ -75,7 +75,6 @@ class OnnxFaceEmbedder:
         self.spec = spec
         self.name = spec.name
         self.threshold = spec.threshold
-        self.memory_bytes = path.stat().st_size
         self._session = ort.InferenceSession(str(path), providers=providers)
 
     def embed(self, pixels: BGRImage, faces: Sequence[FaceBox]) -> list[Vector]:

@@ -19,8 +19,8 @@ from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from addon_server.detector.base import Detection
-from addon_server.imaging import BGRImage
+from addon_server.detector.base import Detection, clip_box
+from addon_server.imaging import BGRImage, DecodedImage
 
 
 class Priority(IntEnum):
@@ -142,3 +142,21 @@ def crop(pixels: BGRImage, detection: Detection, pad: float = 0.0) -> BGRImage:
 
 def boxes_json(detections: Sequence[Detection]) -> list[dict[str, int]]:
     return [{"x": d.x, "y": d.y, "width": d.width, "height": d.height} for d in detections]
+
+
+def in_pixels(detections: Sequence[Detection], image: DecodedImage) -> tuple[Detection, ...]:
+    """Detections reported in the upload's pixels, moved onto ``image.pixels`` (a reduced decode).
+
+    Order is kept (boxes that clip to nothing stay, zero-sized) so indices still match.
+    """
+    if not image.reduced:
+        return tuple(detections)
+    sx, sy = image.to_original()
+    height, width = image.pixels.shape[:2]
+    out = []
+    for d in detections:
+        x, y, w, h = clip_box(
+            d.x / sx, d.y / sy, (d.x + d.width) / sx, (d.y + d.height) / sy, width, height
+        )
+        out.append(Detection(d.class_name, d.confidence, x, y, w, h))
+    return tuple(out)

@@ -39,7 +39,8 @@ class ModelSpec:
     """One registered model."""
 
     name: str
-    loader: str
+    loader: str | Loader
+    """``"module:attribute"`` (imported on first load), or the loader itself."""
     category: str
     priority: Priority
     estimated_bytes: int
@@ -54,6 +55,8 @@ class ModelSpec:
     """Python modules the loader imports (checked without importing them)."""
 
     def resolve_loader(self) -> Loader:
+        if not isinstance(self.loader, str):
+            return self.loader
         module, _, attribute = self.loader.partition(":")
         return cast(Loader, getattr(importlib.import_module(module), attribute))
 
