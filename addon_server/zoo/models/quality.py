@@ -134,8 +134,12 @@ class ImageQuality:
         elif not (model and ranges):
             self.brisque_unavailable = "no BRISQUE model/range files configured"
         else:
-            paths = (str(context.path(str(model))), str(context.path(str(ranges))))
-            self._brisque_files = paths
+            paths = (context.path(str(model)), context.path(str(ranges)))
+            absent = [str(p) for p in paths if not p.is_file()]
+            if absent:
+                self.brisque_unavailable = f"BRISQUE files missing: {', '.join(absent)}"
+            else:
+                self._brisque_files = (str(paths[0]), str(paths[1]))
 
     def infer(self, frame: Frame) -> QualityResult:
         return self.measure(frame.pixels)

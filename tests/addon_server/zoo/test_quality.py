@@ -86,13 +86,17 @@ def test_json_is_plain_and_brisque_says_why_it_is_absent(quality: ImageQuality) 
         assert "quality module" in body["brisque_unavailable"]
 
 
-def test_brisque_files_configured_without_the_module_still_loads(tmp_path: Path) -> None:
+def test_brisque_files_configured_but_unusable_still_measure(tmp_path: Path) -> None:
     options = {"brisque_model": "brisque_model_live.yml", "brisque_range": "range.yml"}
     model = ImageQuality(LoadContext(models_dir=tmp_path, device="cpu", options=options))
     result = model.infer(Frame(photo("coffee")))
-    if not hasattr(cv2, "quality"):
-        assert result.brisque is None
-        assert result.brisque_unavailable is not None
+    assert result.brisque is None
+    assert result.flags == ()
+    reason = result.brisque_unavailable or ""
+    if hasattr(cv2, "quality"):
+        assert str(tmp_path / "brisque_model_live.yml") in reason
+    else:
+        assert "quality module" in reason
 
 
 def test_concurrent_calls_give_the_same_answers(quality: ImageQuality) -> None:
