@@ -59,12 +59,37 @@ def test_the_cat_photo_is_a_household_cat(pets: PetClassifier) -> None:
     assert pets.infer(Frame(photo("chelsea"))).pets == ()  # no animal detected, nothing run
 
 
+@pytest.mark.parametrize("detected", ["horse", "bird", "cow"])
+def test_an_animal_imagenet_does_not_see_as_a_pet_is_not_called_one(
+    pets: PetClassifier, detected: str
+) -> None:
+    """A detector's horse on a photo with no cat or dog in it (a coffee cup): ImageNet's cat
+    and dog groups hold about 1 %, which never makes a household dog."""
+    assert pets.infer(whole("coffee", detected)).pets == ()
+    (unsure,) = pets.infer(whole("coffee", "dog")).pets  # the detector's own dog still counts
+    assert (unsure.species, unsure.label, unsure.is_household_pet) == ("dog", "unsure", True)
+    assert unsure.confidence < 0.3
+
+
 def test_the_bus_is_a_bus(pets: PetClassifier) -> None:
     model = load_with_figures(VehicleClassifier, CONTEXT)
     result = model.infer(Frame(photo("bus"), (BUS, *BUS_PERSONS)))
     (vehicle,) = result.vehicles  # persons are not vehicles
     assert vehicle.vehicle_type == "bus"
     assert "Vehicle: bus" in result.context_lines()[0]
+
+
+def test_the_motorcycle_photo_is_a_motorcycle() -> None:
+    """scikit-image's stereo motorcycle (a real photo of a parked motorbike)."""
+    from skimage import data
+
+    pixels = np.ascontiguousarray(data.stereo_motorcycle()[0][:, :, ::-1])
+    model = load_with_figures(VehicleClassifier, CONTEXT)
+    found = Frame(pixels, (Detection("motorcycle", 0.9, 40, 60, 700, 420),))
+    (vehicle,) = model.infer(found).vehicles
+    assert vehicle.vehicle_type == "motorcycle"
+    assert vehicle.confidence > 0.5
+    same_answers(model, [found])
 
 
 def test_a_detected_knife_is_a_threat_and_people_alone_are_not(threat: ThreatDetector) -> None:
