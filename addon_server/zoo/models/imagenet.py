@@ -34,6 +34,8 @@ TYPE_MIN = 0.15
 
 
 def build_classifier(context: LoadContext) -> OnnxCropNet:
+    """The classifier, with the class names read now (a load, not a first finding, pays)."""
+    classes.names()
     return OnnxCropNet(
         context,
         CLASSIFIER_FILE,
