@@ -127,7 +127,7 @@ class PetClassifier:
         return None
 
     def warmup(self) -> None:
-        self._net.run([np.zeros((64, 64, 3), dtype=np.uint8)])
+        self._net.warmup(self._limit)
 
     def close(self) -> None:
         self._net.close()
@@ -186,7 +186,7 @@ class VehicleClassifier:
         return VehicleResult(tuple(vehicles))
 
     def warmup(self) -> None:
-        self._net.run([np.zeros((64, 64, 3), dtype=np.uint8)])
+        self._net.warmup(self._limit)
 
     def close(self) -> None:
         self._net.close()

@@ -131,6 +131,20 @@ def test_the_same_person_is_closer_than_another(appearance: AppearanceEmbedder) 
     assert len(full["embeddings"]) == 2 and len(full["embeddings"][0]["vector"]) == 1280
 
 
+def test_crops_in_batches_of_any_size_give_the_same_rows(appearance: AppearanceEmbedder) -> None:
+    """The CPU default runs one crop at a time (memory); a GPU's batches, or a batch that does
+    not divide the crops, give each person the same vector in the same order."""
+    frame = Frame(photo("bus"), BUS_PERSONS)
+    one = appearance.infer(frame).embeddings
+    for size in (3, 8):
+        model = AppearanceEmbedder(LoadContext(SHARED_MODELS, "cpu", {"crop_batch": size}))
+        batched = model.infer(frame).embeddings
+        assert [e.bbox for e in batched] == [e.bbox for e in one]
+        for a, b in zip(one, batched, strict=True):
+            np.testing.assert_allclose(a.vector, b.vector, atol=1e-4)
+        model.close()
+
+
 class TinyOsnet(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
