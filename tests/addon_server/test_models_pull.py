@@ -260,3 +260,9 @@ def test_list_shows_installed_and_missing_with_paths(
     assert lines["meet"][1:3] == ["installed", str(tmp_path / "meet.onnx")]
     assert lines["selfie"][1:3] == ["missing", str(tmp_path / "selfie.onnx")]
     assert set(lines) == {item.name for item in load_manifest()}
+
+
+def test_local_folder_as_file_url_mirror(tmp_path: Path) -> None:
+    """A copy on disk works as a mirror too (the README's ``file:///path``)."""
+    assert _pull(tmp_path, "meet", "--mirror", SHARED_MODELS.resolve().as_uri()) == 0
+    assert _verified(tmp_path, "meet")
