@@ -29,6 +29,8 @@ from addon_server.detector.batcher import DynamicBatcher
 from addon_server.devices import DeviceTable
 from addon_server.imaging import DecodedImage
 from addon_server.metrics import Metrics
+from addon_server.served import ModelInfo, NotUnloadableError
+from addon_server.zoo.memory import Probe
 
 _LOGGER = logging.getLogger(__name__)
 SERVICE = "detector"
@@ -82,6 +84,7 @@ class DetectionService:
         self.load_error: str | None = None
         self.installed = True
         self.tuning: TuneResult | None = None
+        self.measured_bytes: int | None = None
         self.backend = resolve_backend(settings)
 
     @property
@@ -91,9 +94,12 @@ class DetectionService:
         return self.settings.model_path or "yolov3-tiny-coco"
 
     async def start(self) -> None:
-        if self.detector is None:
+        detector = self.detector
+        if detector is None:
             try:
-                self.detector = await asyncio.to_thread(load_detector, self.settings, self.device)
+                detector, measured = await asyncio.to_thread(
+                    Probe(self.device).measure, self._load_and_warm
+                )
             except ModelNotInstalledError as err:
                 self.installed = False
                 self.load_error = str(err)
@@ -103,9 +109,15 @@ class DetectionService:
                 self.load_error = f"failed to load: {err}"
                 _LOGGER.exception("detector failed to load")
                 return
-        self.device = self.detector.device
-        if self.settings.warmup:
-            await asyncio.to_thread(self._warmup, self.detector)
+            self.measured_bytes = measured.delta
+        else:
+            if self.settings.warmup:
+                await asyncio.to_thread(self._warmup, detector)
+            self.measured_bytes = detector.memory_bytes()
+        assert detector is not None
+        self.detector = detector
+        self.load_error = None
+        self.device = detector.device
         batching = self.batching
         if (
             self.settings.warmup
@@ -113,19 +125,22 @@ class DetectionService:
             and batching.autotune
             and batching.max_batch_size > 1
         ):
-            self.tuning = await asyncio.to_thread(
-                best_batch_size, self.detector, batching.max_batch_size
-            )
-            preferred = tuple(
-                s for s in batching.preferred_batch_sizes if s <= self.tuning.batch_size
-            )
+            tuning = await asyncio.to_thread(best_batch_size, detector, batching.max_batch_size)
+            self.tuning = tuning
+            preferred = tuple(s for s in batching.preferred_batch_sizes if s <= tuning.batch_size)
             batching = replace(
-                batching, max_batch_size=self.tuning.batch_size, preferred_batch_sizes=preferred
+                batching, max_batch_size=tuning.batch_size, preferred_batch_sizes=preferred
             )
-        self.devices.reserve(self.device, SERVICE, self.detector.memory_bytes())
+        self.devices.reserve(self.device, SERVICE, self.measured_bytes or 0)
         self.metrics.model_loaded.set(1)
-        self.batcher = DynamicBatcher(self.detector, batching, on_batch=self._on_batch)
+        self.batcher = DynamicBatcher(detector, batching, on_batch=self._on_batch)
         await self.batcher.start()
+
+    def _load_and_warm(self) -> Detector:
+        detector = load_detector(self.settings, self.device)
+        if self.settings.warmup:
+            self._warmup(detector)
+        return detector
 
     @staticmethod
     def _warmup(detector: Detector) -> None:
@@ -190,16 +205,39 @@ class DetectionService:
             batch_size=batch_size,
         )
 
-    def health(self) -> dict[str, object]:
-        return {
-            "name": self.model_name,
-            "kind": "detector",
-            "backend": self.detector.backend if self.detector else self.backend,
-            "device": self.device,
-            "loaded": self.detector is not None,
-            "installed": self.installed,
-            "vram_bytes": self.detector.memory_bytes()
-            if self.detector is not None and self.device.startswith("cuda")
-            else 0,
-            "error": self.load_error,
-        }
+    @property
+    def name(self) -> str:
+        return self.model_name
+
+    def info(self) -> ModelInfo:
+        """The detector's entry in /health and /v1/models (the served-model interface)."""
+        if self.detector is not None:
+            state = "loaded"
+        else:
+            state = "failed" if self.installed else "not_installed"
+        return ModelInfo(
+            self.model_name,
+            "detector",
+            self.detector.backend if self.detector else self.backend,
+            self.device,
+            state,
+            self.installed,
+            measured_bytes=self.measured_bytes,
+            accounted_bytes=self.measured_bytes or 0 if self.detector is not None else 0,
+            priority="critical",
+            unloadable=False,
+            error=self.load_error,
+        )
+
+    async def load(self, *, pin: bool | None = None) -> None:
+        """Load the detector if it failed at start-up (a file installed since)."""
+        if self.detector is None:
+            self.installed = True
+            await self.start()
+        if self.detector is None:
+            raise ModelNotInstalledError(self.load_error or "the detector is not installed")
+
+    async def unload(self) -> None:
+        raise NotUnloadableError(
+            f"{self.model_name} is the detector and stays loaded while the add-on runs"
+        )

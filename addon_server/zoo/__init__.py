@@ -1,1 +1,1 @@
-"""The model zoo: many models on per-GPU byte budgets (registry, manager, per-family loaders)."""
+"""The model zoo: enrichment models on per-device byte budgets (see ``manager.py``)."""
