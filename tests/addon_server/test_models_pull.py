@@ -274,3 +274,16 @@ def test_wheel_entries_install_under_the_member_name() -> None:
     for item in load_manifest():
         if item.member is not None:
             assert item.file == Path(item.member).name
+
+
+def test_every_registry_weight_with_a_source_is_in_the_manifest() -> None:
+    """Each zoo file that a package ships (``pkg:``) or the shared folder holds can be pulled,
+    under the name the registry looks for; user-supplied weights (threat YOLO, OSNet, …) are not
+    in the manifest."""
+    from addon_server.zoo.registry import SPECS
+
+    files = {item.file for item in load_manifest()}
+    for spec in SPECS:
+        for file in spec.files:
+            if file.startswith("pkg:") or (SHARED_MODELS / file).is_file():
+                assert Path(file).name in files, f"{spec.name}: {file} has no manifest entry"
