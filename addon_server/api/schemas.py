@@ -40,6 +40,7 @@ ISSUE_CODES: Final = (
     "storage_full",
     "storage_unavailable",
     "cpu_only",
+    "triton_unavailable",
 )
 """Codes of /health ``issues``: Home Assistant has a repair text for each (its ``ISSUE_CODES``)."""
 ISSUE_SEVERITIES: Final = ("warning", "info")
@@ -189,6 +190,33 @@ SCHEMAS["Event"] = closed(
     }
 )
 SCHEMAS["EventList"] = closed({"events": array(ref("Event"))})
+SCHEMAS["TritonStatistics"] = closed(
+    {
+        "inference_count": COUNT,
+        "execution_count": COUNT,
+        "success_count": COUNT,
+        "failure_count": COUNT,
+        "queue_seconds": DURATION,
+        "compute_seconds": DURATION,
+    }
+)
+SCHEMAS["TritonHealth"] = closed(
+    {
+        "url": TEXT,
+        "protocol": enum(("grpc", "http")),
+        "model": TEXT,
+        "live": BOOLEAN,
+        "ready": BOOLEAN,
+        "model_ready": BOOLEAN,
+        "versions": array(TEXT),
+        "platform": STRING,
+        "max_batch_size": COUNT,
+        "statistics": ref("TritonStatistics"),
+        "retries": COUNT,
+        "failures": COUNT,
+        "error": nullable(STRING),
+    }
+)
 SCHEMAS["Model"] = closed(
     {
         "name": TEXT,
@@ -199,7 +227,8 @@ SCHEMAS["Model"] = closed(
         "installed": BOOLEAN,
         "vram_bytes": BYTES,
         "error": nullable(STRING),
-    }
+    },
+    {"triton": ref("TritonHealth")},
 )
 SCHEMAS["ModelList"] = closed({"models": array(ref("Model"))})
 SCHEMAS["Device"] = closed(

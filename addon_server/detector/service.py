@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import Any
 
 from addon_server.config import BatchingSettings, DetectorSettings
 from addon_server.detector import ModelNotInstalledError, load_detector, resolve_backend
@@ -26,6 +27,7 @@ from addon_server.detector.base import (
     select,
 )
 from addon_server.detector.batcher import DynamicBatcher
+from addon_server.detector.triton import TritonDetector
 from addon_server.devices import DeviceTable
 from addon_server.imaging import DecodedImage
 from addon_server.metrics import Metrics
@@ -88,6 +90,8 @@ class DetectionService:
     def model_name(self) -> str:
         if self.detector is not None:
             return self.detector.name
+        if self.backend == "triton":
+            return self.settings.triton.model
         return self.settings.model_path or "yolov3-tiny-coco"
 
     async def start(self) -> None:
@@ -190,8 +194,27 @@ class DetectionService:
             batch_size=batch_size,
         )
 
+    def triton_health(self) -> dict[str, Any] | None:
+        """Triton's health, metadata and statistics, when the detector is served there."""
+        return self.detector.health() if isinstance(self.detector, TritonDetector) else None
+
+    def issues(self) -> list[dict[str, Any]]:
+        """A Triton backend that cannot answer: a repair in Home Assistant until it is back."""
+        if self.backend != "triton":
+            return []
+        triton = self.triton_health()
+        if triton is None:
+            message = self.load_error or "the Triton backend is not connected"
+        elif triton["error"] is not None:
+            message = str(triton["error"])
+        else:
+            return []
+        return [{"code": "triton_unavailable", "model": self.model_name, "message": message}]
+
     def health(self) -> dict[str, object]:
+        triton = self.triton_health()
         return {
+            **({"triton": triton} if triton is not None else {}),
             "name": self.model_name,
             "kind": "detector",
             "backend": self.detector.backend if self.detector else self.backend,
