@@ -9,6 +9,7 @@ installed instead of failing the whole add-on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -29,6 +30,7 @@ from addon_server.detector.base import (
 from addon_server.detector.batcher import DynamicBatcher
 from addon_server.detector.triton import TritonDetector
 from addon_server.devices import DeviceTable
+from addon_server.errors import BackendUnavailableError
 from addon_server.imaging import DecodedImage
 from addon_server.metrics import Metrics
 
@@ -85,6 +87,9 @@ class DetectionService:
         self.installed = True
         self.tuning: TuneResult | None = None
         self.backend = resolve_backend(settings)
+        self.unavailable: BackendUnavailableError | None = None
+        """Why a served detector (Triton) could not be loaded yet; retried in the background."""
+        self._loading: asyncio.Task[None] | None = None
 
     @property
     def model_name(self) -> str:
@@ -103,10 +108,42 @@ class DetectionService:
                 self.load_error = str(err)
                 _LOGGER.error("detector not installed: %s", err)
                 return
+            except BackendUnavailableError as err:
+                # The server (Triton) may start after the add-on: keep trying in the
+                # background; /health and /v1/detect name the cause meanwhile.
+                self.unavailable, self.load_error = err, str(err)
+                _LOGGER.warning("detector backend unavailable; retrying: %s", err)
+                self._loading = asyncio.create_task(
+                    self._load_when_available(), name="vigil-detector-load"
+                )
+                return
             except Exception as err:  # a bad model file must not stop the server
                 self.load_error = f"failed to load: {err}"
                 _LOGGER.exception("detector failed to load")
                 return
+        await self._serve(self.detector)
+
+    async def _load_when_available(self) -> None:
+        """Retry loading a served detector every probe interval until its server answers."""
+        while True:
+            await asyncio.sleep(self.settings.triton.probe_interval_s)
+            try:
+                detector = await asyncio.to_thread(load_detector, self.settings, self.device)
+            except BackendUnavailableError as err:
+                self.unavailable, self.load_error = err, str(err)
+                continue
+            except Exception as err:
+                self.unavailable, self.load_error = None, f"failed to load: {err}"
+                _LOGGER.exception("detector failed to load")
+                return
+            _LOGGER.info("detector backend available again: %s", detector.name)
+            self.detector, self.unavailable, self.load_error = detector, None, None
+            await self._serve(detector)
+            return
+
+    async def _serve(self, detector: Detector) -> None:
+        """Warm the loaded detector up, tune its batch size and start its batcher."""
+        self.detector = detector
         self.device = self.detector.device
         if self.settings.warmup:
             await asyncio.to_thread(self._warmup, self.detector)
@@ -138,6 +175,11 @@ class DetectionService:
         detector.detect_batch([np.zeros((64, 64, 3), dtype=np.uint8)])
 
     async def stop(self) -> None:
+        if self._loading is not None:
+            self._loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loading
+            self._loading = None
         if self.batcher is not None:
             await self.batcher.stop()
             self.batcher = None
@@ -178,6 +220,8 @@ class DetectionService:
     async def detect(self, image: DecodedImage, selection: Selection) -> DetectionResult:
         """Run one image through the batcher and keep what ``selection`` asks for."""
         if self.batcher is None or self.detector is None:
+            if self.unavailable is not None:
+                raise type(self.unavailable)(str(self.unavailable))
             raise DetectorUnavailableError(self.load_error or "the detector is not loaded")
         started = time.perf_counter()
         self.metrics.queue_depth.set(self.batcher.queue_depth)

@@ -220,6 +220,22 @@ async def test_outage_gives_503_and_a_repair_then_recovers(
         metrics = await (await client.get("/metrics")).text()
         assert 'vigil_triton_up{model="vigil_detector"} 0.0' in metrics
 
+    # An add-on that starts while Triton is down: unhealthy, the same issue and 503 ...
+    late = await aiohttp_client(
+        create_app(
+            make_settings(
+                triton_document(triton, "grpc", probe_interval_s=0.1, max_retries=1, backoff_s=0.01)
+            )
+        )
+    )
+    health = await (await late.get("/health")).json()
+    assert health["status"] == "unhealthy"
+    assert [i["code"] for i in health["issues"] if i["code"] == "triton_unavailable"]
+    resp = await detect(late)
+    assert resp.status == 503
+    assert (await resp.json())["error"]["code"] == "triton_unavailable"
+    clients.append(late)  # ... and it too answers once Triton is back, with no restart.
+
     triton.start()
     triton.wait_ready(HANG_TIMEOUT_S)
     for client in clients:
@@ -228,10 +244,16 @@ async def test_outage_gives_503_and_a_repair_then_recovers(
             health = await (await client.get("/health")).json()
             return not any(i["code"] == "triton_unavailable" for i in health["issues"])
 
+        async def answers(client: Any = client) -> bool:
+            return bool((await detect(client)).status == 200)
+
         await eventually_async(recovered, "/health recovers once Triton is back")
+        await eventually_async(answers, "/v1/detect answers once Triton is back")
         resp = await detect(client)
         assert resp.status == 200
         assert persons(await resp.json()) >= 3
+        health = await (await client.get("/health")).json()
+        assert health["status"] != "unhealthy"
 
 
 def test_config_names_and_selection() -> None:
