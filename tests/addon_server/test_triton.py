@@ -11,7 +11,6 @@ import asyncio
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -288,7 +287,7 @@ def test_config_names_and_selection() -> None:
         parse({"detector": {"backend": "darknet"}}, environ={"TRITON_ENABLED": "1"})
 
 
-def test_unreachable_at_startup_is_reported(make_settings: Any, tmp_path: Path) -> None:
+def test_unreachable_at_startup_is_reported() -> None:
     """No server at all: loading fails with the server named (the service reports it)."""
     from addon_server.errors import TritonUnavailableError
 
