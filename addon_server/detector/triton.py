@@ -170,7 +170,7 @@ class _Connection:
                 self.settings.model, [tensor], client_timeout=self.settings.timeout_s
             )
         else:
-            result = self.client.infer(self.settings.model, [tensor], timeout=None)
+            result = self.client.infer(self.settings.model, [tensor])
         out = result.as_numpy(OUTPUT_NAME)
         if out is None:
             raise TritonUnavailableError(

@@ -210,6 +210,14 @@ async def test_outage_gives_503_and_a_repair_then_recovers(
         assert error["code"] == "triton_unavailable"
         port = triton.grpc_port if protocol == "grpc" else triton.http_port
         assert f"Triton server at 127.0.0.1:{port} ({protocol}) is unavailable" in error["message"]
+        resp = await client.post(
+            "/v1/analyze",
+            params={"camera": "front_door"},
+            data=bus_jpg,
+            headers={"Content-Type": "image/jpeg"},
+        )
+        assert resp.status == 503
+        assert (await resp.json())["error"]["code"] == "triton_unavailable"
         health = await (await client.get("/health")).json()
         assert health["status"] == "degraded"
         issue = next(i for i in health["issues"] if i["code"] == "triton_unavailable")
