@@ -18,9 +18,10 @@ from addon_server.metrics import Metrics
 from addon_server.pipeline import Analyzer
 from addon_server.reasoning.reasoner import Reasoner
 from addon_server.reid.embedders import FACE_EMBEDDERS, OnnxFaceEmbedder
-from addon_server.reid.gallery import LEDGER_OWNER, ReidService
+from addon_server.reid.gallery import ReidService
 from addon_server.services import SERVICES_KEY, Services, instance_id
 from addon_server.store import EventStore
+from addon_server.zoo.service import ZooService
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -50,10 +51,10 @@ def _reid(settings: Settings, store: EventStore, devices: DeviceTable) -> ReidSe
         name=spec.name,
         window_seconds=config.window_seconds,
         search_side=settings.analysis.max_side,
+        devices=devices,
+        device=device,
     )
-    if reid.load():
-        assert reid.embedder is not None
-        devices.reserve(device, LEDGER_OWNER, reid.embedder.memory_bytes)
+    reid.load_blocking()
     return reid
 
 
@@ -85,6 +86,7 @@ def create_app(
         device=devices.device_for("llm"),
         state_dir=settings.server.data_dir,
     )
+    zoo = ZooService(settings.zoo, devices, settings.reid.models_dir, metrics)
     services = Services(
         settings=settings,
         devices=devices,
@@ -93,7 +95,10 @@ def create_app(
         store=store,
         reid=reid,
         reasoner=reasoner,
-        analyzer=Analyzer(detection, reid, reasoner, store, settings.analysis, settings.images),
+        analyzer=Analyzer(
+            detection, reid, reasoner, store, settings.analysis, settings.images, zoo=zoo
+        ),
+        zoo=zoo,
         instance_id=instance_id(settings.server.data_dir),
     )
     app = web.Application(
@@ -108,7 +113,9 @@ def create_app(
         await store.open()
         await reasoner.start()
         await detection.start()
+        await zoo.start()
         yield
+        await zoo.stop()
         await detection.stop()
         await reasoner.stop()
         await store.close()

@@ -87,6 +87,18 @@ _POSITIVE_INT = vol.All(vol.Coerce(int), vol.Range(min=1))
 _BOOL = vol.Boolean()
 _SECONDS = vol.All(vol.Coerce(float), vol.Range(min=0.01, max=3600))
 
+
+def _name_list(value: Any) -> list[str]:
+    """A list of model names, or one comma-separated string (how an env var carries it)."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise vol.Invalid("expected a list of model names or a comma-separated string")
+    return list(value)
+
+
+_NAME_LIST = _name_list
+
 _DEVICE_SCHEMA = vol.Schema(
     {
         vol.Optional("budget_gb"): vol.All(vol.Coerce(float), vol.Range(min=0.0)),
@@ -277,6 +289,17 @@ SCHEMA = vol.Schema(
             ),
             vol.Optional("max_events", default=10_000): _POSITIVE_INT,
         },
+        vol.Optional("zoo", default=dict): {
+            vol.Optional("enabled", default=True): _BOOL,
+            vol.Optional("preload", default=list): _NAME_LIST,
+            vol.Optional("disabled_models", default=list): _NAME_LIST,
+            vol.Optional("deadline_s", default=5.0): _SECONDS,
+            vol.Optional("idle_ttl_s", default=None): vol.Any(
+                None, vol.All(vol.Coerce(float), vol.Range(min=0))
+            ),
+            vol.Optional("margin_mb", default=256): vol.All(vol.Coerce(int), vol.Range(min=0)),
+            vol.Optional("max_crops", default=8): _POSITIVE_INT,
+        },
         vol.Optional("reid", default=dict): {
             vol.Optional("enabled", default=True): _BOOL,
             vol.Optional("embedder", default="faceres"): vol.In(["faceres", "mobilefacenet"]),
@@ -323,6 +346,11 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "LLM_API_KEY": ("llm", "api_key"),
     "LLM_MODEL": ("llm", "model"),
     "VIGIL_MODELS_DIR": ("reid", "models_dir"),
+    "ENRICHMENT_ENABLED": ("zoo", "enabled"),
+    "ENRICHMENT_PRELOAD_MODELS": ("zoo", "preload"),
+    "ENRICHMENT_DISABLED_MODELS": ("zoo", "disabled_models"),
+    "ENRICHMENT_IDLE_TTL_S": ("zoo", "idle_ttl_s"),
+    "ENRICHMENT_DEADLINE_S": ("zoo", "deadline_s"),
 }
 
 
@@ -437,6 +465,19 @@ class StoreSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ZooSettings:
+    """The model zoo: which models, how long an enrichment waits for memory, idle unloads."""
+
+    enabled: bool = True
+    preload: tuple[str, ...] = ()
+    disabled_models: frozenset[str] = frozenset()
+    deadline_s: float = 5.0
+    idle_ttl_s: float | None = None
+    margin_bytes: int = 256 * 1024**2
+    max_crops: int = 8
+
+
+@dataclass(frozen=True, slots=True)
 class ReidSettings:
     enabled: bool
     embedder: str
@@ -457,6 +498,7 @@ class Settings:
     analysis: AnalysisSettings
     store: StoreSettings
     reid: ReidSettings
+    zoo: ZooSettings = field(default_factory=ZooSettings)
     source: str = field(default="defaults", compare=False)
 
 
@@ -475,6 +517,17 @@ def _apply_env(document: dict[str, Any], environ: Mapping[str, str]) -> None:
                 raise ConfigError(f"{'.'.join(path[:-1])}: expected a mapping to apply ${name}")
             node = child
         node[path[-1]] = environ[name]
+
+
+def _check_zoo_names(zoo: Mapping[str, Any]) -> None:
+    """Preloaded and disabled models must be registered (a typo would silently do nothing)."""
+    from addon_server.zoo.registry import Registry  # the registry owns the names
+
+    known = Registry().names()
+    for key in ("preload", "disabled_models"):
+        unknown = [name for name in zoo[key] if name not in known]
+        if unknown:
+            raise ConfigError(f"zoo.{key}: unknown model {unknown[0]!r}; known: {', '.join(known)}")
 
 
 def _build(data: dict[str, Any], source: str) -> Settings:
@@ -519,6 +572,7 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             f"triton.enabled: conflicts with detector.backend {detector['backend']!r} "
             "(use 'auto' or 'triton')"
         )
+    _check_zoo_names(data["zoo"])
     if detector["backend"] == "darknet" and detector["model_path"] and not detector["cfg_path"]:
         raise ConfigError("detector.cfg_path: required with backend 'darknet' and a model_path")
     return Settings(
@@ -581,6 +635,15 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             models_dir=Path(data["reid"]["models_dir"]),
             threshold=data["reid"]["threshold"],
             window_seconds=data["reid"]["window_seconds"],
+        ),
+        zoo=ZooSettings(
+            enabled=data["zoo"]["enabled"],
+            preload=tuple(data["zoo"]["preload"]),
+            disabled_models=frozenset(data["zoo"]["disabled_models"]),
+            deadline_s=data["zoo"]["deadline_s"],
+            idle_ttl_s=data["zoo"]["idle_ttl_s"],
+            margin_bytes=data["zoo"]["margin_mb"] * 1024**2,
+            max_crops=data["zoo"]["max_crops"],
         ),
         source=source,
     )

@@ -147,9 +147,14 @@ class DeviceTable:
         with self._lock:
             self._ledger.pop((device_id, owner), None)
 
-    def used_bytes(self, device_id: str) -> int:
+    def used_bytes(self, device_id: str, *, exclude: str | None = None) -> int:
+        """Bytes booked on ``device_id`` (all owners, or all but ``exclude``)."""
         with self._lock:
-            return sum(n for (dev, _), n in self._ledger.items() if dev == device_id)
+            return sum(
+                n
+                for (dev, owner), n in self._ledger.items()
+                if dev == device_id and owner != exclude
+            )
 
     def free_budget_bytes(self, device_id: str) -> int:
         return self.devices[device_id].budget_bytes - self.used_bytes(device_id)

@@ -119,6 +119,83 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self._zoo(r)
         self.http_errors = Counter(
             "vigil_http_errors_total", "Error responses by code", ["code"], registry=r
+        )
+
+    def _zoo(self, r: CollectorRegistry) -> None:
+        """The model zoo's collectors; the ``enrichment_*`` names are the seeds'."""
+        self.zoo_usage = Gauge(
+            "enrichment_vram_usage_bytes",
+            "Bytes the zoo accounts per device (measured after load; estimates while loading)",
+            ["device"],
+            registry=r,
+        )
+        self.zoo_budget = Gauge(
+            "enrichment_vram_budget_bytes",
+            "The zoo's byte budget per device",
+            ["device"],
+            registry=r,
+        )
+        self.zoo_utilization = Gauge(
+            "enrichment_vram_utilization_percent",
+            "Accounted bytes (co-tenants included) as a share of the device budget",
+            ["device"],
+            registry=r,
+        )
+        self.zoo_loaded = Gauge(
+            "enrichment_models_loaded", "Zoo models loaded per device", ["device"], registry=r
+        )
+        self.zoo_evictions = Counter(
+            "enrichment_model_evictions_total",
+            "Models unloaded to make room for another",
+            ["model_name", "priority"],
+            registry=r,
+        )
+        self.zoo_unloads = Counter(
+            "vigil_zoo_unloads_total",
+            "Zoo unloads by cause (pressure, idle, request, oom, over_budget)",
+            ["model_name", "reason"],
+            registry=r,
+        )
+        self.zoo_load_seconds = Histogram(
+            "enrichment_model_load_time_seconds",
+            "Load plus warm-up time per zoo model",
+            ["model_name"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.zoo_eviction_age = Histogram(
+            "vigil_zoo_eviction_age_seconds",
+            "How long an evicted model had been loaded",
+            buckets=(1, 5, 15, 60, 300, 900, 3600, 14400),
+            registry=r,
+        )
+        self.zoo_estimate_error = Gauge(
+            "vigil_zoo_estimate_error_ratio",
+            "(measured - estimated) / estimated bytes at the model's last load",
+            ["model_name"],
+            registry=r,
+        )
+        self.zoo_admission_wait = Histogram(
+            "vigil_zoo_admission_wait_seconds",
+            "Time a request waited for a model to be admitted (0 when it was loaded)",
+            buckets=(0.0, 0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self.zoo_rejections = Counter(
+            "vigil_zoo_rejections_total",
+            "Requests refused with zoo_busy, by reason",
+            ["model_name", "reason"],
+            registry=r,
+        )
+        self.zoo_ooms = Counter(
+            "vigil_zoo_oom_total", "Out-of-memory errors while loading", ["model_name"], registry=r
+        )
+        self.zoo_overruns = Counter(
+            "vigil_zoo_budget_overruns_total",
+            "Times a measurement put the accounted bytes over the budget",
+            ["device"],
+            registry=r,
         )

@@ -1,10 +1,10 @@
 """The analyze pipeline: one camera image, left to right, into a stored risk event.
 
-decode → detect (batcher) → enrich (zoo: none yet) → re-ID → annotate → reason (rules + LLM) →
-store. Each stage hands the next a typed result; this module is the only place that knows the
-order, so a newcomer can follow one frame here from start to finish. The event is committed to
-SQLite before :meth:`Analyzer.analyze` returns — the HTTP response is only sent for an event
-that is already safe on disk.
+decode → detect (batcher) → enrich (zoo: what the detections trigger) → re-ID → annotate →
+reason (rules + LLM) → store. Each stage hands the next a typed result; this module is the only
+place that knows the order, so a newcomer can follow one frame here from start to finish. The
+event is committed to SQLite before :meth:`Analyzer.analyze` returns — the HTTP response is
+only sent for an event that is already safe on disk.
 
 Pixels are the expensive part: a frame is decoded at the analysis' working size
 (``analysis.max_side``; results are still reported in the upload's own pixels) and lives from
@@ -18,13 +18,13 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from addon_server.config import AnalysisSettings, ImageSettings
-from addon_server.detector.base import DetectionResult
+from addon_server.detector.base import DetectionResult, Selection
 from addon_server.detector.service import DetectionService
 from addon_server.imaging import Box, annotate_jpeg, decode
 from addon_server.reasoning.context import (
@@ -36,10 +36,17 @@ from addon_server.reasoning.context import (
     Sighting,
     category_of,
 )
+from addon_server.reasoning.context import (
+    Enrichment as Record,
+)
 from addon_server.reasoning.levels import LEVEL_RANK, RiskLevel, level_for
 from addon_server.reasoning.reasoner import Reasoner
 from addon_server.reid.gallery import FaceMatch, ReidService
 from addon_server.store import EventStore, new_id
+from addon_server.zoo.evidence import records
+from addon_server.zoo.interface import Frame, in_pixels
+from addon_server.zoo.registry import THREAT_CLASSES
+from addon_server.zoo.service import EnrichOutcome, ZooService
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,14 +125,27 @@ class Analyzer:
         store: EventStore,
         settings: AnalysisSettings,
         images: ImageSettings,
+        *,
+        zoo: ZooService | None = None,
     ) -> None:
         self.detection = detection
+        self.zoo = zoo
         self.reid = reid
         self.reasoner = reasoner
         self.store = store
         self.settings = settings
         self.images = images
         self.admission = Admission(settings.max_concurrent, settings.max_waiting)
+
+    def _selection(self) -> Selection:
+        """The configured classes, plus the detector's weapon classes when the zoo is on."""
+        detector = self.detection.detector
+        if self.zoo is None or detector is None:
+            return self.detection.selection()
+        weapons = THREAT_CLASSES & set(detector.class_names)
+        return self.detection.selection(
+            classes=sorted(set(self.detection.settings.classes) | weapons)
+        )
 
     async def analyze(
         self, request: AnalyzeRequest, upload: bytes, content_type: str | None = None
@@ -153,8 +173,18 @@ class Analyzer:
             timings["decode"] = _ms(started)
 
             started = time.perf_counter()
-            detected = await self.detection.detect(image, self.detection.selection())
+            detected = await self.detection.detect(image, self._selection())
             timings["detect"] = _ms(started)
+
+            started = time.perf_counter()
+            outcome = EnrichOutcome()
+            frame_detections = in_pixels(detected.detections, image)
+            if self.zoo is not None:
+                frame = Frame(image.pixels, frame_detections, request.camera)
+                outcome = await self.zoo.enrich(frame)
+            timings["enrich"] = _ms(started)
+            for name, ms in outcome.timings_ms.items():
+                timings[f"enrich_{name}"] = ms
 
             started = time.perf_counter()
             matches = await self.reid.identify(request.camera, ts, image)
@@ -168,7 +198,8 @@ class Analyzer:
 
         started = time.perf_counter()
         history = await self.store.recent_events(request.camera, ts - self.settings.history_seconds)
-        context = _scene(request, detected, matches, history, ts)
+        evidence = records(outcome.results, frame_detections)
+        context = _scene(request, detected, matches, history, ts, evidence)
         assessment = await self.reasoner.assess(context, use_llm=request.use_llm)
         timings["reason"] = _ms(started)
         for part, ms in (assessment.timings_ms or {}).items():
@@ -187,7 +218,7 @@ class Analyzer:
             "llm_error": assessment.llm_error,
             "detections": [d.as_json() for d in detected.detections],
             "counts": _counts(detected),
-            "enrichments": {},
+            "enrichments": outcome.as_json(),
             "reid": [_match_json(m) for m in matches],
             "notify": LEVEL_RANK[str(level)] >= LEVEL_RANK[str(request.notify_level)],
             "image": size,
@@ -234,6 +265,7 @@ def _scene(
     matches: Sequence[FaceMatch],
     history: Sequence[dict[str, Any]],
     ts: float,
+    evidence: Mapping[str, Sequence[Record]],
 ) -> SceneContext:
     objects = tuple(
         DetectedObject(
@@ -270,6 +302,7 @@ def _scene(
         zone=request.zone,
         persons=persons,
         history=points,
+        enrichments=evidence,
     )
 
 

@@ -21,7 +21,9 @@ from addon_server.metrics import Metrics
 from addon_server.pipeline import Analyzer
 from addon_server.reasoning.reasoner import Reasoner
 from addon_server.reid.gallery import ReidService
+from addon_server.served import ServedModel
 from addon_server.store import EventStore, os_storage_error
+from addon_server.zoo.service import ZooService
 
 
 @dataclass
@@ -36,15 +38,34 @@ class Services:
     reid: ReidService
     reasoner: Reasoner
     analyzer: Analyzer
+    zoo: ZooService
     instance_id: str
     started: float = field(default_factory=time.monotonic)
 
+    def served(self) -> list[ServedModel]:
+        """Every model the add-on serves, the detector first: one list for /health,
+        /v1/models, metrics and the device budget."""
+        models: list[ServedModel] = [self.detection, self.reid]
+        llm = self.reasoner.served()
+        if llm is not None:
+            models.append(llm)
+        models.extend(self.zoo.served())
+        return models
+
+    def book_llm_memory(self) -> None:
+        """Put the LLM server's measured memory in its device's ledger (a zoo co-tenant)."""
+        llm = self.reasoner.served()
+        measured = llm.measured_bytes() if llm is not None else None
+        device = self.devices.device_for("llm")
+        if measured:
+            self.devices.reserve(device, "llm", measured)
+        else:
+            self.devices.release(device, "llm")
+
     def models(self) -> list[dict[str, Any]]:
         """Every model the add-on runs, as /health and /v1/models list them."""
-        return [
-            self.detection.health(),
-            self.reid.health(self.devices.device_for("zoo")),
-        ]
+        self.book_llm_memory()
+        return [model.info().as_json() for model in self.served()]
 
 
 SERVICES_KEY = web.AppKey("services", Services)

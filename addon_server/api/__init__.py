@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from addon_server.api import analyze, detect, events, health, models, openapi, people
+from addon_server.api import analyze, detect, enrich, events, health, models, openapi, people
 from addon_server.api.routes import Route
 
 ALL_ROUTES: list[Route] = [
@@ -14,6 +14,7 @@ ALL_ROUTES: list[Route] = [
     *events.ROUTES,
     *people.ROUTES,
     *models.ROUTES,
+    *enrich.ROUTES,
     *openapi.ROUTES,
 ]
 

@@ -1,70 +1,95 @@
-"""``/v1/models``: what is loaded where, and loading/unloading models on demand.
+"""``/v1/models`` and ``/v1/zoo/status``: what is loaded where, and loading, unloading and
+pinning models on demand.
 
-The detector is always resident (the add-on exists to detect); the face embedder can be
-unloaded to give its device budget back and loaded again. The model zoo's enrichment models
-will join this list through the same handlers.
+Every served model — the detector, the face embedder, the LLM server and each zoo model — is
+one entry of one list (``Services.served``), so these handlers never ask which kind a model is:
+the detector and the LLM refuse an unload themselves (409 ``not_unloadable``), a model whose
+weights are absent answers 409 ``model_not_installed`` naming the path, and a zoo model that
+cannot get memory in time answers 503 ``zoo_busy`` with ``Retry-After``.
 """
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 from aiohttp import web
 
 from addon_server.api.errors import ApiError
-from addon_server.api.routes import Route, error, json_response, path_param
-from addon_server.reid.gallery import LEDGER_OWNER
+from addon_server.api.routes import RETRY_AFTER, Route, error, json_response, path_param, query
+from addon_server.api.schemas import BOOLEAN
+from addon_server.errors import ModelNotInstalledError
+from addon_server.served import NotUnloadableError, ServedModel
 from addon_server.services import SERVICES_KEY, Services
+from addon_server.zoo.interface import ModelLoadError, ZooBusyError
+
+ZOO_BUSY_RETRY_S = 5
 
 
-def _find(services: Services, name: str) -> dict[str, Any]:
-    for model in services.models():
-        if model["name"] == name:
+def _find(services: Services, name: str) -> ServedModel:
+    served = services.served()
+    for model in served:
+        if model.name == name:
             return model
-    known = ", ".join(m["name"] for m in services.models())
+    known = ", ".join(m.name for m in served)
     raise ApiError(404, "unknown_model", f"no model {name!r}; known: {known}")
+
+
+def zoo_error(err: Exception) -> ApiError:
+    """The API error for a zoo failure (shared by the enrich endpoints)."""
+    if isinstance(err, ZooBusyError):
+        return ApiError(
+            503, "zoo_busy", f"{err.reason}: {err}", {"Retry-After": str(ZOO_BUSY_RETRY_S)}
+        )
+    if isinstance(err, ModelNotInstalledError):
+        return ApiError(409, "model_not_installed", str(err))
+    if isinstance(err, ModelLoadError):
+        return ApiError(503, "model_load_failed", str(err))
+    raise err
 
 
 async def list_models(request: web.Request) -> web.Response:
     return web.json_response({"models": request.app[SERVICES_KEY].models()})
 
 
+def _pin(request: web.Request) -> bool | None:
+    raw = request.query.get("pin")
+    if raw in (None, ""):
+        return None
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ApiError(400, "bad_parameter", f"pin must be true or false, got {raw!r}")
+
+
 async def load_model(request: web.Request) -> web.Response:
-    services = request.app[SERVICES_KEY]
-    model = _find(services, request.match_info["name"])
-    if model["kind"] == "face_embedder":
-        reid = services.reid
-        if not await asyncio.to_thread(reid.load):
-            raise ApiError(409, "model_not_installed", reid.load_error or "not installed")
-        assert reid.embedder is not None
-        device = services.devices.device_for("zoo")
-        services.devices.reserve(device, LEDGER_OWNER, reid.embedder.memory_bytes)
-    elif not model["loaded"]:
-        raise ApiError(409, "model_not_installed", str(model["error"]))
-    return web.json_response(_find(services, model["name"]))
+    model = _find(request.app[SERVICES_KEY], request.match_info["name"])
+    pin = _pin(request)
+    try:
+        await model.load(pin=pin)
+    except (ZooBusyError, ModelNotInstalledError, ModelLoadError) as err:
+        raise zoo_error(err) from None
+    return web.json_response(model.info().as_json())
 
 
 async def unload_model(request: web.Request) -> web.Response:
-    services = request.app[SERVICES_KEY]
-    model = _find(services, request.match_info["name"])
-    if model["kind"] != "face_embedder":
-        raise ApiError(
-            409,
-            "not_unloadable",
-            f"{model['name']} is the detector and stays loaded while the add-on runs",
-        )
-    services.reid.unload()
-    services.devices.release(services.devices.device_for("zoo"), LEDGER_OWNER)
-    return web.json_response(_find(services, model["name"]))
+    model = _find(request.app[SERVICES_KEY], request.match_info["name"])
+    try:
+        await model.unload()
+    except NotUnloadableError as err:
+        raise ApiError(409, "not_unloadable", str(err)) from None
+    return web.json_response(model.info().as_json())
 
 
+async def zoo_status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICES_KEY].zoo.status())
+
+
+_NAME = path_param("name", "Model name")
 ROUTES = [
     Route(
         "GET",
         "/v1/models",
         list_models,
-        "Models, where they run and whether loaded",
+        "Every served model: where it runs, its state, priority and measured bytes",
         "list_models",
         responses={"200": json_response("Models", "ModelList")},
         tags=("models",),
@@ -73,13 +98,18 @@ ROUTES = [
         "POST",
         "/v1/models/{name}/load",
         load_model,
-        "Load a model",
+        "Load a model (a zoo model may be pinned: never evicted or idle-unloaded)",
         "load_model",
-        parameters=(path_param("name", "Model name"),),
+        parameters=(
+            _NAME,
+            query("pin", "Pin (true) or unpin (false) the model; default: leave as is", BOOLEAN),
+        ),
         responses={
             "200": json_response("The model", "Model"),
+            "400": error("Bad pin value"),
             "404": error("Unknown model"),
             "409": error("Model not installed"),
+            "503": error("No memory could be freed in time (zoo_busy) or the load failed"),
         },
         tags=("models",),
     ),
@@ -87,9 +117,9 @@ ROUTES = [
         "POST",
         "/v1/models/{name}/unload",
         unload_model,
-        "Unload a model",
+        "Unload a model (a zoo model in use goes when its last call ends)",
         "unload_model",
-        parameters=(path_param("name", "Model name"),),
+        parameters=(_NAME,),
         responses={
             "200": json_response("The model", "Model"),
             "404": error("Unknown model"),
@@ -97,4 +127,14 @@ ROUTES = [
         },
         tags=("models",),
     ),
+    Route(
+        "GET",
+        "/v1/zoo/status",
+        zoo_status,
+        "The model zoo per device: budget, use, loaded and pending models",
+        "zoo_status",
+        responses={"200": json_response("Zoo status", "ZooStatus")},
+        tags=("models",),
+    ),
 ]
+ZOO_RETRY_AFTER = RETRY_AFTER

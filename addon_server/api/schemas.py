@@ -41,6 +41,7 @@ ISSUE_CODES: Final = (
     "storage_unavailable",
     "cpu_only",
     "triton_unavailable",
+    "zoo_model_failed",
 )
 """Codes of /health ``issues``: Home Assistant has a repair text for each (its ``ISSUE_CODES``)."""
 ISSUE_SEVERITIES: Final = ("warning", "info")
@@ -153,6 +154,28 @@ SCHEMAS["FaceMatch"] = closed(
         "seen": array(closed({"camera": ref("CameraId"), "seconds_ago": DURATION})),
     }
 )
+SCHEMAS["EnrichmentSkip"] = closed(
+    {
+        "reason": enum(("zoo_busy", "not_installed", "load_failed", "error")),
+        "message": STRING,
+    }
+)
+SCHEMAS["Enrichments"] = closed(
+    {
+        "results": {
+            "type": "object",
+            "propertyNames": SNAKE_CASE,
+            "additionalProperties": {"type": "object"},
+            "description": "Each model's result by model name (pose, threat_detector, ...)",
+        },
+        "skipped": {
+            "type": "object",
+            "propertyNames": SNAKE_CASE,
+            "additionalProperties": ref("EnrichmentSkip"),
+            "description": "Triggered models that gave no result, and why",
+        },
+    }
+)
 SCHEMAS["EventCounts"] = closed({"person": COUNT, "vehicle": COUNT, "animal": COUNT})
 SCHEMAS["Event"] = closed(
     {
@@ -175,7 +198,7 @@ SCHEMAS["Event"] = closed(
         "llm_error": nullable(STRING),
         "detections": array(ref("Detection")),
         "counts": ref("EventCounts"),
-        "enrichments": closed({}) | {"description": "Model-zoo results (none yet)"},
+        "enrichments": ref("Enrichments"),
         "reid": array(ref("FaceMatch")),
         "notify": BOOLEAN,
         "image": ref("ImageSize"),
@@ -217,18 +240,91 @@ SCHEMAS["TritonHealth"] = closed(
         "error": nullable(STRING),
     }
 )
+_MODEL_STATES = ("not_installed", "unloaded", "loading", "loaded", "unloading", "failed")
+_PRIORITIES = ("low", "medium", "high", "critical")
+_OPTIONAL_BYTES = nullable(BYTES)
 SCHEMAS["Model"] = closed(
     {
         "name": TEXT,
-        "kind": SNAKE_CASE,
+        "kind": enum(("detector", "face_embedder", "llm", "zoo")),
         "backend": TEXT,
         "device": TEXT,
+        "state": enum(_MODEL_STATES),
         "loaded": BOOLEAN,
         "installed": BOOLEAN,
-        "vram_bytes": BYTES,
+        "vram_bytes": BYTES | {"description": "Measured bytes when loaded on a GPU, else 0"},
+        "measured_bytes": _OPTIONAL_BYTES
+        | {"description": "Measured after load and one warm-up inference (null before)"},
+        "estimated_bytes": _OPTIONAL_BYTES,
+        "accounted_bytes": BYTES | {"description": "What the device budget counts for it now"},
+        "priority": nullable(enum(_PRIORITIES)),
+        "category": nullable(STRING),
+        "refcount": COUNT | {"description": "Calls holding it now; never evicted while > 0"},
+        "pinned": BOOLEAN,
+        "unloadable": BOOLEAN,
+        "unload_pending": BOOLEAN,
         "error": nullable(STRING),
     },
     {"triton": ref("TritonHealth")},
+)
+SCHEMAS["ZooModel"] = closed(
+    {
+        "name": TEXT,
+        "category": TEXT,
+        "priority": enum(_PRIORITIES),
+        "device": TEXT,
+        "state": enum(_MODEL_STATES),
+        "estimated_bytes": BYTES,
+        "measured_bytes": _OPTIONAL_BYTES,
+        "accounted_bytes": BYTES,
+        "peak_bytes": _OPTIONAL_BYTES,
+        "refcount": COUNT,
+        "pinned": BOOLEAN,
+        "unload_pending": BOOLEAN,
+        "idle_ttl_s": DURATION,
+        "idle_s": nullable(DURATION),
+        "load_seconds": nullable(DURATION),
+        "loads": COUNT,
+        "evictions": COUNT,
+        "triggers": array(TEXT),
+        "description": STRING,
+        "error": nullable(STRING),
+    }
+)
+_MB = {"type": "number", "minimum": 0}
+SCHEMAS["ZooDevice"] = closed(
+    {
+        "device": TEXT,
+        "vram_budget_mb": _MB,
+        "vram_used_mb": _MB | {"description": "Accounted: the zoo's models and co-tenants"},
+        "vram_available_mb": _MB,
+        "vram_utilization_percent": {"type": "number", "minimum": 0},
+        "zoo_used_mb": _MB,
+        "cotenants_mb": _MB | {"description": "Detector, face embedder, LLM on this device"},
+        "loaded_models": array(ref("ZooModel")),
+        "registered_models": array(TEXT),
+        "pending_loads": array(TEXT),
+        "overruns": COUNT,
+    }
+)
+SCHEMAS["ZooStatus"] = closed({"enabled": BOOLEAN, "devices": array(ref("ZooDevice"))})
+SCHEMAS["ModelResult"] = {
+    "type": "object",
+    "required": ["model", "image", "inference_time_ms"],
+    "properties": {"model": TEXT, "image": ref("ImageSize"), "inference_time_ms": DURATION},
+    "description": "The model's own result fields beside these (see its family's docs)",
+}
+SCHEMAS["EnrichResult"] = closed(
+    {
+        "detections": array(ref("Detection")),
+        "image": ref("ImageSize"),
+        "enrichments": ref("Enrichments"),
+        "timings_ms": {
+            "type": "object",
+            "propertyNames": SNAKE_CASE,
+            "additionalProperties": DURATION,
+        },
+    }
 )
 SCHEMAS["ModelList"] = closed({"models": array(ref("Model"))})
 SCHEMAS["Device"] = closed(

@@ -33,6 +33,8 @@ from addon_server.devices import DeviceTable
 from addon_server.errors import BackendUnavailableError
 from addon_server.imaging import DecodedImage
 from addon_server.metrics import Metrics
+from addon_server.served import ModelInfo, NotUnloadableError
+from addon_server.zoo.memory import Probe
 
 _LOGGER = logging.getLogger(__name__)
 SERVICE = "detector"
@@ -86,6 +88,7 @@ class DetectionService:
         self.load_error: str | None = None
         self.installed = True
         self.tuning: TuneResult | None = None
+        self.measured_bytes: int | None = None
         self.backend = resolve_backend(settings)
         self.unavailable: BackendUnavailableError | None = None
         """Why a served detector (Triton) could not be loaded yet; retried in the background."""
@@ -100,9 +103,14 @@ class DetectionService:
         return self.settings.model_path or "yolov3-tiny-coco"
 
     async def start(self) -> None:
-        if self.detector is None:
+        if self._loading is not None and not self._loading.done():
+            return  # a served detector is being retried in the background
+        detector = self.detector
+        if detector is None:
             try:
-                self.detector = await asyncio.to_thread(load_detector, self.settings, self.device)
+                detector, measured = await asyncio.to_thread(
+                    Probe(self.device).measure, self._load_and_warm
+                )
             except ModelNotInstalledError as err:
                 self.installed = False
                 self.load_error = str(err)
@@ -121,14 +129,22 @@ class DetectionService:
                 self.load_error = f"failed to load: {err}"
                 _LOGGER.exception("detector failed to load")
                 return
-        await self._serve(self.detector)
+            self.measured_bytes = measured.delta
+        else:
+            if self.settings.warmup:
+                await asyncio.to_thread(self._warmup, detector)
+            self.measured_bytes = detector.memory_bytes()
+        assert detector is not None
+        await self._serve(detector)
 
     async def _load_when_available(self) -> None:
         """Retry loading a served detector every probe interval until its server answers."""
         while True:
             await asyncio.sleep(self.settings.triton.probe_interval_s)
             try:
-                detector = await asyncio.to_thread(load_detector, self.settings, self.device)
+                detector, measured = await asyncio.to_thread(
+                    Probe(self.device).measure, self._load_and_warm
+                )
             except BackendUnavailableError as err:
                 self.unavailable, self.load_error = err, str(err)
                 continue
@@ -137,16 +153,15 @@ class DetectionService:
                 _LOGGER.exception("detector failed to load")
                 return
             _LOGGER.info("detector backend available again: %s", detector.name)
-            self.detector, self.unavailable, self.load_error = detector, None, None
+            self.unavailable, self.measured_bytes = None, measured.delta
             await self._serve(detector)
             return
 
     async def _serve(self, detector: Detector) -> None:
-        """Warm the loaded detector up, tune its batch size and start its batcher."""
+        """Tune the loaded (and warmed-up) detector's batch size and start its batcher."""
         self.detector = detector
-        self.device = self.detector.device
-        if self.settings.warmup:
-            await asyncio.to_thread(self._warmup, self.detector)
+        self.load_error = None
+        self.device = detector.device
         batching = self.batching
         if (
             self.settings.warmup
@@ -154,19 +169,22 @@ class DetectionService:
             and batching.autotune
             and batching.max_batch_size > 1
         ):
-            self.tuning = await asyncio.to_thread(
-                best_batch_size, self.detector, batching.max_batch_size
-            )
-            preferred = tuple(
-                s for s in batching.preferred_batch_sizes if s <= self.tuning.batch_size
-            )
+            tuning = await asyncio.to_thread(best_batch_size, detector, batching.max_batch_size)
+            self.tuning = tuning
+            preferred = tuple(s for s in batching.preferred_batch_sizes if s <= tuning.batch_size)
             batching = replace(
-                batching, max_batch_size=self.tuning.batch_size, preferred_batch_sizes=preferred
+                batching, max_batch_size=tuning.batch_size, preferred_batch_sizes=preferred
             )
-        self.devices.reserve(self.device, SERVICE, self.detector.memory_bytes())
+        self.devices.reserve(self.device, SERVICE, self.measured_bytes or 0)
         self.metrics.model_loaded.set(1)
-        self.batcher = DynamicBatcher(self.detector, batching, on_batch=self._on_batch)
+        self.batcher = DynamicBatcher(detector, batching, on_batch=self._on_batch)
         await self.batcher.start()
+
+    def _load_and_warm(self) -> Detector:
+        detector = load_detector(self.settings, self.device)
+        if self.settings.warmup:
+            self._warmup(detector)
+        return detector
 
     @staticmethod
     def _warmup(detector: Detector) -> None:
@@ -255,18 +273,40 @@ class DetectionService:
             return []
         return [{"code": "triton_unavailable", "model": self.model_name, "message": message}]
 
-    def health(self) -> dict[str, object]:
-        triton = self.triton_health()
-        return {
-            **({"triton": triton} if triton is not None else {}),
-            "name": self.model_name,
-            "kind": "detector",
-            "backend": self.detector.backend if self.detector else self.backend,
-            "device": self.device,
-            "loaded": self.detector is not None,
-            "installed": self.installed,
-            "vram_bytes": self.detector.memory_bytes()
-            if self.detector is not None and self.device.startswith("cuda")
-            else 0,
-            "error": self.load_error,
-        }
+    @property
+    def name(self) -> str:
+        return self.model_name
+
+    def info(self) -> ModelInfo:
+        """The detector's entry in /health and /v1/models (the served-model interface)."""
+        if self.detector is not None:
+            state = "loaded"
+        else:
+            state = "failed" if self.installed else "not_installed"
+        return ModelInfo(
+            self.model_name,
+            "detector",
+            self.detector.backend if self.detector else self.backend,
+            self.device,
+            state,
+            self.installed,
+            measured_bytes=self.measured_bytes,
+            accounted_bytes=self.measured_bytes or 0 if self.detector is not None else 0,
+            priority="critical",
+            unloadable=False,
+            error=self.load_error,
+            triton=self.triton_health(),
+        )
+
+    async def load(self, *, pin: bool | None = None) -> None:
+        """Load the detector if it failed at start-up (a file installed since)."""
+        if self.detector is None:
+            self.installed = True
+            await self.start()
+        if self.detector is None:
+            raise ModelNotInstalledError(self.load_error or "the detector is not installed")
+
+    async def unload(self) -> None:
+        raise NotUnloadableError(
+            f"{self.model_name} is the detector and stays loaded while the add-on runs"
+        )

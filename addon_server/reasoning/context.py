@@ -179,6 +179,30 @@ class Posture(Enrichment):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Animal(Enrichment):
+    """An animal the pet classifier looked at: a household pet (cat, dog) or not (a fox)."""
+
+    kind: ClassVar[str] = "animal"
+    species: str
+    household: bool
+
+    def describe(self) -> str:
+        what = "household pet" if self.household else "not a household pet"
+        return f"Animal: {self.species} ({what}, {round(self.confidence * 100)}%)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VehicleKind(Enrichment):
+    """The type of a detected vehicle (car, pickup, van, truck, bus, motorcycle, ...)."""
+
+    kind: ClassVar[str] = "vehicle_type"
+    vehicle_type: str
+
+    def describe(self) -> str:
+        return f"Vehicle: {self.vehicle_type} ({round(self.confidence * 100)}%)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Attribute(Enrichment):
     """Any other named finding (``name``=``value``): masked face, package, ladder, ..."""
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from addon_server.errors import ModelNotInstalledError
+from addon_server.served import ModelInfo, NotUnloadableError
 
 from .context import SceneContext
 from .grounding import check_answer
@@ -96,7 +97,7 @@ class Reasoner:
         self.stats = ReasonerStats()
         self.server: SupervisedServer | ExternalServer | None = None
         self._client: LLMClient | None = None
-        self._setup_error: str | None = None
+        self.setup_error: str | None = None
         self._setup_code: str | None = None
         if settings.mode is LLMMode.DISABLED:
             return
@@ -121,7 +122,7 @@ class Reasoner:
         try:
             model_path = settings.model_path or embedded_model_path()
         except ModelNotInstalledError as exc:
-            self._setup_error, self._setup_code = str(exc), "model_not_installed"
+            self.setup_error, self._setup_code = str(exc), "model_not_installed"
             log.error("LLM disabled: %s", exc)
             return
         sup = SupervisedServer(
@@ -202,7 +203,7 @@ class Reasoner:
             return done(LLMStatus.DISABLED)
         if self._client is None or self.server is None:
             self.stats.llm_fallback[LLMErrorKind.UNAVAILABLE.value] += 1
-            return done(LLMStatus.FALLBACK, error=self._setup_error)
+            return done(LLMStatus.FALLBACK, error=self.setup_error)
         if isinstance(self.server, SupervisedServer) and self.server.state is not ServerState.READY:
             # Don't queue an event behind a model load, a restart or a hung server: fall back
             # at once.
@@ -237,6 +238,10 @@ class Reasoner:
             return f"LLM server unresponsive, {status.state.value}"
         return f"LLM server {status.state.value}"
 
+    def served(self) -> LlmModel | None:
+        """The LLM as a served model (None when it is disabled)."""
+        return LlmModel(self) if self.llm_enabled else None
+
     def status(self) -> ServerStatus | None:
         """The LLM server's last known status, or None when the LLM is disabled/unset."""
         return self.server.status() if self.server is not None else None
@@ -250,7 +255,7 @@ class Reasoner:
                 "mode": self.settings.mode.value,
                 "state": ServerState.FAILED.value,
                 "ready": False,
-                "last_error": self._setup_error,
+                "last_error": self.setup_error,
             }
         status = await self.server.check()
         out = status.as_json()
@@ -266,7 +271,7 @@ class Reasoner:
                 {
                     "code": self._setup_code,
                     "model": EMBEDDED_MODEL_DISTRIBUTION,
-                    "message": self._setup_error or "",
+                    "message": self.setup_error or "",
                 }
             ]
         status = self.status()
@@ -282,3 +287,70 @@ class Reasoner:
                 "events use the rule engine alone",
             }
         ]
+
+
+def process_rss_bytes(pid: int) -> int | None:
+    """Resident bytes of process ``pid`` (the supervised llama.cpp server), None if gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class LlmModel:
+    """The LLM in the served-model list: its measured memory is the server process' RSS.
+
+    An external server's memory is not ours (it is on another host or process tree), so it
+    reports none; neither kind is unloaded through the API (the supervisor owns its life).
+    """
+
+    def __init__(self, reasoner: Reasoner) -> None:
+        self.reasoner = reasoner
+
+    @property
+    def name(self) -> str:
+        settings = self.reasoner.settings
+        if settings.mode is LLMMode.EXTERNAL:
+            return settings.model or "external-llm"
+        return settings.model_path.stem if settings.model_path else EMBEDDED_MODEL_DISTRIBUTION
+
+    def measured_bytes(self) -> int | None:
+        server = self.reasoner.server
+        if isinstance(server, SupervisedServer) and server.pid is not None:
+            return process_rss_bytes(server.pid)
+        return None
+
+    def info(self) -> ModelInfo:
+        status = self.reasoner.status()
+        external = self.reasoner.settings.mode is LLMMode.EXTERNAL
+        if status is None:
+            state, error = "not_installed", self.reasoner.setup_error
+        else:
+            state = "loaded" if status.state is ServerState.READY else str(status.state.value)
+            error = status.last_error
+        measured = self.measured_bytes()
+        return ModelInfo(
+            self.name,
+            "llm",
+            "external" if external else "llama.cpp",
+            "remote" if external else self.reasoner.device,
+            state if state in ("loaded", "not_installed") else "unloaded",
+            status is not None,
+            measured_bytes=measured,
+            accounted_bytes=measured or 0,
+            priority="high",
+            unloadable=False,
+            error=error,
+        )
+
+    async def load(self, *, pin: bool | None = None) -> None:
+        if self.reasoner.server is None:
+            raise ModelNotInstalledError(self.reasoner.setup_error or "the LLM is not set up")
+
+    async def unload(self) -> None:
+        raise NotUnloadableError(
+            f"{self.name} is run by the LLM supervisor; set llm.mode to disabled to stop it"
+        )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from .context import DetectedObject, Posture, SceneContext, Threat
+from .context import Animal, DetectedObject, Posture, SceneContext, Threat, VehicleKind
 from .levels import clamp_score
 
 __all__ = [
@@ -134,6 +134,9 @@ class RuleConfig:
     vehicle_points: int = _points(5)
     vehicle_night_points: int = _points(10)
     pets_only_points: int = _points(-10)
+    wild_animal_points: int = _points(10)
+    vehicle_type_points: Mapping[str, int] = _table({})
+    """Extra points per vehicle type from the zoo's classifier (none by default)."""
     zone_points: Mapping[str, int] = _table({})
 
     disabled_rules: frozenset[str] = frozenset()
@@ -149,7 +152,7 @@ class RuleConfig:
         unknown = set(self.disabled_rules) - set(RULE_NAMES)
         if unknown:
             raise ValueError(f"disabled_rules: unknown rule(s) {sorted(unknown)}")
-        for name in ("threat_points", "posture_points", "zone_points"):
+        for name in ("threat_points", "posture_points", "zone_points", "vehicle_type_points"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
         object.__setattr__(self, "disabled_rules", frozenset(self.disabled_rules))
 
@@ -167,7 +170,7 @@ class RuleConfig:
         base = cls()
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
-            if key in {"threat_points", "posture_points", "zone_points"}:
+            if key in {"threat_points", "posture_points", "zone_points", "vehicle_type_points"}:
                 merged = dict(getattr(base, key))
                 merged.update({str(k).lower(): int(v) for k, v in dict(value).items()})
                 kwargs[key] = merged
@@ -360,6 +363,10 @@ def _rule_vehicles(ctx: SceneContext, cfg: RuleConfig) -> Iterable[Factor]:
     night = cfg.is_night(ctx.timestamp.hour)
     pts = cfg.vehicle_night_points if night else cfg.vehicle_points
     desc = _describe_classes(vehicles)
+    kinds = sorted({v.vehicle_type for v in ctx.enrichments_of(VehicleKind)})
+    if kinds:
+        desc += f" ({', '.join(kinds)})"
+        pts += max((cfg.vehicle_type_points.get(k, 0) for k in kinds), key=abs, default=0)
     yield Factor("vehicle", pts, f"{desc} in view{' at night' if night else ''}")
 
 
@@ -367,6 +374,14 @@ def _rule_pets_only(ctx: SceneContext, cfg: RuleConfig) -> Iterable[Factor]:
     """Only animals (the cat on the porch) lower the score: the commonest false alarm."""
     animals = ctx.objects_in("animal")
     if not animals or ctx.person_count or ctx.objects_in("vehicle"):
+        return
+    wild = [a for a in ctx.enrichments_of(Animal) if not a.household]
+    if wild:  # the pet classifier saw a fox or a bear, not the household's cat
+        yield Factor(
+            "wild_animal",
+            cfg.wild_animal_points,
+            f"not a household pet: {', '.join(sorted({a.species for a in wild}))}",
+        )
         return
     yield Factor("pets_only", cfg.pets_only_points, f"only animals: {_describe_classes(animals)}")
 

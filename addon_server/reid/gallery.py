@@ -13,14 +13,17 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from addon_server.devices import DeviceTable
 from addon_server.errors import ModelNotInstalledError
 from addon_server.imaging import BGRImage, DecodedImage
 from addon_server.reid.faces import FaceBox, HaarFaceFinder
+from addon_server.served import ModelInfo
 from addon_server.store import EventStore, Person, StoredEmbedding, Vector
+from addon_server.zoo.memory import Probe
 
 _LOGGER = logging.getLogger(__name__)
 LEDGER_OWNER = "reid"
@@ -33,7 +36,6 @@ class Embedder(Protocol):
     kind: str
     name: str
     threshold: float
-    memory_bytes: int
 
     def embed(self, pixels: BGRImage, faces: Sequence[FaceBox]) -> list[Vector]: ...
 
@@ -83,6 +85,8 @@ class ReidService:
         window_seconds: float = 3600.0,
         load_error: str | None = None,
         search_side: int,
+        devices: DeviceTable | None = None,
+        device: str = "cpu",
     ) -> None:
         self.store = store
         self.name = name
@@ -93,8 +97,11 @@ class ReidService:
         self._loader = loader
         self._finder = HaarFaceFinder(max_side=search_side)
         self._loading = threading.Lock()
+        self.devices = devices
+        self.device = device
+        self.measured_bytes: int | None = None
 
-    def load(self) -> bool:
+    def load_blocking(self) -> bool:
         """Load the embedder (blocking); False when it is not installed.
 
         Two load requests at once (``POST /v1/models/…/load`` runs this in a worker thread)
@@ -105,8 +112,9 @@ class ReidService:
                 return True
             if self._loader is None:
                 return False
+            loader = self._loader
             try:
-                self.embedder = self._loader()
+                self.embedder, measured = Probe(self.device).measure(loader)
             except ModelNotInstalledError as err:
                 self.installed = False
                 self.load_error = str(err)
@@ -114,28 +122,44 @@ class ReidService:
                 return False
             self.installed = True
             self.load_error = None
+            self.measured_bytes = measured.delta
+            if self.devices is not None:
+                self.devices.reserve(self.device, LEDGER_OWNER, measured.delta)
             return True
 
-    def health(self, device: str) -> dict[str, Any]:
-        """This model's entry in /health and /v1/models (the detector's has the same keys)."""
-        embedder = self.embedder
-        return {
-            "name": self.name,
-            "kind": "face_embedder",
-            "backend": "onnxruntime",
-            "device": device,
-            "loaded": embedder is not None,
-            "installed": self.installed,
-            "vram_bytes": embedder.memory_bytes
-            if embedder is not None and device.startswith("cuda")
-            else 0,
-            "error": self.load_error,
-        }
+    def info(self) -> ModelInfo:
+        """This model's entry in /health and /v1/models (the served-model interface)."""
+        if self.embedder is not None:
+            state = "loaded"
+        else:
+            state = "unloaded" if self.installed else "not_installed"
+        return ModelInfo(
+            self.name,
+            "face_embedder",
+            "onnxruntime",
+            self.device,
+            state,
+            self.installed,
+            measured_bytes=self.measured_bytes,
+            accounted_bytes=self.measured_bytes or 0 if self.embedder is not None else 0,
+            error=self.load_error,
+        )
 
-    def unload(self) -> None:
+    async def load(self, *, pin: bool | None = None) -> None:
+        """Load off the loop; raises :class:`ModelNotInstalledError` when it cannot."""
+        if not await asyncio.to_thread(self.load_blocking):
+            raise ModelNotInstalledError(self.load_error or f"{self.name} is not installed")
+
+    async def unload(self) -> None:
+        await asyncio.to_thread(self.unload_blocking)
+
+    def unload_blocking(self) -> None:
         with self._loading:
             self.embedder = None
             self.load_error = "unloaded on request"
+            if self.devices is not None:
+                self.devices.release(self.device, LEDGER_OWNER)
+        Probe(self.device).release()
 
     @property
     def available(self) -> bool:

@@ -76,6 +76,15 @@ class Contract:
         return body
 
 
+LIGHT_STATUS = {
+    "/v1/pose-analyze": 200,
+    "/v1/threat-detect": 200,
+    "/v1/reid-embed": 200,
+    "/v1/pet-classify": 200,
+    "/v1/depth-estimate": 409,  # its weights are the user's to supply: not installed here
+}
+
+
 @pytest.fixture
 async def contract(aiohttp_client, make_settings, counting_detector: CountingDetector) -> Contract:
     settings = make_settings({"detector": {"warmup": False}, "server": {"api_token": TOKEN}})
@@ -98,7 +107,10 @@ async def test_every_operation_answers_what_the_document_says(
     assert health["status"] == "healthy"
     await c.call("GET", "/openapi.json", 200)
     models = await c.call("GET", "/v1/models", 200)
-    detector, embedder = (m["name"] for m in models["models"])
+    detector, embedder = (m["name"] for m in models["models"][:2])
+    assert {m["kind"] for m in models["models"][2:]} == {"zoo"}
+    status = await c.call("GET", "/v1/zoo/status", 200)
+    assert status["devices"][0]["registered_models"]
     await c.call("GET", "/v1/models", 401, headers={})
     await c.call("GET", "/metrics", 200)
 
@@ -163,6 +175,14 @@ async def test_every_operation_answers_what_the_document_says(
     assert loaded["loaded"] is True
     await c.call("POST", f"/v1/models/{detector}/unload", 409, route=unload)
     await c.call("POST", "/v1/models/nope/load", 404, route=load)
+
+    enriched = await c.call("POST", "/v1/enrich", 200, data=bus_jpg, headers=JPEG)
+    assert enriched["detections"]
+    assert set(enriched["enrichments"]["results"]) | set(enriched["enrichments"]["skipped"])
+    await c.call("POST", "/v1/enrich?models=nope", 404, data=bus_jpg, headers=JPEG)
+    await c.call("POST", "/v1/enrich?detections=%5B1%5D", 400, data=bus_jpg, headers=JPEG)
+    for path, status_code in LIGHT_STATUS.items():
+        await c.call("POST", path, status_code, data=bus_jpg, headers=JPEG)
 
     documented = {(method, path) for path, ops in c.spec["paths"].items() for method in ops}
     assert c.called == documented, "every published operation is called here"

@@ -1,0 +1,144 @@
+"""Zoo results as the reasoning stage's evidence records (threats, postures, pets, vehicles).
+
+The rules and the prompt read typed records (``reasoning/context.py``); each model family keeps
+its own result type. This module is the one translation between them, by the typed fields the
+families share (``threats``, ``persons``/``posture``, ``falls``, ``pets``, ``vehicles``,
+``plates``), so a new family that reuses a field name is scored without touching the rules.
+Records about one person or vehicle point at its detection (``object_index``) by box overlap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from addon_server.detector.base import Detection
+from addon_server.reasoning.context import Animal, Attribute, Posture, Threat, VehicleKind
+from addon_server.reasoning.context import Enrichment as Record
+from addon_server.zoo.interface import Enrichment
+
+GUNS = frozenset({"revolver", "rifle", "assault rifle", "pistol", "gun", "firearm", "handgun"})
+"""ImageNet and YOLO weapon class names that the rules score as ``gun``."""
+
+
+def threat_label(class_name: str) -> str:
+    name = class_name.lower().replace("_", " ")
+    if name in GUNS or "rifle" in name or "gun" in name or "pistol" in name:
+        return "gun"
+    if "knife" in name or name in ("cleaver", "letter opener", "scissors"):
+        return "knife"
+    if name in ("baseball bat", "bat", "hatchet", "axe"):
+        return "weapon"
+    return name
+
+
+def _box(item: Any) -> tuple[float, float, float, float] | None:
+    box = getattr(item, "bbox", None)
+    if box is None:
+        return None
+    if isinstance(box, Mapping):
+        return float(box["x"]), float(box["y"]), float(box["width"]), float(box["height"])
+    if hasattr(box, "x"):
+        return float(box.x), float(box.y), float(box.width), float(box.height)
+    x, y, w, h = box
+    return float(x), float(y), float(w), float(h)
+
+
+def _iou(a: tuple[float, float, float, float], b: Detection) -> float:
+    ax2, ay2 = a[0] + a[2], a[1] + a[3]
+    bx2, by2 = b.x + b.width, b.y + b.height
+    w = max(0.0, min(ax2, bx2) - max(a[0], b.x))
+    h = max(0.0, min(ay2, by2) - max(a[1], b.y))
+    inter = w * h
+    union = a[2] * a[3] + b.width * b.height - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _index(item: Any, detections: Sequence[Detection], classes: frozenset[str]) -> int | None:
+    box = _box(item)
+    if box is None:
+        return None
+    best, best_iou = None, 0.3
+    for index, detection in enumerate(detections):
+        if classes and detection.class_name not in classes:
+            continue
+        overlap = _iou(box, detection)
+        if overlap > best_iou:
+            best, best_iou = index, overlap
+    return best
+
+
+def _unit(value: Any) -> float:
+    return min(1.0, max(0.0, float(value)))
+
+
+_PERSON = frozenset({"person"})
+
+
+def records(
+    results: Mapping[str, Enrichment], detections: Sequence[Detection]
+) -> dict[str, list[Record]]:
+    """Evidence records per model name, for the reasoning stage's ``SceneContext``."""
+    out: dict[str, list[Record]] = {}
+    for model, result in results.items():
+        found: list[Record] = []
+        for threat in getattr(result, "threats", ()):
+            found.append(
+                Threat(
+                    model=model,
+                    confidence=_unit(threat.confidence),
+                    label=threat_label(threat.class_name),
+                    object_index=_index(threat, detections, _PERSON),
+                )
+            )
+        for person in getattr(result, "persons", ()):
+            posture = getattr(person, "posture", None)
+            if posture and posture != "unknown":
+                found.append(
+                    Posture(
+                        model=model,
+                        confidence=_unit(getattr(person, "score", 1.0)),
+                        posture=str(posture),
+                        object_index=_index(person, detections, _PERSON),
+                    )
+                )
+        for fall in getattr(result, "falls", ()):
+            found.append(
+                Posture(
+                    model=model,
+                    confidence=_unit(fall.confidence),
+                    posture="fallen",
+                    object_index=_index(fall, detections, _PERSON),
+                )
+            )
+        for pet in getattr(result, "pets", ()):
+            found.append(
+                Animal(
+                    model=model,
+                    confidence=_unit(pet.confidence),
+                    species=str(pet.species),
+                    household=bool(pet.is_household_pet),
+                    object_index=_index(pet, detections, frozenset()),
+                )
+            )
+        for vehicle in getattr(result, "vehicles", ()):
+            found.append(
+                VehicleKind(
+                    model=model,
+                    confidence=_unit(vehicle.confidence),
+                    vehicle_type=str(vehicle.vehicle_type),
+                    object_index=_index(vehicle, detections, frozenset()),
+                )
+            )
+        for plate in getattr(result, "plates", ()):
+            found.append(
+                Attribute(
+                    model=model,
+                    confidence=_unit(plate.confidence),
+                    name="licence plate",
+                    value=str(plate.text),
+                )
+            )
+        if found:
+            out[model] = found
+    return out
