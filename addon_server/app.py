@@ -86,7 +86,13 @@ def create_app(
         device=devices.device_for("llm"),
         state_dir=settings.server.data_dir,
     )
-    zoo = ZooService(settings.zoo, devices, settings.reid.models_dir, metrics)
+    zoo = ZooService(
+        settings.zoo,
+        devices,
+        settings.reid.models_dir,
+        metrics,
+        cotenants_busy=lambda: detection.batcher is not None and detection.batcher.busy,
+    )
     services = Services(
         settings=settings,
         devices=devices,

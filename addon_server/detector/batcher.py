@@ -79,6 +79,12 @@ class DynamicBatcher:
         self._worker: asyncio.Task[None] | None = None
         self._carry: collections.deque[_Request] = collections.deque()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector")
+        self._running = 0
+
+    @property
+    def busy(self) -> bool:
+        """A forward pass is running or waiting (read from other threads: a plain int)."""
+        return self._running > 0 or self.queue_depth > 0
 
     @property
     def queue_depth(self) -> int:
@@ -172,6 +178,7 @@ class DynamicBatcher:
             if not live:
                 continue
             started = time.perf_counter()
+            self._running += 1
             try:
                 results = await loop.run_in_executor(
                     self._executor, self.detector.detect_batch, [r.image for r in live]
@@ -182,6 +189,8 @@ class DynamicBatcher:
                     if not request.future.done():
                         request.future.set_exception(err)
                 continue
+            finally:
+                self._running -= 1
             elapsed = time.perf_counter() - started
             self._record(len(live), elapsed)
             for request, detections in zip(live, results, strict=True):

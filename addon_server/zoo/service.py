@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -131,6 +131,7 @@ class ZooService:
         models_dir: Path,
         metrics: Metrics,
         registry: Registry | None = None,
+        cotenants_busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self.devices = devices
@@ -160,6 +161,7 @@ class ZooService:
                 margin_bytes=settings.margin_bytes,
                 metrics=metrics,
                 on_change=self._book,
+                cotenants_busy=cotenants_busy,
             )
         self._where = {name: m for m in self.managers.values() for name in m.entries}
 

@@ -25,7 +25,7 @@ MODELS = (
 async def test_zidane_through_enrich(
     aiohttp_client, make_settings, counting_detector, zidane_jpg
 ) -> None:
-    settings = make_settings({"detector": {"warmup": False}})
+    settings = make_settings({"detector": {"warmup": False}, "zoo": {"deadline_s": 120}})
     client = await aiohttp_client(create_app(settings, detector=counting_detector))
     detections = json.dumps([d.as_json() for d in ZIDANE_PERSONS])
     form = FormData()

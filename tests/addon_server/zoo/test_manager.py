@@ -319,7 +319,7 @@ async def test_status_has_the_seeds_shape() -> None:
 
 
 async def test_admission_holds_a_margin_until_a_model_is_measured() -> None:
-    """Unmeasured: estimate x 1.5 is held; measured: measured x 1.1 (the defaults)."""
+    """Unmeasured: estimate x margin is held; measured: measured x its own margin."""
     zoo = manager(
         [spec("a", 40 * MB, estimate=40 * MB), spec("b", 40 * MB)], budget_mb=100,
         margins=(1.5, 1.1),
