@@ -105,6 +105,17 @@ async def addon_latest_event(camera: str) -> dict[str, Any]:
         return events[0]
 
 
+async def addon_get(path: str) -> Any:
+    """GET one of the add-on's routes (with the token) and return its JSON."""
+    headers = {"Authorization": f"Bearer {E2E_TOKEN}"} if E2E_TOKEN else {}
+    async with (
+        ClientSession() as session,
+        session.get(f"{E2E_URL}{path}", headers=headers) as resp,
+    ):
+        resp.raise_for_status()
+        return await resp.json()
+
+
 async def set_up_through_the_flows(hass: HomeAssistant) -> str:
     """Add the add-on and one camera exactly as a user would; return the entry id."""
     url = URL(E2E_URL or "")
@@ -159,6 +170,22 @@ async def test_setup_against_real_addon(hass: HomeAssistant) -> None:
         if domain == DOMAIN
     }
     assert ("cpu_only" in repairs) is (not health["cuda_available"]), (health["issues"], repairs)
+
+    # One zoo memory sensor per device the add-on's zoo reports, showing its figures.
+    zoo = await addon_get("/v1/zoo/status")
+    assert zoo["devices"]
+    for device in zoo["devices"]:
+        object_id = device["device"].replace(":", "_")
+        memory = hass.states.get(f"sensor.vigil_zoo_memory_{object_id}")
+        assert memory is not None, device["device"]
+        assert memory.attributes["budget_mb"] == device["vram_budget_mb"]
+        assert float(memory.state) >= device["cotenants_mb"]
+        assert hass.states.get(f"sensor.vigil_zoo_utilization_{object_id}") is not None
+    # The loaded-models sensor lists what the add-on says is loaded.
+    loaded = hass.states.get("sensor.vigil_models_loaded")
+    assert {m["name"] for m in loaded.attributes["models"]} == {
+        m["name"] for m in health["models"] if m["loaded"]
+    }
     assert await hass.config_entries.async_unload(entry_id)
 
 
@@ -199,6 +226,21 @@ async def test_trigger_analyses_bus_jpg(
     assert event_state.attributes["event_type"] == data["level"]
     assert event_state.attributes["event_id"] == data["event_id"]
     assert event_state.attributes["score"] == data["score"]
+    # The enrichments the add-on stored are there, flat: the models it skipped and why,
+    # and the persons' postures when the pose model posed anyone.
+    stored = await addon_latest_event("front_door")
+    assert stored["id"] == data["event_id"]
+    enrichments = stored["enrichments"]
+    assert event_state.attributes.get("enrichments_skipped", {}) == {
+        name: skip["reason"] for name, skip in enrichments["skipped"].items()
+    }
+    postures = {
+        person.get("posture")
+        for result in enrichments["results"].values()
+        for person in result.get("persons", [])
+    } - {None, "unknown"}
+    assert sorted(postures) == event_state.attributes.get("postures", [])
+    assert data.get("postures", []) == event_state.attributes.get("postures", [])
 
     # The annotated snapshot comes from the add-on's event store.
     if any(p.endswith("/snapshot.jpg") for p in paths):

@@ -71,7 +71,7 @@ async def test_load_unload(hass: HomeAssistant, init_integration: MockConfigEntr
     [
         ("health", VigilConnectionError("down"), ConfigEntryState.SETUP_RETRY),
         ("health", VigilResponseError("bad"), ConfigEntryState.SETUP_RETRY),
-        ("verify_auth", VigilAuthenticationError("401"), ConfigEntryState.SETUP_ERROR),
+        ("zoo_status", VigilAuthenticationError("401"), ConfigEntryState.SETUP_ERROR),
         ("latest_event", VigilConnectionError("down"), ConfigEntryState.SETUP_RETRY),
     ],
 )
@@ -191,7 +191,7 @@ async def test_token_refused_later_starts_reauth(
     freezer: FrozenDateTimeFactory,
 ) -> None:
     """A 401 on a later poll reloads the entry, which asks to re-authenticate."""
-    mock_vigil_client.verify_auth.side_effect = VigilAuthenticationError("401")
+    mock_vigil_client.zoo_status.side_effect = VigilAuthenticationError("401")
     freezer.tick(HEALTH_INTERVAL)
     async_fire_time_changed(hass)
     await hass.async_block_till_done()
