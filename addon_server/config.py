@@ -469,6 +469,17 @@ def _apply_env(document: dict[str, Any], environ: Mapping[str, str]) -> None:
         node[path[-1]] = environ[name]
 
 
+def _check_zoo_names(zoo: Mapping[str, Any]) -> None:
+    """Preloaded and disabled models must be registered (a typo would silently do nothing)."""
+    from addon_server.zoo.registry import Registry  # the registry owns the names
+
+    known = Registry().names()
+    for key in ("preload", "disabled_models"):
+        unknown = [name for name in zoo[key] if name not in known]
+        if unknown:
+            raise ConfigError(f"zoo.{key}: unknown model {unknown[0]!r}; known: {', '.join(known)}")
+
+
 def _build(data: dict[str, Any], source: str) -> Settings:
     server = data["server"]
     devices = data["devices"]
@@ -505,6 +516,7 @@ def _build(data: dict[str, Any], source: str) -> Settings:
         reasoning = ReasoningSettings.from_config(data["llm"], data["reasoning"])
     except ValueError as err:  # cross-field checks; the message starts with the key path
         raise ConfigError(redact(str(err))) from None
+    _check_zoo_names(data["zoo"])
     if detector["backend"] == "darknet" and detector["model_path"] and not detector["cfg_path"]:
         raise ConfigError("detector.cfg_path: required with backend 'darknet' and a model_path")
     return Settings(

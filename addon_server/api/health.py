@@ -49,6 +49,16 @@ async def health_document(services: Services) -> dict[str, Any]:
                 "message": str(services.reid.load_error),
             }
         )
+    for model in models:
+        if model["kind"] == "zoo" and model["state"] == "failed":
+            issues.append(
+                {
+                    "code": "zoo_model_failed",
+                    "model": model["name"],
+                    "message": f"{model['name']} failed to load: {model['error']}; analyses "
+                    "go on without it",
+                }
+            )
     issues.extend(services.reasoner.issues())
     issues.extend(services.store.issues())
     if not detector["loaded"]:
