@@ -7,9 +7,9 @@ freely), so those fields are redacted by key, not by searching for the names in 
 name the model shortened or spelled differently would slip past a search.
 
 The model zoo's enrichments can name or single out a person or a household too: a number
-plate's `text`, a face's `age_range` and `gender`, and a body's appearance `vector` (what
-re-identifies someone across cameras) are redacted by key as well. The zoo status and the
-models' memory figures name nobody and stay.
+plate's `text`, a face's `age_range`, `age_estimate` and `gender`, and a body's appearance
+`vector` (what re-identifies someone across cameras) are redacted by key as well. The zoo
+status and the models' memory figures name nobody and stay.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ EVENT_TO_REDACT = {
     "reasoning",
     "text",
     "age_range",
+    "age_estimate",
     "gender",
     "vector",
     "embedding",

@@ -84,7 +84,9 @@ async def test_diagnostics_redact_enrichments_about_people(
         "enrichments": {
             "results": {
                 "plate_reader": {"plates": [{"text": plate, "confidence": 0.8}]},
-                "demographics": {"faces": [{"age_range": "25-32", "gender": "female"}]},
+                "demographics": {
+                    "faces": [{"age_range": "25-32", "age_estimate": 27.5, "gender": "female"}]
+                },
                 "person_reid": {"embeddings": [{"vector": vector, "bbox": [1, 2, 3, 4]}]},
                 "threat_detector": {"threats": [{"class_name": "knife", "confidence": 0.9}]},
                 "pose": {"persons": [{"posture": "crouching"}]},
@@ -98,7 +100,7 @@ async def test_diagnostics_redact_enrichments_about_people(
 
     diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, init_integration)
     text = json.dumps(diagnostics)
-    for secret in (plate, "25-32", "female", "0.125"):
+    for secret in (plate, "25-32", "female", "0.125", "27.5"):
         assert secret not in text
     results = diagnostics["cameras"]["Front door"]["last_event"]["enrichments"]["results"]
     assert results["plate_reader"]["plates"][0] == {"text": "**REDACTED**", "confidence": 0.8}

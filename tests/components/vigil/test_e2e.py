@@ -41,6 +41,7 @@ from homeassistant.const import (
 )
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
 from PIL import Image
 from pytest_homeassistant_custom_component.common import async_capture_events
@@ -288,4 +289,39 @@ async def test_notify_from_the_cameras_level(hass: HomeAssistant, fake_camera: F
     assert (stored["id"], stored["notify"]) == (data["event_id"], True)
     assert hass.states.get("binary_sensor.front_door_threat").state == STATE_ON
     assert hass.states.get("event.front_door_risk_event").attributes["notify"] is True
+    assert await hass.config_entries.async_unload(entry_id)
+
+
+@pytest.mark.usefixtures("fake_camera")
+async def test_load_pin_unload_a_zoo_model(hass: HomeAssistant) -> None:
+    """vigil.load_model pins a zoo model on the real add-on, unpins and unloads it; a model
+    whose files are absent is a translated error naming it."""
+    models = (await addon_get("/v1/models"))["models"]
+    zoo = [m for m in models if m["kind"] == "zoo"]
+    installed = next(m["name"] for m in zoo if m["name"] == "pose" and m["installed"])
+    entry_id = await set_up_through_the_flows(hass)
+
+    async def call(service: str, **data: Any) -> dict[str, Any]:
+        response = await hass.services.async_call(
+            DOMAIN, service, {"model": installed, **data}, blocking=True, return_response=True
+        )
+        assert response is not None
+        return dict(response)
+
+    pinned = await call("load_model", pin=True)
+    assert (pinned["name"], pinned["state"], pinned["pinned"]) == (installed, "loaded", True)
+    assert pinned["measured_bytes"] > 0
+    status = await addon_get("/v1/zoo/status")
+    held = [m for d in status["devices"] for m in d["loaded_models"] if m["name"] == installed]
+    assert [m["pinned"] for m in held] == [True]
+    assert (await call("load_model", pin=False))["pinned"] is False
+    assert (await call("unload_model"))["state"] in ("unloaded", "unloading")
+
+    if absent := [m["name"] for m in zoo if not m["installed"]]:
+        with pytest.raises(HomeAssistantError) as err:
+            await hass.services.async_call(
+                DOMAIN, "load_model", {"model": absent[0]}, blocking=True
+            )
+        assert err.value.translation_key == "model_not_installed"
+        assert err.value.translation_placeholders["model"] == absent[0]
     assert await hass.config_entries.async_unload(entry_id)
