@@ -38,7 +38,9 @@ class MemoryProbe(Protocol):
 
     free_bytes: int | None
 
-    def measure(self, work: Callable[[], T]) -> tuple[T, Measured]: ...
+    def measure(
+        self, work: Callable[[], T], settle: Callable[[], None] = ...
+    ) -> tuple[T, Measured]: ...
 
     def release(self) -> None: ...
 
@@ -108,8 +110,13 @@ class Probe:
         return torch
 
     def used_bytes(self) -> int:
-        """What this process holds on the device now."""
+        """What this process holds on the device now.
+
+        On the CPU, freed heap pages are handed back first: other threads' finished work
+        buffers would otherwise stay resident and be counted as the model being measured.
+        """
         if self.index is None:
+            _malloc_trim()
             return process_rss_bytes()
         torch = self._torch()
         allocated = int(torch.cuda.memory_reserved(self.index))
@@ -128,17 +135,26 @@ class Probe:
         except Exception:
             self.free_bytes = None
 
-    def measure(self, work: Callable[[], T]) -> tuple[T, Measured]:
-        """Run ``work`` (load + warm-up) and measure what it left on the device."""
+    def measure(
+        self, work: Callable[[], T], settle: Callable[[], None] = lambda: None
+    ) -> tuple[T, Measured]:
+        """Run ``work`` (load + warm-up) and measure what it left on the device.
+
+        ``settle`` is called before each reading: the zoo waits there (briefly, bounded) for
+        a moment when none of its other models is running, so their work buffers are not
+        counted as this model (a CPU's resident set is the whole process').
+        """
         import time
 
         gc.collect()
+        settle()
         before = self.used_bytes()
         if self.index is not None:
             self._torch().cuda.reset_peak_memory_stats(self.index)
         started = time.perf_counter()
         result = work()
         seconds = time.perf_counter() - started
+        settle()
         after = self.used_bytes()
         delta = max(0, after - before)
         peak = delta

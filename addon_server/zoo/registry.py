@@ -30,6 +30,8 @@ DEFAULT_IDLE_TTL_S = 300.0
 PERSON = frozenset({"person"})
 VEHICLES = frozenset({"car", "truck", "bus", "motorcycle", "bicycle"})
 PETS = frozenset({"cat", "dog"})
+THREAT_CLASSES = frozenset({"knife", "scissors", "baseball bat"})
+"""COCO classes that are weapons: the analysis always asks the detector for them."""
 SUSPICIOUS_POSE = "suspicious_pose"
 """A pseudo-class: the pose model saw crouching/lying over several frames (triggers actions)."""
 
@@ -166,7 +168,7 @@ SPECS: tuple[ModelSpec, ...] = (
         category="threat",
         priority=Priority.CRITICAL,
         estimated_bytes=60 * MB,
-        triggers=PERSON,
+        triggers=PERSON | THREAT_CLASSES,
         description="Weapons: COCO knife/scissors/bat plus ImageNet weapon classes on crops",
     ),
     _onnx(
