@@ -39,15 +39,7 @@ CAMERA_ENTITY = "camera.front_door"
 TRIGGER_ENTITY = "binary_sensor.front_motion"
 
 
-EVENT_ENRICHMENTS: dict[str, Any] = {
-    "enrichments_skipped": {
-        "demographics": "load_failed",
-        "person_reid": "load_failed",
-        "pose": "load_failed",
-        "threat_detector": "load_failed",
-        "vehicle_classifier": "load_failed",
-    },
-}
+EVENT_ENRICHMENTS: dict[str, Any] = {"postures": ["standing"], "vehicle_type": "bus"}
 """What event.json's enrichments show, flat (event entity, bus event, analyze response)."""
 
 

@@ -419,3 +419,21 @@ async def test_enrichments_flattened(hass: HomeAssistant, mock_vigil_client: Mag
     assert attributes["event_id"] == plain["id"]
     assert not set(flat) & set(attributes)
     assert not set(flat) & set(bus_events[-1].data)
+
+
+async def test_recorded_cat_is_a_household_pet(
+    hass: HomeAssistant, mock_vigil_client: MagicMock
+) -> None:
+    """The add-on's answer to the cat photo (recorded): the event says a household cat, and
+    nothing else the zoo could say."""
+    cat = load_json("events.json")["events"][0]
+    bus_events = async_capture_events(hass, EVENT_RISK)
+    mock_vigil_client.analyze.return_value = AnalysisEvent.from_dict(
+        cat | {"id": "0123456789ab0000000000fd"}
+    )
+    await hass.services.async_call("vigil", "analyze", {"entity_id": CAMERA_ENTITY}, blocking=True)
+    attributes = hass.states.get(EVENT_ENTITY).attributes
+    assert (attributes["pet"], attributes["pet_household"]) == ("cat", True)
+    for key in ("threat", "postures", "vehicle_type", "plate", "enrichments_skipped"):
+        assert key not in attributes
+    assert (bus_events[0].data["pet"], bus_events[0].data["pet_household"]) == ("cat", True)

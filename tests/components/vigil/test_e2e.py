@@ -242,6 +242,12 @@ async def test_trigger_analyses_bus_jpg(
     } - {None, "unknown"}
     assert sorted(postures) == event_state.attributes.get("postures", [])
     assert data.get("postures", []) == event_state.attributes.get("postures", [])
+    vehicles = [v for r in enrichments["results"].values() for v in r.get("vehicles", [])]
+    if vehicles:  # bus.jpg's bus, typed by the vehicle classifier where its weights are
+        best = max(vehicles, key=lambda v: v["confidence"])
+        assert event_state.attributes["vehicle_type"] == best["vehicle_type"]
+    else:
+        assert "vehicle_type" not in event_state.attributes
 
     # The annotated snapshot comes from the add-on's event store.
     if any(p.endswith("/snapshot.jpg") for p in paths):
