@@ -135,8 +135,12 @@ async def test_trigger_runs_analysis(hass: HomeAssistant, mock_vigil_client: Mag
     assert event_state.attributes["notify"] is True
     assert event_state.attributes["camera_entity"] == CAMERA_ENTITY
     assert event_state.attributes["snapshot_entity"] == "image.front_door_last_snapshot"
+    # bus.jpg: standing persons and a bus; no threat, animal or plate, no model skipped.
     for key, value in EVENT_ENRICHMENTS.items():
         assert event_state.attributes[key] == value
+    for key in ("threat", "threat_confidence", "pet", "pet_household", "plate"):
+        assert key not in event_state.attributes
+    assert "enrichments_skipped" not in event_state.attributes
     assert [f["name"] for f in event_state.attributes["factors"]] == [
         "unknown_person",
         "night",

@@ -10,6 +10,7 @@ import probatio
 import pytest
 from custom_components.vigil.api import (
     ImageUpload,
+    Model,
     VigilAuthenticationError,
     VigilConnectionError,
     VigilModelNotInstalledError,
@@ -217,6 +218,22 @@ async def test_load_and_unload_model(
     mock_vigil_client.unload_model.assert_awaited_once_with(model)
     await hass.async_block_till_done()
     assert mock_vigil_client.health.await_count > polls
+
+
+async def test_pin_a_zoo_model(hass: HomeAssistant, mock_vigil_client: MagicMock) -> None:
+    """Loading with `pin` returns the add-on's answer: the zoo model loaded and pinned."""
+    pinned = load_json("model_pinned.json")
+    mock_vigil_client.load_model.return_value = Model.from_dict(pinned)
+    response = await hass.services.async_call(
+        DOMAIN,
+        SERVICE_LOAD_MODEL,
+        {"model": pinned["name"], "pin": True},
+        blocking=True,
+        return_response=True,
+    )
+    mock_vigil_client.load_model.assert_awaited_once_with(pinned["name"], pin=True)
+    assert response == pinned
+    assert (response["kind"], response["state"], response["pinned"]) == ("zoo", "loaded", True)
 
 
 ZOO_MODELS = [m["name"] for m in load_json("models.json")["models"] if m["kind"] == "zoo"]
