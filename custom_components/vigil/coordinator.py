@@ -1,9 +1,8 @@
 """Coordinators of the Vigil integration.
 
 One server coordinator polls the add-on's /health and its model zoo's /v1/zoo/status; one
-camera coordinator per camera
-subentry holds that camera's latest analysis and runs new ones when a trigger fires or
-the `vigil.analyze` action asks.
+camera coordinator per camera subentry holds that camera's latest analysis and runs new
+ones when a trigger fires or the `vigil.analyze` action asks.
 """
 
 from __future__ import annotations
