@@ -182,6 +182,7 @@ class ZooManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self.overruns = 0
         self.in_use_evictions = 0
+        self.untrusted_measurements = 0
         self._closed = False
 
     # -- the ledger -----------------------------------------------------------------------
@@ -264,7 +265,7 @@ class ZooManager:
                 left = deadline_s - (self._clock() - started)
                 await self._admit(entry, priority or entry.spec.priority, left, started)
             try:
-                lease = await self._await_load(entry)
+                lease = await self._await_load(entry, deadline_s - (self._clock() - started))
             except ZooBusyError as err:
                 # The load measured more than its estimate and nothing idle could make up for
                 # it, so it is being unloaded: queue again, now on the measured figure.
@@ -322,14 +323,33 @@ class ZooManager:
         waiter.future.cancel()
         self._pump()  # it may have been the head that held others back
 
-    async def _await_load(self, entry: Entry) -> Lease:
-        """Wait for the (shared) load; the reference taken at admission is ours to drop."""
+    async def _await_load(self, entry: Entry, timeout_s: float) -> Lease:
+        """Wait for the (shared) load, within what is left of the request's deadline.
+
+        The reference taken at admission is ours to drop when we give up; the load itself
+        goes on for whoever else waits for it.
+        """
         if entry.available:
             assert entry.model is not None
             return Lease(self, entry, entry.model)
-        assert entry.loading is not None
+        loading = entry.loading
+        assert loading is not None
         try:
-            model = await asyncio.shield(entry.loading)
+            await asyncio.wait({loading}, timeout=max(0.0, timeout_s))
+        except BaseException:
+            self._drop_ref(entry)
+            raise
+        if not loading.done():
+            self._drop_ref(entry)
+            self._reject(entry, "deadline")
+            raise ZooBusyError(
+                entry.spec.name,
+                "deadline",
+                f"{entry.spec.name} was still loading when the {timeout_s:.3g} s left of the "
+                "request's deadline ran out",
+            )
+        try:
+            model = loading.result()
         except BaseException:
             self._drop_ref(entry)
             raise
@@ -453,12 +473,14 @@ class ZooManager:
 
         return self.probe.measure(work, settle=lambda: self._wait_quiet(spec.name))
 
-    def _wait_quiet(self, loading: str) -> None:
+    def _wait_quiet(self, loading: str) -> bool:
         """On the loader thread: wait up to QUIET_WAIT_S for no other model to be in use."""
         deadline = time.monotonic() + QUIET_WAIT_S
-        while time.monotonic() < deadline:
+        while True:
             if not any(e.refcount for n, e in self.entries.items() if n != loading):
-                return
+                return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.005)
 
     def _fail_load(self, entry: Entry, err: Exception, reason: str) -> None:
@@ -475,26 +497,34 @@ class ZooManager:
         spec = entry.spec
         estimate = entry.expected
         entry.model = model
-        entry.measured = measured.delta
         entry.peak = measured.peak
-        entry.accounted = measured.delta
         entry.load_seconds = measured.seconds
         entry.loads += 1
         entry.loaded_at = self._clock()
         entry.state = ModelState.LOADED
         if self.metrics:
             self.metrics.zoo_load_seconds.labels(spec.name).observe(measured.seconds)
-            if estimate:
+        if measured.trusted:
+            entry.measured = measured.delta
+            entry.accounted = measured.delta
+            if self.metrics and estimate:
                 self.metrics.zoo_estimate_error.labels(spec.name).set(
                     (measured.delta - estimate) / estimate
                 )
+        else:
+            # Other models ran through both readings, so the figure is theirs too: keep the
+            # bytes held at admission (estimate or last measurement, with its margin) and
+            # measure again at the next load.
+            self.untrusted_measurements += 1
         over = self.accounted_bytes() - self.budget_bytes
         if over > 0:
+            # The model took more than the bytes held for it: the device is over its budget
+            # until the correction below has run. Counted, whichever way it is corrected.
+            self.overruns += 1
+            if self.metrics:
+                self.metrics.zoo_overruns.labels(self.device).inc()
             victims = choose_victims(self._candidates(), over, Priority.HIGH)
             if victims is None:
-                self.overruns += 1
-                if self.metrics:
-                    self.metrics.zoo_overruns.labels(self.device).inc()
                 entry.evicting = True
                 assert entry.loading is not None
                 entry.loading.set_exception(

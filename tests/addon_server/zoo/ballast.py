@@ -103,7 +103,7 @@ class DeclaredProbe:
     free_bytes: int | None = None
 
     def measure(
-        self, work: Callable[[], T], settle: Callable[[], None] = lambda: None
+        self, work: Callable[[], T], settle: Callable[[], bool] = lambda: True
     ) -> tuple[T, Measured]:
         model = work()
         nbytes = int(getattr(model, "nbytes", 0))

@@ -215,7 +215,7 @@ async def test_a_measurement_over_the_estimate_is_corrected_by_evicting_idle_mod
     async with zoo.use("liar"):
         assert zoo.entry("liar").accounted == 60 * MB
         assert zoo.entry("idle").state in (ModelState.UNLOADING, ModelState.UNLOADED)
-    assert zoo.overruns == 0
+    assert zoo.overruns == 1  # the ledger was over until the idle model was gone
     assert zoo.metrics is not None
     error = zoo.metrics.zoo_estimate_error.labels("liar")._value.get()
     assert error == pytest.approx(1.0)
