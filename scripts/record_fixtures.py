@@ -16,8 +16,11 @@ that the document is the one the add-on builds now (``tests/addon_server/test_co
 The inputs are fixed: the images (``bus.jpg`` from the fixtures, ultralytics' ``zidane.jpg``,
 scikit-image's cat photo in a grey frame), the event times, the camera and person names, and
 the instance id (the one the integration's tests use as the config entry's unique id, written
-into the data dir before start). What still varies from run to run or machine to machine is
-normalised, and nothing else is touched (``recorded.json`` lists it too):
+into the data dir before start). Every installed zoo model is loaded, one at a time, before the
+analyses, so that none waits for a load within its deadline and each is measured alone; a
+model skipped for time (``zoo_busy``) or an add-on degraded by a failed model stops the
+recording. What still varies from run to run or machine to machine is normalised, and
+nothing else is touched (``recorded.json`` lists it too):
 
 * ids: the random second half (12 hex digits) of every event and person id becomes a counter;
   a person's first half, the enrolment time, becomes that of ``ENROLLED_AT``, as does its
@@ -364,6 +367,7 @@ async def record_healthy(rec: Recording, base: str) -> dict[str, Any]:
         health = await call(client, "GET", "/health", 200)
         if health["status"] != "healthy":
             raise SystemExit(f"expected a healthy add-on, got {json.dumps(health, indent=2)}")
+        await load_zoo_one_by_one(client)
 
         await call(
             client,
@@ -375,6 +379,8 @@ async def record_healthy(rec: Recording, base: str) -> dict[str, Any]:
         events = await call(
             client, "GET", "/v1/events", 200, params={"camera": CAMERA, "limit": "1"}
         )
+        for stored in events["events"]:
+            check_no_timing(stored)
         events["events"] = [normalise_event(rec, e) for e in events["events"]]
         rec.add("events.json", "GET", "/v1/events", 200, events)
 
@@ -392,6 +398,7 @@ async def record_healthy(rec: Recording, base: str) -> dict[str, Any]:
             200,
             data=image_form(bus, camera=CAMERA, timestamp=ANALYSED_AT, llm="false"),
         )
+        check_no_timing(event)
         rec.add("event.json", "POST", "/v1/analyze", 200, normalise_event(rec, event))
 
         models = await call(client, "GET", "/v1/models", 200)
@@ -433,6 +440,28 @@ async def record_degraded(rec: Recording, base: str) -> None:
     if codes != ["llm_unavailable", "model_not_installed", "service_fallback"]:
         raise SystemExit(f"expected three issues, got {json.dumps(health, indent=2)}")
     rec.add("health_degraded.json", "GET", "/health", 200, normalise_health(health))
+
+
+async def load_zoo_one_by_one(client: aiohttp.ClientSession) -> None:
+    """Load every installed zoo model before the analyses, one at a time.
+
+    An analysis runs the models it triggers at once; loaded there, they would load side by
+    side, so whether each finished within the request's deadline and whether its memory
+    could be measured alone (the add-on does not trust a figure taken while other models
+    ran) would depend on the machine's speed. Loaded one by one first, every model is
+    measured alone and every analysis finds its models ready: the same answer every run.
+    """
+    models = (await call(client, "GET", "/v1/models", 200))["models"]
+    for model in models:
+        if model["kind"] == "zoo" and model["installed"]:
+            await call(client, "POST", f"/v1/models/{model['name']}/load", 200)
+
+
+def check_no_timing(event: dict[str, Any]) -> None:
+    """An enrichment skipped for time (zoo_busy) would make the fixture machine-dependent."""
+    busy = {n: s for n, s in event["enrichments"]["skipped"].items() if s["reason"] == "zoo_busy"}
+    if busy:
+        raise SystemExit(f"enrichments skipped for time while recording: {busy}")
 
 
 def write(path: Path, document: Any) -> None:

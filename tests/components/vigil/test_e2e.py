@@ -316,7 +316,10 @@ async def test_load_pin_unload_a_zoo_model(hass: HomeAssistant) -> None:
 
     pinned = await call("load_model", pin=True)
     assert (pinned["name"], pinned["state"], pinned["pinned"]) == (installed, "loaded", True)
-    assert pinned["measured_bytes"] > 0
+    # The budget counts it; its own measurement may be pending (one taken while the earlier
+    # analyses' models ran is not trusted: the add-on holds its estimate meanwhile).
+    assert pinned["accounted_bytes"] > 0
+    assert pinned["measured_bytes"] is None or pinned["measured_bytes"] > 0
     status = await addon_get("/v1/zoo/status")
     held = [m for d in status["devices"] for m in d["loaded_models"] if m["name"] == installed]
     assert [m["pinned"] for m in held] == [True]
