@@ -177,7 +177,7 @@ SPECS: tuple[ModelSpec, ...] = (
         "mobilenetv2-appearance.onnx",
         category="reid",
         priority=Priority.MEDIUM,
-        estimated_bytes=45 * MB,
+        estimated_bytes=30 * MB,
         triggers=PERSON,
         description="Body appearance embedding (MobileNetV2; OSNet when supplied)",
     ),

@@ -81,7 +81,7 @@ class _BodyEmbedder:
         return AppearanceResult(embeddings, dimension, self.name)
 
     def warmup(self) -> None:
-        self._net.run([np.zeros((128, 64, 3), dtype=np.uint8)])
+        self._net.warmup(self._limit)
 
     def close(self) -> None:
         self._net.close()

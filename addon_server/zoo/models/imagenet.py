@@ -5,6 +5,10 @@ the "dog" at night is a fox or a coyote (a wild animal is not the household's pe
 rules treat differently), whether the "car" is a pickup or a van. Class probabilities are summed
 per group (``imagenet_classes.py``); a wild group must win with at least
 :data:`WILD_MIN` before an animal is called wild, so a blurry cat is not turned into a fox.
+A cat or dog is named by ImageNet when its group reaches :data:`PET_MIN`, else by the detector
+(label ``unsure``); a bird, horse, sheep or cow that ImageNet sees as neither a pet nor a wild
+animal is not reported — a softmax always leaves some probability on the dog breeds, which
+must never turn a horse into a household dog.
 """
 
 from __future__ import annotations
@@ -14,19 +18,24 @@ from typing import Any
 
 import numpy as np
 
+from addon_server.detector.base import Detection
 from addon_server.zoo.interface import Frame, LoadContext
 from addon_server.zoo.models import imagenet_classes as classes
 from addon_server.zoo.models.boxes import Box, crop_limit, largest
 from addon_server.zoo.models.crops import Floats, OnnxCropNet, efficientnet_lite, region
+from addon_server.zoo.registry import PETS
 
 CLASSIFIER_FILE = "efficientnet-lite0.onnx"
 ANIMAL_CLASSES = ("cat", "dog", "bird", "horse", "sheep", "cow", "bear")
 VEHICLE_CLASSES = ("car", "truck", "bus", "motorcycle", "bicycle")
 WILD_MIN = 0.3
+PET_MIN = 0.3
 TYPE_MIN = 0.15
 
 
 def build_classifier(context: LoadContext) -> OnnxCropNet:
+    """The classifier, with the class names read now (a load, not a first finding, pays)."""
+    classes.names()
     return OnnxCropNet(
         context,
         CLASSIFIER_FILE,
@@ -95,24 +104,30 @@ class PetClassifier:
         probs = self._net.run([region(frame.pixels, _box(d)) for d in animals])
         pets = []
         for detection, row in zip(animals, probs, strict=True):
-            wild = group_scores(row, classes.WILD_ANIMALS)
-            wild_name, wild_p = max(wild.items(), key=lambda kv: kv[1])
-            cat_p, dog_p = (
-                float(row[list(classes.CATS)].sum()),
-                float(row[list(classes.DOGS)].sum()),
-            )
-            if wild_p >= WILD_MIN and wild_p > max(cat_p, dog_p):
-                label = top_label(row, classes.WILD_ANIMALS[wild_name])
-                pets.append(Pet(wild_name, label, wild_p, False, _box(detection)))
-            elif cat_p >= dog_p and (cat_p > 0 or detection.class_name == "cat"):
-                pets.append(Pet("cat", top_label(row, classes.CATS), cat_p, True, _box(detection)))
-            else:
-                label = top_label(row, classes.DOGS)
-                pets.append(Pet("dog", label, dog_p, True, _box(detection)))
+            pet = self._name(detection, row)
+            if pet is not None:
+                pets.append(pet)
         return PetResult(tuple(pets))
 
+    @staticmethod
+    def _name(detection: Detection, row: Floats) -> Pet | None:
+        wild = group_scores(row, classes.WILD_ANIMALS)
+        wild_name, wild_p = max(wild.items(), key=lambda kv: kv[1])
+        pet_groups = {"cat": classes.CATS, "dog": classes.DOGS}
+        pet_p = group_scores(row, pet_groups)
+        if wild_p >= WILD_MIN and wild_p > max(pet_p.values()):
+            label = top_label(row, classes.WILD_ANIMALS[wild_name])
+            return Pet(wild_name, label, wild_p, False, _box(detection))
+        species, p = max(pet_p.items(), key=lambda kv: kv[1])
+        if p >= PET_MIN:
+            return Pet(species, top_label(row, pet_groups[species]), p, True, _box(detection))
+        if detection.class_name in PETS:  # ImageNet is unsure: the detector's word stands
+            name = detection.class_name
+            return Pet(name, "unsure", pet_p[name], True, _box(detection))
+        return None
+
     def warmup(self) -> None:
-        self._net.run([np.zeros((64, 64, 3), dtype=np.uint8)])
+        self._net.warmup(self._limit)
 
     def close(self) -> None:
         self._net.close()
@@ -171,7 +186,7 @@ class VehicleClassifier:
         return VehicleResult(tuple(vehicles))
 
     def warmup(self) -> None:
-        self._net.run([np.zeros((64, 64, 3), dtype=np.uint8)])
+        self._net.warmup(self._limit)
 
     def close(self) -> None:
         self._net.close()

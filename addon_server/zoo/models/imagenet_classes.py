@@ -1,12 +1,21 @@
 """ImageNet-1k class indices grouped for the pet, vehicle and threat families (one owner).
 
 Names are torchvision's ``ResNet18_Weights.DEFAULT.meta["categories"]`` (the standard order
-EfficientNet-Lite0 uses; importable offline, no download). Ranges were checked name by name.
+EfficientNet-Lite0 uses; offline, no download). Ranges were checked name by name. They are read
+from torchvision's source (the ``_IMAGENET_CATEGORIES`` list its weights' metadata is built
+from) without importing it: importing torchvision imports torch, about 630 MiB of resident
+memory and seconds of import in an add-on whose default detector never loads torch — on the
+first weapon or pet found, after the zoo had measured the model without it.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 from functools import cache
+from pathlib import Path
+
+from addon_server.errors import ModelNotInstalledError
 
 DOGS = range(151, 269)
 """Domestic dog breeds (Chihuahua … Mexican hairless)."""
@@ -42,8 +51,23 @@ WEAPONS: dict[str, tuple[int, ...]] = {
 everyday objects that look alike too often)."""
 
 
+_SOURCE = "models/_meta.py"
+_LIST = "_IMAGENET_CATEGORIES"
+
+
 @cache
 def names() -> tuple[str, ...]:
-    from torchvision.models import ResNet18_Weights
-
-    return tuple(ResNet18_Weights.DEFAULT.meta["categories"])
+    """The 1000 ImageNet class names in index order (loaders call it, so a load pays for it)."""
+    spec = importlib.util.find_spec("torchvision")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations:
+        raise ModelNotInstalledError("ImageNet class names need python module torchvision")
+    tree = ast.parse((Path(locations[0]) / _SOURCE).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == _LIST for t in node.targets
+        ):
+            found = tuple(str(n) for n in ast.literal_eval(node.value))
+            if len(found) == 1000:
+                return found
+    raise ModelNotInstalledError(f"no ImageNet class list {_LIST} in torchvision's {_SOURCE}")

@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from addon_server.detector.base import Detection
 from addon_server.zoo.interface import Frame, LoadContext
 from addon_server.zoo.models import imagenet_classes as classes
@@ -27,6 +25,8 @@ from addon_server.zoo.registry import THREAT_CLASSES
 IMAGENET_MIN = 0.5
 DETECTOR_MIN = 0.3
 PERSONS_CHECKED = 4
+CROPS_PER_PERSON = 3
+"""The person and their two :func:`hand_regions`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +118,7 @@ class ThreatDetector:
         return ThreatResult(tuple(found + list(best.values())))
 
     def warmup(self) -> None:
-        self._net.run([np.zeros((64, 64, 3), dtype=np.uint8)] * 3)
+        self._net.warmup(self._persons * CROPS_PER_PERSON)
 
     def close(self) -> None:
         self._net.close()

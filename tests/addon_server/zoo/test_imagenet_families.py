@@ -59,12 +59,37 @@ def test_the_cat_photo_is_a_household_cat(pets: PetClassifier) -> None:
     assert pets.infer(Frame(photo("chelsea"))).pets == ()  # no animal detected, nothing run
 
 
+@pytest.mark.parametrize("detected", ["horse", "bird", "cow"])
+def test_an_animal_imagenet_does_not_see_as_a_pet_is_not_called_one(
+    pets: PetClassifier, detected: str
+) -> None:
+    """A detector's horse on a photo with no cat or dog in it (a coffee cup): ImageNet's cat
+    and dog groups hold about 1 %, which never makes a household dog."""
+    assert pets.infer(whole("coffee", detected)).pets == ()
+    (unsure,) = pets.infer(whole("coffee", "dog")).pets  # the detector's own dog still counts
+    assert (unsure.species, unsure.label, unsure.is_household_pet) == ("dog", "unsure", True)
+    assert unsure.confidence < 0.3
+
+
 def test_the_bus_is_a_bus(pets: PetClassifier) -> None:
     model = load_with_figures(VehicleClassifier, CONTEXT)
     result = model.infer(Frame(photo("bus"), (BUS, *BUS_PERSONS)))
     (vehicle,) = result.vehicles  # persons are not vehicles
     assert vehicle.vehicle_type == "bus"
     assert "Vehicle: bus" in result.context_lines()[0]
+
+
+def test_the_motorcycle_photo_is_a_motorcycle() -> None:
+    """scikit-image's stereo motorcycle (a real photo of a parked motorbike)."""
+    from skimage import data
+
+    pixels = np.ascontiguousarray(data.stereo_motorcycle()[0][:, :, ::-1])
+    model = load_with_figures(VehicleClassifier, CONTEXT)
+    found = Frame(pixels, (Detection("motorcycle", 0.9, 40, 60, 700, 420),))
+    (vehicle,) = model.infer(found).vehicles
+    assert vehicle.vehicle_type == "motorcycle"
+    assert vehicle.confidence > 0.5
+    same_answers(model, [found])
 
 
 def test_a_detected_knife_is_a_threat_and_people_alone_are_not(threat: ThreatDetector) -> None:
@@ -104,6 +129,20 @@ def test_the_same_person_is_closer_than_another(appearance: AppearanceEmbedder) 
     assert all(same > float(a @ o.vector) for o in others)
     full = appearance.infer(Frame(zidane, ZIDANE_PERSONS)).as_full_json()
     assert len(full["embeddings"]) == 2 and len(full["embeddings"][0]["vector"]) == 1280
+
+
+def test_crops_in_batches_of_any_size_give_the_same_rows(appearance: AppearanceEmbedder) -> None:
+    """The CPU default runs one crop at a time (memory); a GPU's batches, or a batch that does
+    not divide the crops, give each person the same vector in the same order."""
+    frame = Frame(photo("bus"), BUS_PERSONS)
+    one = appearance.infer(frame).embeddings
+    for size in (3, 8):
+        model = AppearanceEmbedder(LoadContext(SHARED_MODELS, "cpu", {"crop_batch": size}))
+        batched = model.infer(frame).embeddings
+        assert [e.bbox for e in batched] == [e.bbox for e in one]
+        for a, b in zip(one, batched, strict=True):
+            np.testing.assert_allclose(a.vector, b.vector, atol=1e-4)
+        model.close()
 
 
 class TinyOsnet(torch.nn.Module):

@@ -9,7 +9,12 @@ from addon_server.errors import ModelNotInstalledError
 from addon_server.zoo.interface import Frame, LoadContext
 from addon_server.zoo.models.pose import KEYPOINTS, MoveNetPose, input_size, posture_of
 from tests.addon_server.conftest import SHARED_MODELS, needs_shared_models
-from tests.addon_server.zoo.real_photos import load_with_figures, photo, same_answers
+from tests.addon_server.zoo.real_photos import (
+    BUS_PERSONS,
+    load_with_figures,
+    photo,
+    same_answers,
+)
 
 pytestmark = needs_shared_models("movenet-multipose.onnx")
 NOSE, L_HIP, R_HIP = (KEYPOINTS.index(n) for n in ("nose", "left_hip", "right_hip"))
@@ -44,6 +49,27 @@ def test_a_person_turned_on_their_side_is_never_called_standing(pose: MoveNetPos
     turned = pose.infer(Frame(np.ascontiguousarray(np.rot90(standing))))
     assert turned.persons
     assert turned.persons[0].posture in {"lying", "unknown"}
+
+
+@pytest.mark.parametrize("turns", [1, 3])
+def test_a_whole_person_turned_on_their_side_is_lying(pose: MoveNetPose, turns: int) -> None:
+    """bus.jpg's left-hand man, head to toe, on a camera-sized grey frame: upright he is
+    standing; turned 90° either way he is lying, with the lying_down alert and its sentence."""
+    man = BUS_PERSONS[0]
+    body = photo("bus")[man.y : man.y + man.height, man.x : man.x + man.width]
+
+    def on_frame(pixels: np.ndarray) -> Frame:
+        canvas = np.full((720, 1280, 3), 128, dtype=np.uint8)
+        canvas[100 : 100 + pixels.shape[0], 300 : 300 + pixels.shape[1]] = pixels
+        return Frame(canvas)
+
+    (upright,) = pose.infer(on_frame(body)).persons
+    assert upright.posture == "standing"
+    result = pose.infer(on_frame(np.rot90(body, turns)))
+    (person,) = result.persons
+    assert (person.posture, person.alerts) == ("lying", ("lying_down",))
+    assert person.bbox.width > person.bbox.height  # the box is the turned body, frame px
+    assert result.context_lines() == ["Posture: lying (possible fall or injury)"]
 
 
 def test_posture_rules_on_hand_made_keypoints() -> None:
