@@ -1,6 +1,8 @@
 """Record the integration's test fixtures from the real add-on.
 
-    .venv-addon/bin/python scripts/record_fixtures.py [--models-dir ../shared/models]
+    .venv-addon/bin/python scripts/record_fixtures.py [--models-dir DIR]
+
+(default: ``$VIGIL_MODELS_DIR``, else ``../shared/models``)
 
 Starts ``python -m addon_server serve`` twice on a free loopback port, each time with a fresh
 temporary data dir and the LLM off (so the rule engine alone scores and one image always
@@ -14,14 +16,31 @@ that the document is the one the add-on builds now (``tests/addon_server/test_co
 The inputs are fixed: the images (``bus.jpg`` from the fixtures, ultralytics' ``zidane.jpg``,
 scikit-image's cat photo in a grey frame), the event times, the camera and person names, and
 the instance id (the one the integration's tests use as the config entry's unique id, written
-into the data dir before start). What still varies from run to run or machine to machine is
-normalised, and nothing else is touched (``recorded.json`` lists it too):
+into the data dir before start). Every installed zoo model is loaded, one at a time, before the
+analyses, so that none waits for a load within its deadline and each is measured alone; a
+model skipped for time (``zoo_busy``) or an add-on degraded by a failed model stops the
+recording. What still varies from run to run or machine to machine is normalised, and
+nothing else is touched (``recorded.json`` lists it too):
 
 * ids: the random second half (12 hex digits) of every event and person id becomes a counter;
   a person's first half, the enrolment time, becomes that of ``ENROLLED_AT``, as does its
   ``created``; ``snapshot_url`` follows its event id;
-* durations: each ``timings_ms`` stage and ``uptime_seconds`` become 1.0 (their keys stay);
-* the recording machine: the CPU device's ``total_bytes`` (its memory) becomes 16 GiB.
+* durations: each ``timings_ms`` stage, ``uptime_seconds``, an enrichment result's
+  ``inference_time_ms`` and a zoo model's ``load_seconds`` and ``idle_s`` become 1.0 (their
+  keys stay, a null stays null);
+* the recording machine: the CPU device's ``total_bytes`` (its memory) becomes 16 GiB;
+* measured memory (process RSS deltas, which differ from run to run): a model's
+  ``measured_bytes`` and ``peak_bytes`` become its registry estimate (``estimated_bytes``),
+  or 64 MiB for a model without one (the detector, the face embedder); ``accounted_bytes``
+  and ``vram_bytes`` that are not 0 follow. What is summed from them is summed again from
+  the normalised figures, as the add-on sums it, so that the fixtures stay consistent: a
+  device's ``used_bytes`` (its ledger: every model booked on it) and the zoo status'
+  ``zoo_used_mb``, ``cotenants_mb``, ``vram_used_mb``, ``vram_available_mb`` and
+  ``vram_utilization_percent``;
+* enrichments: ``results``, ``skipped`` and the ``enrich_<model>`` stages of ``timings_ms`` in
+  model-name order (the models run at once and finish in any order);
+* paths: the models dir becomes ``<models_dir>`` and the add-on venv's site-packages
+  ``<site-packages>`` (in the messages naming a missing model file).
 """
 
 from __future__ import annotations
@@ -36,6 +55,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.request
@@ -51,7 +71,7 @@ from PIL import Image, ImageOps
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "components" / "vigil" / "fixtures"
-DEFAULT_MODELS_DIR = REPO.parent / "shared" / "models"
+DEFAULT_MODELS_DIR = Path(os.environ.get("VIGIL_MODELS_DIR") or REPO.parent / "shared" / "models")
 
 INSTANCE_ID = "9f0c2b7e5d1a4c3b8e6f0a1d2c3b4a59"
 """The integration's tests use it as the config entry's unique id (their conftest)."""
@@ -68,12 +88,24 @@ UNREACHABLE_LLM = "http://127.0.0.1:9"
 """Port 9 (discard) has no listener on a normal host: the connection is refused at once."""
 DURATION = 1.0
 NOMINAL_CPU_BYTES = 16 * 2**30
+NOMINAL_MODEL_BYTES = 64 * 2**20
+"""Measured bytes of a model that has no registry estimate (the detector, the face embedder)."""
+PINNED_MODEL = "pose"
+"""The zoo model loaded (and pinned) through the API (``model_pinned.json``)."""
 NORMALISED = [
     "ids: random second half -> counter; person ids' time half and created -> ENROLLED_AT",
     "snapshot_url: follows its event id",
-    "timings_ms values and uptime_seconds -> 1.0",
+    "timings_ms values, uptime_seconds, enrichment inference_time_ms, zoo load_seconds and"
+    " idle_s -> 1.0 (null stays null)",
     "devices: the CPU's total_bytes (the recording machine's memory) -> 16 GiB",
+    "models: measured_bytes and peak_bytes -> estimated_bytes (64 MiB without one);"
+    " non-zero accounted_bytes and vram_bytes follow",
+    "sums of those, recomputed from the normalised figures: devices' used_bytes; zoo status"
+    " zoo_used_mb, cotenants_mb, vram_used_mb, vram_available_mb, vram_utilization_percent",
+    "enrichments: results, skipped and the enrich_<model> timings_ms stages sorted by model name",
+    "paths: the models dir -> <models_dir>, the add-on venv's site-packages -> <site-packages>",
 ]
+MIB = 2**20
 
 
 def free_port() -> int:
@@ -114,12 +146,28 @@ class Recording:
         return self.ids[original]
 
 
+def _duration(value: Any) -> Any:
+    return None if value is None else DURATION
+
+
+def normalise_enrichments(enrichments: dict[str, Any]) -> dict[str, Any]:
+    results = {
+        name: result | {"inference_time_ms": DURATION} if "inference_time_ms" in result else result
+        for name, result in sorted(enrichments["results"].items())
+    }
+    return {"results": results, "skipped": dict(sorted(enrichments["skipped"].items()))}
+
+
 def normalise_event(rec: Recording, event: dict[str, Any]) -> dict[str, Any]:
     old = event["id"]
     event = dict(event)
     event["id"] = rec.stable_id(old)
     event["snapshot_url"] = event["snapshot_url"].replace(old, event["id"])
-    event["timings_ms"] = dict.fromkeys(event["timings_ms"], DURATION)
+    # The enrich_<model> stages are added as the models finish: in model-name order here.
+    enrich = iter(sorted(k for k in event["timings_ms"] if k.startswith("enrich_")))
+    stages = [next(enrich) if k.startswith("enrich_") else k for k in event["timings_ms"]]
+    event["timings_ms"] = dict.fromkeys(stages, DURATION)
+    event["enrichments"] = normalise_enrichments(event["enrichments"])
     event["reid"] = [
         face | {"person_id": rec.stable_id(face["person_id"], person=True)}
         if face["person_id"]
@@ -133,12 +181,86 @@ def normalise_person(rec: Recording, person: dict[str, Any]) -> dict[str, Any]:
     return person | {"id": rec.stable_id(person["id"], person=True), "created": ENROLLED_AT}
 
 
+def nominal_bytes(model: dict[str, Any]) -> int:
+    """What a model's measured memory is recorded as: its estimate, or a nominal figure."""
+    estimated: int | None = model.get("estimated_bytes")
+    return estimated if estimated is not None else NOMINAL_MODEL_BYTES
+
+
+def normalise_model(model: dict[str, Any]) -> dict[str, Any]:
+    """A /v1/models entry or a zoo status model with its measured figures made nominal."""
+    nominal = nominal_bytes(model)
+    model = dict(model)
+    for key in ("measured_bytes", "peak_bytes"):
+        if model.get(key) is not None:
+            model[key] = nominal
+    for key in ("accounted_bytes", "vram_bytes"):
+        if model.get(key):
+            model[key] = nominal
+    for key in ("load_seconds", "idle_s"):
+        if key in model:
+            model[key] = _duration(model[key])
+    return model
+
+
+def ledger(models: list[dict[str, Any]], device: str, *, kinds: set[str] | None = None) -> int:
+    """Bytes booked on ``device`` by ``models`` (already normalised), as the add-on books them."""
+    return sum(
+        m["accounted_bytes"]
+        for m in models
+        if m["device"] == device and (kinds is None or m["kind"] in kinds)
+    )
+
+
 def normalise_health(health: dict[str, Any]) -> dict[str, Any]:
+    models = [normalise_model(m) for m in health["models"]]
     devices = [
-        device | {"total_bytes": NOMINAL_CPU_BYTES} if device["kind"] == "cpu" else device
+        device
+        | {"used_bytes": ledger(models, device["id"])}
+        | ({"total_bytes": NOMINAL_CPU_BYTES} if device["kind"] == "cpu" else {})
         for device in health["devices"]
     ]
-    return health | {"uptime_seconds": DURATION, "devices": devices}
+    return health | {"uptime_seconds": DURATION, "devices": devices, "models": models}
+
+
+def normalise_zoo_status(status: dict[str, Any], models: list[dict[str, Any]]) -> dict[str, Any]:
+    """The zoo status with nominal model figures and the per-device sums recomputed.
+
+    ``models`` is /v1/models (normalised) at the same moment: the co-tenants are its
+    non-zoo models on the device, as the device ledger holds them.
+    """
+    devices = []
+    for zoo in status["devices"]:
+        loaded = [normalise_model(m) for m in zoo["loaded_models"]]
+        zoo_bytes = sum(m["accounted_bytes"] for m in loaded)
+        cotenants = ledger(models, zoo["device"], kinds={"detector", "face_embedder", "llm"})
+        budget = round(zoo["vram_budget_mb"] * MIB)
+        used = zoo_bytes + cotenants
+        devices.append(
+            zoo
+            | {
+                "loaded_models": loaded,
+                "vram_used_mb": round(used / MIB, 1),
+                "vram_available_mb": round(max(0, budget - used) / MIB, 1),
+                "vram_utilization_percent": round(100.0 * used / budget, 1) if budget else 0.0,
+                "zoo_used_mb": round(zoo_bytes / MIB, 1),
+                "cotenants_mb": round(cotenants / MIB, 1),
+            }
+        )
+    return status | {"devices": devices}
+
+
+def replace_paths(document: Any, paths: dict[str, str]) -> Any:
+    """``document`` with each path in ``paths`` replaced by its placeholder in every string."""
+    if isinstance(document, str):
+        for path, placeholder in paths.items():
+            document = document.replace(path, placeholder)
+        return document
+    if isinstance(document, list):
+        return [replace_paths(item, paths) for item in document]
+    if isinstance(document, dict):
+        return {key: replace_paths(value, paths) for key, value in document.items()}
+    return document
 
 
 def child_env() -> dict[str, str]:
@@ -245,9 +367,7 @@ async def record_healthy(rec: Recording, base: str) -> dict[str, Any]:
         health = await call(client, "GET", "/health", 200)
         if health["status"] != "healthy":
             raise SystemExit(f"expected a healthy add-on, got {json.dumps(health, indent=2)}")
-        rec.add("health.json", "GET", "/health", 200, normalise_health(health))
-        models = await call(client, "GET", "/v1/models", 200)
-        rec.add("models.json", "GET", "/v1/models", 200, models)
+        await load_zoo_one_by_one(client)
 
         await call(
             client,
@@ -259,6 +379,8 @@ async def record_healthy(rec: Recording, base: str) -> dict[str, Any]:
         events = await call(
             client, "GET", "/v1/events", 200, params={"camera": CAMERA, "limit": "1"}
         )
+        for stored in events["events"]:
+            check_no_timing(stored)
         events["events"] = [normalise_event(rec, e) for e in events["events"]]
         rec.add("events.json", "GET", "/v1/events", 200, events)
 
@@ -276,12 +398,36 @@ async def record_healthy(rec: Recording, base: str) -> dict[str, Any]:
             200,
             data=image_form(bus, camera=CAMERA, timestamp=ANALYSED_AT, llm="false"),
         )
+        check_no_timing(event)
         rec.add("event.json", "POST", "/v1/analyze", 200, normalise_event(rec, event))
 
+        models = await call(client, "GET", "/v1/models", 200)
         embedder = next(m["name"] for m in models["models"] if m["kind"] == "face_embedder")
         await call(client, "POST", f"/v1/models/{embedder}/unload", 200)
         loaded = await call(client, "POST", f"/v1/models/{embedder}/load", 200)
-        rec.add("model_loaded.json", "POST", "/v1/models/{name}/load", 200, loaded)
+        rec.add("model_loaded.json", "POST", "/v1/models/{name}/load", 200, normalise_model(loaded))
+        pinned = await call(
+            client, "POST", f"/v1/models/{PINNED_MODEL}/load", 200, params={"pin": "true"}
+        )
+        rec.add("model_pinned.json", "POST", "/v1/models/{name}/load", 200, normalise_model(pinned))
+
+        # After the analyses, so that the zoo holds the models they triggered.
+        models = await call(client, "GET", "/v1/models", 200)
+        models["models"] = [normalise_model(m) for m in models["models"]]
+        rec.add("models.json", "GET", "/v1/models", 200, models)
+        zoo = await call(client, "GET", "/v1/zoo/status", 200)
+        rec.add(
+            "zoo_status.json",
+            "GET",
+            "/v1/zoo/status",
+            200,
+            normalise_zoo_status(zoo, models["models"]),
+        )
+        health = await call(client, "GET", "/health", 200)
+        if health["status"] != "healthy":
+            # A zoo model that failed on the way (zoo_model_failed) is not a fixture.
+            raise SystemExit(f"the add-on degraded while recording: {health['issues']}")
+        rec.add("health.json", "GET", "/health", 200, normalise_health(health))
 
         spec: dict[str, Any] = await call(client, "GET", "/openapi.json", 200)
         return spec
@@ -294,6 +440,28 @@ async def record_degraded(rec: Recording, base: str) -> None:
     if codes != ["llm_unavailable", "model_not_installed", "service_fallback"]:
         raise SystemExit(f"expected three issues, got {json.dumps(health, indent=2)}")
     rec.add("health_degraded.json", "GET", "/health", 200, normalise_health(health))
+
+
+async def load_zoo_one_by_one(client: aiohttp.ClientSession) -> None:
+    """Load every installed zoo model before the analyses, one at a time.
+
+    An analysis runs the models it triggers at once; loaded there, they would load side by
+    side, so whether each finished within the request's deadline and whether its memory
+    could be measured alone (the add-on does not trust a figure taken while other models
+    ran) would depend on the machine's speed. Loaded one by one first, every model is
+    measured alone and every analysis finds its models ready: the same answer every run.
+    """
+    models = (await call(client, "GET", "/v1/models", 200))["models"]
+    for model in models:
+        if model["kind"] == "zoo" and model["installed"]:
+            await call(client, "POST", f"/v1/models/{model['name']}/load", 200)
+
+
+def check_no_timing(event: dict[str, Any]) -> None:
+    """An enrichment skipped for time (zoo_busy) would make the fixture machine-dependent."""
+    busy = {n: s for n, s in event["enrichments"]["skipped"].items() if s["reason"] == "zoo_busy"}
+    if busy:
+        raise SystemExit(f"enrichments skipped for time while recording: {busy}")
 
 
 def write(path: Path, document: Any) -> None:
@@ -321,8 +489,13 @@ def main(argv: list[str] | None = None) -> int:
     with running_addon(degraded) as base:
         asyncio.run(record_degraded(rec, base))
     args.out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        str(args.models_dir.resolve()): "<models_dir>",
+        str(args.models_dir): "<models_dir>",
+        sysconfig.get_paths()["purelib"]: "<site-packages>",
+    }
     for name, (_, _, _, body) in rec.fixtures.items():
-        write(args.out / name, body)
+        write(args.out / name, replace_paths(body, paths))
     write(args.out / "openapi.json", spec)
     write(
         args.out / "recorded.json",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -116,30 +116,189 @@ class ComputeDevice:
         )
 
 
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else _int(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else _float(value)
+
+
+def _strs(value: Any, what: str) -> tuple[str, ...]:
+    return tuple(_str(s) for s in _list(value, what))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Model:
-    """A model of the add-on's model zoo."""
+    """A model the add-on serves: the detector, the face embedder, the LLM or a zoo model."""
 
     name: str
     kind: str
+    """detector, face_embedder, llm or zoo."""
     backend: str
     device: str
     loaded: bool
     installed: bool
     vram_bytes: int
+    state: str = "unloaded"
+    """not_installed, unloaded, loading, loaded, unloading or failed."""
+    measured_bytes: int | None = None
+    """Measured after load and one warm-up inference (None before)."""
+    estimated_bytes: int | None = None
+    accounted_bytes: int = 0
+    """What the device's budget counts for it now."""
+    priority: str | None = None
+    category: str | None = None
+    refcount: int = 0
+    pinned: bool = False
+    unloadable: bool = True
+    unload_pending: bool = False
+    error: str | None = None
 
     @classmethod
     def from_dict(cls, data: Any) -> Model:
         """Parse a model object."""
         d = _dict(data, "model")
+        loaded = bool(d.get("loaded", False))
         return cls(
             name=_str(d.get("name")),
             kind=_str(d.get("kind")),
             backend=_str(d.get("backend")),
             device=_str(d.get("device")),
-            loaded=bool(d.get("loaded", False)),
+            loaded=loaded,
             installed=bool(d.get("installed", True)),
             vram_bytes=_int(d.get("vram_bytes")),
+            state=_str(d.get("state"), "loaded" if loaded else "unloaded"),
+            measured_bytes=_opt_int(d.get("measured_bytes")),
+            estimated_bytes=_opt_int(d.get("estimated_bytes")),
+            accounted_bytes=_int(d.get("accounted_bytes")),
+            priority=_opt_str(d.get("priority")),
+            category=_opt_str(d.get("category")),
+            refcount=_int(d.get("refcount")),
+            pinned=bool(d.get("pinned", False)),
+            unloadable=bool(d.get("unloadable", True)),
+            unload_pending=bool(d.get("unload_pending", False)),
+            error=_opt_str(d.get("error")),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the model as a plain dict (an action's response)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZooModel:
+    """A model the zoo holds memory for on one device (GET /v1/zoo/status)."""
+
+    name: str
+    category: str
+    priority: str
+    device: str
+    state: str
+    estimated_bytes: int
+    measured_bytes: int | None
+    accounted_bytes: int
+    peak_bytes: int | None
+    refcount: int
+    pinned: bool
+    unload_pending: bool
+    idle_ttl_s: float
+    idle_s: float | None
+    load_seconds: float | None
+    loads: int
+    evictions: int
+    error: str | None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ZooModel:
+        """Parse a zoo model object."""
+        d = _dict(data, "zoo model")
+        return cls(
+            name=_str(d.get("name")),
+            category=_str(d.get("category")),
+            priority=_str(d.get("priority")),
+            device=_str(d.get("device")),
+            state=_str(d.get("state")),
+            estimated_bytes=_int(d.get("estimated_bytes")),
+            measured_bytes=_opt_int(d.get("measured_bytes")),
+            accounted_bytes=_int(d.get("accounted_bytes")),
+            peak_bytes=_opt_int(d.get("peak_bytes")),
+            refcount=_int(d.get("refcount")),
+            pinned=bool(d.get("pinned", False)),
+            unload_pending=bool(d.get("unload_pending", False)),
+            idle_ttl_s=_float(d.get("idle_ttl_s")),
+            idle_s=_opt_float(d.get("idle_s")),
+            load_seconds=_opt_float(d.get("load_seconds")),
+            loads=_int(d.get("loads")),
+            evictions=_int(d.get("evictions")),
+            error=_opt_str(d.get("error")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZooDevice:
+    """The zoo on one device (a GPU or the CPU): its budget, what uses it, what waits.
+
+    Memory is in the add-on's MB (MiB); ``used_mb`` is everything the budget counts: the
+    zoo's models and the co-tenants (detector, face embedder, LLM) on the device.
+    """
+
+    device: str
+    budget_mb: float
+    used_mb: float
+    available_mb: float
+    utilization_percent: float
+    zoo_used_mb: float
+    cotenants_mb: float
+    loaded_models: tuple[ZooModel, ...]
+    registered_models: tuple[str, ...]
+    pending_loads: tuple[str, ...]
+    overruns: int
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ZooDevice:
+        """Parse a zoo device object."""
+        d = _dict(data, "zoo device")
+        device = _str(d.get("device"))
+        if not device:
+            raise VigilResponseError("a zoo device has no name", code="invalid_response")
+        return cls(
+            device=device,
+            budget_mb=_float(d.get("vram_budget_mb")),
+            used_mb=_float(d.get("vram_used_mb")),
+            available_mb=_float(d.get("vram_available_mb")),
+            utilization_percent=_float(d.get("vram_utilization_percent")),
+            zoo_used_mb=_float(d.get("zoo_used_mb")),
+            cotenants_mb=_float(d.get("cotenants_mb")),
+            loaded_models=tuple(
+                ZooModel.from_dict(m) for m in _list(d.get("loaded_models"), "loaded_models")
+            ),
+            registered_models=_strs(d.get("registered_models"), "registered_models"),
+            pending_loads=_strs(d.get("pending_loads"), "pending_loads"),
+            overruns=_int(d.get("overruns")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZooStatus:
+    """The add-on's GET /v1/zoo/status answer: the model zoo per device."""
+
+    enabled: bool
+    devices: tuple[ZooDevice, ...]
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    def device(self, device: str) -> ZooDevice | None:
+        """Return one device's zoo, if the add-on reports it."""
+        return next((d for d in self.devices if d.device == device), None)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ZooStatus:
+        """Parse a /v1/zoo/status answer."""
+        d = _dict(data, "zoo status")
+        return cls(
+            enabled=bool(d.get("enabled", False)),
+            devices=tuple(ZooDevice.from_dict(x) for x in _list(d.get("devices"), "devices")),
+            raw=d,
         )
 
 
@@ -292,6 +451,149 @@ class DetectResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Threat:
+    """A weapon or other threat an enrichment model found."""
+
+    label: str
+    confidence: float
+    source: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pet:
+    """An animal the pet classifier named."""
+
+    species: str
+    label: str
+    confidence: float
+    household: bool
+    """A cat or dog breed (a household pet), not a fox, coyote, raccoon, bear..."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Vehicle:
+    """A vehicle the vehicle classifier typed (car, pickup, van, truck, bus, ...)."""
+
+    vehicle_type: str
+    confidence: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plate:
+    """A number plate read."""
+
+    text: str
+    confidence: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnrichmentSkip:
+    """Why a model the detections triggered gave no result (zoo_busy, not_installed, ...)."""
+
+    reason: str
+    message: str
+
+
+def _items(results: Mapping[str, Mapping[str, Any]], key: str) -> list[Mapping[str, Any]]:
+    """Every result's objects under ``key``, whichever model gave them.
+
+    Read by field, not by model name: a user's own YOLO threat model answers ``threats``
+    as the built-in threat detector does, and both count.
+    """
+    found: list[Mapping[str, Any]] = []
+    for result in results.values():
+        value = result.get(key)
+        if isinstance(value, list):
+            found.extend(item for item in value if isinstance(item, Mapping))
+    return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class Enrichments:
+    """The model zoo's results on one analysed image, and the triggered models that gave none.
+
+    ``results`` keeps each model's own answer by model name; the typed views below read the
+    fields the model families share (``threats``, ``persons[].posture``, ``pets``,
+    ``vehicles``, ``plates``).
+    """
+
+    results: Mapping[str, Mapping[str, Any]]
+    skipped: Mapping[str, EnrichmentSkip]
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Enrichments:
+        """Parse an event's ``enrichments`` (missing: none)."""
+        d = _dict(data if data is not None else {}, "enrichments")
+        results = _dict(d.get("results", {}), "enrichments.results")
+        skipped = _dict(d.get("skipped", {}), "enrichments.skipped")
+        return cls(
+            results={
+                str(name): _dict(result, f"enrichment {name}") for name, result in results.items()
+            },
+            skipped={
+                str(name): EnrichmentSkip(
+                    reason=_str(_dict(skip, f"skipped {name}").get("reason"), "error"),
+                    message=_str(skip.get("message")),
+                )
+                for name, skip in skipped.items()
+            },
+        )
+
+    @property
+    def threats(self) -> tuple[Threat, ...]:
+        """Every threat found, most confident first."""
+        found = (
+            Threat(
+                label=_str(t.get("class_name")),
+                confidence=_float(t.get("confidence")),
+                source=_str(t.get("source")),
+            )
+            for t in _items(self.results, "threats")
+        )
+        return tuple(sorted((t for t in found if t.label), key=lambda t: -t.confidence))
+
+    @property
+    def postures(self) -> tuple[str, ...]:
+        """The distinct known postures of the persons posed, sorted."""
+        postures = {_str(p.get("posture")) for p in _items(self.results, "persons")}
+        return tuple(sorted(postures - {"", "unknown"}))
+
+    @property
+    def pets(self) -> tuple[Pet, ...]:
+        """Every animal classified, most confident first."""
+        found = (
+            Pet(
+                species=_str(p.get("species")),
+                label=_str(p.get("label")),
+                confidence=_float(p.get("confidence")),
+                household=bool(p.get("is_household_pet", False)),
+            )
+            for p in _items(self.results, "pets")
+        )
+        return tuple(sorted((p for p in found if p.species), key=lambda p: -p.confidence))
+
+    @property
+    def vehicles(self) -> tuple[Vehicle, ...]:
+        """Every vehicle typed, most confident first."""
+        found = (
+            Vehicle(
+                vehicle_type=_str(v.get("vehicle_type")), confidence=_float(v.get("confidence"))
+            )
+            for v in _items(self.results, "vehicles")
+        )
+        return tuple(sorted((v for v in found if v.vehicle_type), key=lambda v: -v.confidence))
+
+    @property
+    def plates(self) -> tuple[Plate, ...]:
+        """Every plate read, most confident first."""
+        found = (
+            Plate(text=_str(p.get("text")), confidence=_float(p.get("confidence")))
+            for p in _items(self.results, "plates")
+        )
+        return tuple(sorted((p for p in found if p.text), key=lambda p: -p.confidence))
+
+
+@dataclass(frozen=True, kw_only=True)
 class AnalysisEvent:
     """One analysed image: the add-on's stored event (POST /v1/analyze, GET /v1/events)."""
 
@@ -311,6 +613,7 @@ class AnalysisEvent:
     notify: bool
     timings_ms: Mapping[str, float]
     snapshot_url: str | None
+    enrichments: Enrichments = field(default_factory=lambda: Enrichments(results={}, skipped={}))
     raw: Mapping[str, Any] = field(repr=False, compare=False)
 
     @property
@@ -355,6 +658,7 @@ class AnalysisEvent:
             notify=bool(d.get("notify", False)),
             timings_ms={str(k): _float(v) for k, v in timings.items()},
             snapshot_url=_opt_str(d.get("snapshot_url")),
+            enrichments=Enrichments.from_dict(d.get("enrichments")),
             raw=d,
         )
 
@@ -561,9 +865,24 @@ class VigilClient:
             )
         return Person.from_dict(await self._request("POST", "/v1/people", data=form))
 
-    async def load_model(self, name: str) -> Model:
-        """POST /v1/models/{name}/load."""
-        return Model.from_dict(await self._request("POST", f"/v1/models/{name}/load"))
+    async def zoo_status(self) -> ZooStatus | None:
+        """GET /v1/zoo/status: the model zoo per device (None: an add-on without a zoo)."""
+        try:
+            data = await self._request("GET", "/v1/zoo/status", time_limit=self._health_timeout)
+        except VigilNotFoundError:
+            return None
+        return ZooStatus.from_dict(data)
+
+    async def load_model(self, name: str, *, pin: bool | None = None) -> Model:
+        """POST /v1/models/{name}/load; ``pin`` pins (True) or unpins (False) a zoo model.
+
+        A zoo model that cannot get memory in time answers 503 ``zoo_busy``; one whose
+        files are absent 409 ``model_not_installed``.
+        """
+        params = None if pin is None else {"pin": "true" if pin else "false"}
+        return Model.from_dict(
+            await self._request("POST", f"/v1/models/{name}/load", params=params)
+        )
 
     async def unload_model(self, name: str) -> Model:
         """POST /v1/models/{name}/unload."""

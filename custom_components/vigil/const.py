@@ -44,6 +44,7 @@ ISSUE_CODES: Final = (
     "storage_full",
     "storage_unavailable",
     "cpu_only",
+    "zoo_model_failed",
     "triton_unavailable",
 )
 
@@ -54,3 +55,14 @@ ATTR_SUMMARY: Final = "summary"
 ATTR_FACTORS: Final = "factors"
 ATTR_EVENT_ID: Final = "event_id"
 ATTR_NOTIFY: Final = "notify"
+
+# Enrichments of an event, flat for automations (event entity, bus event, analyze response);
+# each is absent when no model found it.
+ATTR_THREAT: Final = "threat"
+ATTR_THREAT_CONFIDENCE: Final = "threat_confidence"
+ATTR_POSTURES: Final = "postures"
+ATTR_PET: Final = "pet"
+ATTR_PET_HOUSEHOLD: Final = "pet_household"
+ATTR_VEHICLE_TYPE: Final = "vehicle_type"
+ATTR_PLATE: Final = "plate"
+ATTR_ENRICHMENTS_SKIPPED: Final = "enrichments_skipped"

@@ -1,8 +1,8 @@
 """Coordinators of the Vigil integration.
 
-One server coordinator polls the add-on's /health; one camera coordinator per camera
-subentry holds that camera's latest analysis and runs new ones when a trigger fires or
-the `vigil.analyze` action asks.
+One server coordinator polls the add-on's /health and its model zoo's /v1/zoo/status; one
+camera coordinator per camera subentry holds that camera's latest analysis and runs new
+ones when a trigger fires or the `vigil.analyze` action asks.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from homeassistant.util import dt as dt_util
 
 from .api import (
     AnalysisEvent,
+    Enrichments,
     Health,
     ImageUpload,
     VigilAuthenticationError,
@@ -32,15 +33,24 @@ from .api import (
     VigilConnectionError,
     VigilError,
     VigilNotFoundError,
+    ZooStatus,
 )
 from .const import (
     ATTR_CAMERA,
+    ATTR_ENRICHMENTS_SKIPPED,
     ATTR_EVENT_ID,
     ATTR_FACTORS,
     ATTR_LEVEL,
     ATTR_NOTIFY,
+    ATTR_PET,
+    ATTR_PET_HOUSEHOLD,
+    ATTR_PLATE,
+    ATTR_POSTURES,
     ATTR_SCORE,
     ATTR_SUMMARY,
+    ATTR_THREAT,
+    ATTR_THREAT_CONFIDENCE,
+    ATTR_VEHICLE_TYPE,
     CONF_CAMERA_ENTITY,
     CONF_LLM,
     CONF_MIN_INTERVAL,
@@ -70,11 +80,48 @@ class VigilRuntimeData:
 type VigilConfigEntry = ConfigEntry[VigilRuntimeData]
 
 
+@dataclass(frozen=True, kw_only=True)
+class VigilServerData:
+    """What one poll of the add-on gives: its /health and its model zoo's status."""
+
+    health: Health
+    zoo: ZooStatus | None
+    """None: an add-on without a model zoo (it answers /v1/zoo/status with 404)."""
+
+
 def camera_id_for(entity_id: str) -> str:
     """Return the add-on camera id ([a-z0-9_]{1,64}) for a camera entity id."""
     object_id = entity_id.split(".", 1)[-1].lower()
     cid = re.sub(r"[^a-z0-9_]+", "_", object_id).strip("_")[:64]
     return cid or "camera"
+
+
+def enrichment_attributes(enrichments: Enrichments) -> dict[str, Any]:
+    """The enrichments of an event, flat: one value per question an automation asks.
+
+    The most confident threat (label and confidence), the persons' postures, the most
+    confident animal (species, and whether it is a household pet), vehicle type and plate,
+    and why triggered models gave nothing (model -> reason). A key is absent when no model
+    found that, so `{{ trigger.to_state.attributes.threat is defined }}` reads as it says.
+    """
+    attributes: dict[str, Any] = {}
+    if threats := enrichments.threats:
+        attributes[ATTR_THREAT] = threats[0].label
+        attributes[ATTR_THREAT_CONFIDENCE] = threats[0].confidence
+    if postures := enrichments.postures:
+        attributes[ATTR_POSTURES] = list(postures)
+    if pets := enrichments.pets:
+        attributes[ATTR_PET] = pets[0].species
+        attributes[ATTR_PET_HOUSEHOLD] = pets[0].household
+    if vehicles := enrichments.vehicles:
+        attributes[ATTR_VEHICLE_TYPE] = vehicles[0].vehicle_type
+    if plates := enrichments.plates:
+        attributes[ATTR_PLATE] = plates[0].text
+    if enrichments.skipped:
+        attributes[ATTR_ENRICHMENTS_SKIPPED] = {
+            name: skip.reason for name, skip in sorted(enrichments.skipped.items())
+        }
+    return attributes
 
 
 def _update_errors[C: VigilServerCoordinator | VigilCameraCoordinator, **P, R](
@@ -108,8 +155,12 @@ def _update_errors[C: VigilServerCoordinator | VigilCameraCoordinator, **P, R](
     return handler
 
 
-class VigilServerCoordinator(DataUpdateCoordinator[Health]):
-    """Polls the add-on's /health (and checks the token) every 30 seconds."""
+class VigilServerCoordinator(DataUpdateCoordinator[VigilServerData]):
+    """Polls the add-on's /health and /v1/zoo/status every 30 seconds.
+
+    The zoo status is an authenticated call, so the same poll checks that the token
+    still works.
+    """
 
     config_entry: VigilConfigEntry
 
@@ -127,11 +178,10 @@ class VigilServerCoordinator(DataUpdateCoordinator[Health]):
         """The server device's registry id, once registered."""
 
     @_update_errors
-    async def _async_update_data(self) -> Health:
-        """Fetch /health; an authenticated call checks that the token still works."""
+    async def _async_update_data(self) -> VigilServerData:
+        """Fetch /health, then the zoo status (authenticated: it checks the token too)."""
         health = await self.client.health()
-        await self.client.verify_auth()
-        return health
+        return VigilServerData(health=health, zoo=await self.client.zoo_status())
 
     @property
     def instance_id(self) -> str:
@@ -166,7 +216,7 @@ class VigilServerCoordinator(DataUpdateCoordinator[Health]):
             translation_key="addon",
             manufacturer="Vigil",
             model="Vigil add-on",
-            sw_version=self.data.version if self.data else None,
+            sw_version=self.data.health.version if self.data else None,
             configuration_url=str(self.client.base_url.with_path("/health")),
             entry_type=DeviceEntryType.SERVICE,
         )
@@ -369,6 +419,7 @@ class VigilCameraCoordinator(DataUpdateCoordinator[AnalysisEvent | None]):
             ATTR_EVENT_ID: event.id,
             ATTR_NOTIFY: event.notify,
             ATTR_FACTORS: [f.as_dict() for f in event.factors],
+            **enrichment_attributes(event.enrichments),
         }
 
     async def async_snapshot(self, event_id: str) -> bytes:

@@ -16,7 +16,7 @@ from .const import (
     DOMAIN,
     RISK_LEVELS,
 )
-from .coordinator import VigilCameraCoordinator, VigilConfigEntry
+from .coordinator import VigilCameraCoordinator, VigilConfigEntry, enrichment_attributes
 from .entity import VigilEntity
 
 PARALLEL_UPDATES = 0
@@ -79,6 +79,7 @@ class VigilRiskEvent(VigilEntity[VigilCameraCoordinator], EventEntity):
                     ATTR_SNAPSHOT_ENTITY: registry.async_get_entity_id(
                         "image", DOMAIN, f"{self.coordinator.unique_id_prefix}_snapshot"
                     ),
+                    **enrichment_attributes(event.enrichments),
                 },
             )
         super()._handle_coordinator_update()

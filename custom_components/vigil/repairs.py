@@ -55,7 +55,7 @@ def async_sync_issues(hass: HomeAssistant, entry: VigilConfigEntry) -> None:
     if not runtime.server.last_update_success or runtime.server.data is None:
         return
     current: set[str] = set()
-    for issue in runtime.server.data.issues:
+    for issue in runtime.server.data.health.issues:
         iid = issue_id(entry, issue)
         current.add(iid)
         known = issue.code in ISSUE_CODES

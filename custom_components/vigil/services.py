@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from homeassistant.helpers.target import TargetSelection, async_extract_referenc
 from .api import (
     AnalysisEvent,
     ImageUpload,
-    Model,
     VigilAuthenticationError,
     VigilConnectionError,
     VigilError,
@@ -36,7 +35,7 @@ from .api import (
     VigilNotFoundError,
 )
 from .const import DOMAIN
-from .coordinator import VigilCameraCoordinator, VigilConfigEntry
+from .coordinator import VigilCameraCoordinator, VigilConfigEntry, enrichment_attributes
 
 SERVICE_ANALYZE = "analyze"
 SERVICE_ENROLL_PERSON = "enroll_person"
@@ -47,6 +46,10 @@ ATTR_NAME = "name"
 ATTR_CAMERAS = "cameras"
 ATTR_FILES = "files"
 ATTR_MODEL = "model"
+ATTR_PIN = "pin"
+
+MODEL_ERRORS = ("zoo_busy", "model_load_failed", "not_unloadable")
+"""The add-on's error codes for a model it cannot load or unload (each has a message here)."""
 
 ANALYZE_SCHEMA = cv.make_entity_service_schema({})
 
@@ -69,6 +72,7 @@ MODEL_SCHEMA = probatio.Schema(
         ),
     }
 )
+LOAD_MODEL_SCHEMA = MODEL_SCHEMA.extend({probatio.Optional(ATTR_PIN): cv.boolean})
 
 
 def event_response(coordinator: VigilCameraCoordinator, event: AnalysisEvent) -> dict[str, Any]:
@@ -89,18 +93,7 @@ def event_response(coordinator: VigilCameraCoordinator, event: AnalysisEvent) ->
         },
         "notify": event.notify,
         "llm_status": event.llm_status,
-    }
-
-
-def _model_response(model: Model) -> dict[str, Any]:
-    return {
-        "name": model.name,
-        "kind": model.kind,
-        "backend": model.backend,
-        "device": model.device,
-        "loaded": model.loaded,
-        "installed": model.installed,
-        "vram_bytes": model.vram_bytes,
+        **enrichment_attributes(event.enrichments),
     }
 
 
@@ -114,11 +107,22 @@ def _camera_coordinators(hass: HomeAssistant) -> dict[str, VigilCameraCoordinato
     return result
 
 
+def _unknown_model(model: str, known: Sequence[str]) -> ServiceValidationError:
+    return ServiceValidationError(
+        translation_domain=DOMAIN,
+        translation_key="unknown_model",
+        translation_placeholders={"model": model, "models": ", ".join(known) or "-"},
+    )
+
+
 @contextmanager
 def _addon_errors(
-    hass: HomeAssistant, entry: VigilConfigEntry, model: str | None = None
+    hass: HomeAssistant,
+    entry: VigilConfigEntry,
+    model: str | None = None,
+    known: Sequence[str] = (),
 ) -> Iterator[None]:
-    """Turn client errors into translated Home Assistant errors."""
+    """Turn client errors into translated Home Assistant errors (``known``: the models)."""
     try:
         yield
     except VigilAuthenticationError as err:
@@ -143,12 +147,15 @@ def _addon_errors(
                 translation_key="addon_error",
                 translation_placeholders={"error": err.message},
             ) from err
-        raise ServiceValidationError(
-            translation_domain=DOMAIN,
-            translation_key="unknown_model",
-            translation_placeholders={"model": model},
-        ) from err
+        raise _unknown_model(model, known) from err
     except VigilError as err:
+        if model is not None and err.code in MODEL_ERRORS:
+            # zoo_busy: no memory could be freed in time (the models in use fill the budget).
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key=err.code,
+                translation_placeholders={"model": model, "error": err.message},
+            ) from err
         raise HomeAssistantError(
             translation_domain=DOMAIN,
             translation_key="addon_error",
@@ -234,16 +241,24 @@ async def _async_enroll_person(call: ServiceCall) -> ServiceResponse:
 
 
 async def _async_model(call: ServiceCall, *, load: bool) -> ServiceResponse:
+    """Load or unload one of the models the add-on lists in /v1/models."""
     hass = call.hass
     entry: VigilConfigEntry = async_get_config_entry(
         hass, DOMAIN, call.data.get(ATTR_CONFIG_ENTRY_ID)
     )
     name: str = call.data[ATTR_MODEL]
     client = entry.runtime_data.client
-    with _addon_errors(hass, entry, model=name):
-        model = await (client.load_model(name) if load else client.unload_model(name))
+    with _addon_errors(hass, entry):
+        known = [m.name for m in await client.models()]
+    if known and name not in known:
+        raise _unknown_model(name, known)
+    with _addon_errors(hass, entry, model=name, known=known):
+        if load:
+            model = await client.load_model(name, pin=call.data.get(ATTR_PIN))
+        else:
+            model = await client.unload_model(name)
     await entry.runtime_data.server.async_request_refresh()
-    return _model_response(model)
+    return model.as_dict()
 
 
 async def _async_load_model(call: ServiceCall) -> ServiceResponse:
@@ -277,7 +292,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
         DOMAIN,
         SERVICE_LOAD_MODEL,
         _async_load_model,
-        schema=MODEL_SCHEMA,
+        schema=LOAD_MODEL_SCHEMA,
         supports_response=SupportsResponse.OPTIONAL,
     )
     hass.services.async_register(

@@ -9,7 +9,7 @@ from typing import Any
 from unittest.mock import AsyncMock, MagicMock, PropertyMock, patch
 
 import pytest
-from custom_components.vigil.api import AnalysisEvent, Health, Model, Person
+from custom_components.vigil.api import AnalysisEvent, Health, Model, Person, ZooStatus
 from custom_components.vigil.const import (
     CONF_CAMERA_ENTITY,
     CONF_LLM,
@@ -37,6 +37,10 @@ INSTANCE_ID = "9f0c2b7e5d1a4c3b8e6f0a1d2c3b4a59"
 CAMERA_SUBENTRY_ID = "01JDCAMERAFRONTDOOR0000000"
 CAMERA_ENTITY = "camera.front_door"
 TRIGGER_ENTITY = "binary_sensor.front_motion"
+
+
+EVENT_ENRICHMENTS: dict[str, Any] = {"postures": ["standing"], "vehicle_type": "bus"}
+"""What event.json's enrichments show, flat (event entity, bus event, analyze response)."""
 
 
 def load_json(name: str) -> Any:
@@ -159,12 +163,40 @@ def gpu_host(health: dict[str, Any]) -> dict[str, Any]:
         "name": "NVIDIA GeForce RTX 3090",
         "present": True,
         "budget_bytes": 23622320128,
-        "used_bytes": 1800000000,
+        "used_bytes": GPU_LLM_BYTES,
         "total_bytes": 25769803776,
         "services": ["llm"],
     }
     issues = [i for i in health["issues"] if i["code"] != "cpu_only"]
     return health | {"cuda_available": True, "devices": [*health["devices"], gpu], "issues": issues}
+
+
+GPU_LLM_BYTES = 1800000000
+"""What gpu_host's GPU holds: the LLM server, a co-tenant of the zoo on that GPU."""
+
+
+def gpu_zoo(zoo: dict[str, Any]) -> dict[str, Any]:
+    """Return a recorded /v1/zoo/status answer as gpu_host's add-on would give it.
+
+    The GPU holds the LLM server (a co-tenant) and no zoo model yet; its budget is
+    gpu_host's.
+    """
+    budget_mb = round(23622320128 / 2**20, 1)
+    used_mb = round(GPU_LLM_BYTES / 2**20, 1)
+    gpu = {
+        "device": "cuda:0",
+        "vram_budget_mb": budget_mb,
+        "vram_used_mb": used_mb,
+        "vram_available_mb": round(budget_mb - used_mb, 1),
+        "vram_utilization_percent": round(100 * used_mb / budget_mb, 1),
+        "zoo_used_mb": 0.0,
+        "cotenants_mb": used_mb,
+        "loaded_models": [],
+        "registered_models": [],
+        "pending_loads": [],
+        "overruns": 0,
+    }
+    return zoo | {"devices": [*zoo["devices"], gpu]}
 
 
 @pytest.fixture
@@ -175,7 +207,16 @@ def health_document(health_fixture: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def mock_vigil_client(health_document: dict[str, Any]) -> Generator[MagicMock]:
+def zoo_document() -> dict[str, Any]:
+    """Return the /v1/zoo/status answer to serve (override for another host, e.g. gpu_zoo)."""
+    result: dict[str, Any] = load_json("zoo_status.json")
+    return result
+
+
+@pytest.fixture
+def mock_vigil_client(
+    health_document: dict[str, Any], zoo_document: dict[str, Any]
+) -> Generator[MagicMock]:
     """Return an autospecced add-on client fed from the JSON fixtures."""
     with (
         patch("custom_components.vigil.VigilClient", autospec=True) as client_cls,
@@ -188,6 +229,7 @@ def mock_vigil_client(health_document: dict[str, Any]) -> Generator[MagicMock]:
             Model.from_dict(m) for m in load_json("models.json")["models"]
         ]
         client.verify_auth.return_value = None
+        client.zoo_status.return_value = ZooStatus.from_dict(zoo_document)
         client.analyze.return_value = AnalysisEvent.from_dict(load_json("event.json"))
         client.latest_event.return_value = AnalysisEvent.from_dict(
             load_json("events.json")["events"][0]
@@ -196,7 +238,8 @@ def mock_vigil_client(health_document: dict[str, Any]) -> Generator[MagicMock]:
         client.enroll_person.return_value = Person.from_dict(load_json("person.json"))
         client.load_model.return_value = Model.from_dict(load_json("model_loaded.json"))
         client.unload_model.return_value = Model.from_dict(
-            load_json("model_loaded.json") | {"loaded": False, "vram_bytes": 0}
+            load_json("model_loaded.json")
+            | {"state": "unloaded", "loaded": False, "vram_bytes": 0, "accounted_bytes": 0}
         )
         yield client
 

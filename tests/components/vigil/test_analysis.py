@@ -26,13 +26,75 @@ from pytest_homeassistant_custom_component.common import (
 )
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
-from .conftest import CAMERA_ENTITY, TRIGGER_ENTITY, FakeCamera, load_bytes, load_json
+from .conftest import (
+    CAMERA_ENTITY,
+    EVENT_ENRICHMENTS,
+    TRIGGER_ENTITY,
+    FakeCamera,
+    load_bytes,
+    load_json,
+)
 
 pytestmark = pytest.mark.usefixtures("init_integration")
 
 EVENT_ENTITY = "event.front_door_risk_event"
 EVENT = load_json("event.json")
 """The add-on's answer to bus.jpg at night (recorded); every analysis below returns it."""
+
+
+ENRICHED = EVENT | {
+    "id": "0123456789ab0000000000ff",
+    "enrichments": {
+        "results": {
+            # Each family's own fields (docs/zoo-models); two models may answer one field.
+            "threat_detector": {
+                "threats": [
+                    {"class_name": "scissors", "confidence": 0.41, "source": "detector"},
+                    {"class_name": "knife", "confidence": 0.87, "source": "imagenet"},
+                ],
+                "max_confidence": 0.87,
+            },
+            "threat_yolo": {
+                "threats": [{"class_name": "gun", "confidence": 0.93, "source": "yolo"}]
+            },
+            "pose": {
+                "persons": [
+                    {"posture": "standing"},
+                    {"posture": "crouching"},
+                    {"posture": "standing"},
+                    {"posture": "unknown"},
+                ],
+                "postures": ["standing", "crouching", "standing", "unknown"],
+            },
+            "pet_classifier": {
+                "pets": [
+                    {
+                        "species": "fox",
+                        "label": "red fox",
+                        "confidence": 0.30,
+                        "is_household_pet": False,
+                    },
+                    {
+                        "species": "cat",
+                        "label": "tabby",
+                        "confidence": 0.91,
+                        "is_household_pet": True,
+                    },
+                ]
+            },
+            "vehicle_classifier": {
+                "vehicles": [{"vehicle_type": "pickup", "label": "pickup", "confidence": 0.8}]
+            },
+            "plate_reader": {"plates": [{"text": "AB 123 CD", "confidence": 0.77}]},
+        },
+        "skipped": {
+            "demographics": {"reason": "zoo_busy", "message": "deadline: no memory in 5 s"},
+            "appearance": {"reason": "not_installed", "message": "missing file"},
+        },
+    },
+}
+"""The recorded event with every enrichment the integration flattens (threat, pose, pet,
+vehicle, plate: the fields of each model family) and two skipped models."""
 
 
 def motion(hass: HomeAssistant, state: str) -> None:
@@ -73,6 +135,12 @@ async def test_trigger_runs_analysis(hass: HomeAssistant, mock_vigil_client: Mag
     assert event_state.attributes["notify"] is True
     assert event_state.attributes["camera_entity"] == CAMERA_ENTITY
     assert event_state.attributes["snapshot_entity"] == "image.front_door_last_snapshot"
+    # bus.jpg: standing persons and a bus; no threat, animal or plate, no model skipped.
+    for key, value in EVENT_ENRICHMENTS.items():
+        assert event_state.attributes[key] == value
+    for key in ("threat", "threat_confidence", "pet", "pet_household", "plate"):
+        assert key not in event_state.attributes
+    assert "enrichments_skipped" not in event_state.attributes
     assert [f["name"] for f in event_state.attributes["factors"]] == [
         "unknown_person",
         "night",
@@ -90,6 +158,7 @@ async def test_trigger_runs_analysis(hass: HomeAssistant, mock_vigil_client: Mag
         "event_id": EVENT["id"],
         "notify": True,
         "factors": EVENT["factors"],
+        **EVENT_ENRICHMENTS,
     }
 
 
@@ -315,3 +384,60 @@ async def test_notify_is_the_addons_decision(
     )
     assert response is not None
     assert response["events"][CAMERA_ENTITY]["notify"] is notify  # type: ignore[index]
+
+
+async def test_enrichments_flattened(hass: HomeAssistant, mock_vigil_client: MagicMock) -> None:
+    """The event entity and the bus event carry the enrichments flat, for automations.
+
+    The most confident threat wins, whichever model found it; postures are the persons'
+    known ones, once each; the most confident animal and whether it is a household pet;
+    the vehicle type and the plate text; and why triggered models gave nothing. An event
+    without enrichments then shows none of these keys.
+    """
+    bus_events = async_capture_events(hass, EVENT_RISK)
+    mock_vigil_client.analyze.return_value = AnalysisEvent.from_dict(ENRICHED)
+    motion(hass, STATE_ON)
+    await hass.async_block_till_done()
+
+    flat = {
+        "threat": "gun",
+        "threat_confidence": 0.93,
+        "postures": ["crouching", "standing"],
+        "pet": "cat",
+        "pet_household": True,
+        "vehicle_type": "pickup",
+        "plate": "AB 123 CD",
+        "enrichments_skipped": {"appearance": "not_installed", "demographics": "zoo_busy"},
+    }
+    attributes = hass.states.get(EVENT_ENTITY).attributes
+    assert {key: attributes.get(key) for key in flat} == flat
+    assert {key: bus_events[0].data.get(key) for key in flat} == flat
+
+    plain = EVENT | {
+        "id": "0123456789ab0000000000fe",
+        "enrichments": {"results": {}, "skipped": {}},
+    }
+    mock_vigil_client.analyze.return_value = AnalysisEvent.from_dict(plain)
+    await hass.services.async_call("vigil", "analyze", {"entity_id": CAMERA_ENTITY}, blocking=True)
+    attributes = hass.states.get(EVENT_ENTITY).attributes
+    assert attributes["event_id"] == plain["id"]
+    assert not set(flat) & set(attributes)
+    assert not set(flat) & set(bus_events[-1].data)
+
+
+async def test_recorded_cat_is_a_household_pet(
+    hass: HomeAssistant, mock_vigil_client: MagicMock
+) -> None:
+    """The add-on's answer to the cat photo (recorded): the event says a household cat, and
+    nothing else the zoo could say."""
+    cat = load_json("events.json")["events"][0]
+    bus_events = async_capture_events(hass, EVENT_RISK)
+    mock_vigil_client.analyze.return_value = AnalysisEvent.from_dict(
+        cat | {"id": "0123456789ab0000000000fd"}
+    )
+    await hass.services.async_call("vigil", "analyze", {"entity_id": CAMERA_ENTITY}, blocking=True)
+    attributes = hass.states.get(EVENT_ENTITY).attributes
+    assert (attributes["pet"], attributes["pet_household"]) == ("cat", True)
+    for key in ("threat", "postures", "vehicle_type", "plate", "enrichments_skipped"):
+        assert key not in attributes
+    assert (bus_events[0].data["pet"], bus_events[0].data["pet_household"]) == ("cat", True)

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestServer
 from custom_components.vigil.api import (
     AnalysisEvent,
     DetectResult,
+    Enrichments,
     Health,
     ImageUpload,
     VigilAuthenticationError,
@@ -22,6 +23,7 @@ from custom_components.vigil.api import (
     VigilModelNotInstalledError,
     VigilNotFoundError,
     VigilResponseError,
+    ZooStatus,
 )
 
 from .conftest import load_json
@@ -53,6 +55,7 @@ class StandIn:
         app = web.Application(middlewares=[self.auth])
         app.router.add_get("/health", self.json("health.json"))
         app.router.add_get("/v1/models", self.json("models.json"))
+        app.router.add_get("/v1/zoo/status", self.json("zoo_status.json"))
         app.router.add_post("/v1/analyze", self.analyze)
         app.router.add_post("/v1/detect", self.detect)
         app.router.add_get("/v1/events", self.events)
@@ -133,8 +136,14 @@ class StandIn:
             return error(409, "model_not_installed", "files missing")
         if name == "crash":
             return web.Response(status=500, text="<html>oops</html>")
+        if name == "busy":
+            return error(503, "zoo_busy", "deadline: the models in use fill the budget")
         loaded = request.match_info["action"] == "load"
-        return web.json_response(load_json("model_loaded.json") | {"name": name, "loaded": loaded})
+        self.requests.append({"model": name, "query": dict(request.query)})
+        answer = load_json("model_loaded.json") | {"name": name, "loaded": loaded}
+        if "pin" in request.query:
+            answer["pinned"] = request.query["pin"] == "true"
+        return web.json_response(answer)
 
 
 @pytest.fixture
@@ -170,7 +179,9 @@ async def test_routes(stand_in: tuple[StandIn, TestServer], session: ClientSessi
     assert health.instance_id == "9f0c2b7e5d1a4c3b8e6f0a1d2c3b4a59"
     assert [(d.id, d.kind) for d in health.devices] == [("cpu", "cpu")]
     assert health.gpus == ()
-    assert health.models_loaded == 2
+    # Recorded after the analyses: the detector, the face embedder and the zoo models they ran.
+    assert health.models_loaded == sum(m["loaded"] for m in load_json("health.json")["models"])
+    assert health.models_loaded > 2
     await client.verify_auth()
 
     when = datetime(2026, 11, 23, 4, 30, tzinfo=UTC)
@@ -215,8 +226,34 @@ async def test_routes(stand_in: tuple[StandIn, TestServer], session: ClientSessi
         "Alex", [ImageUpload(content=b"a"), ImageUpload(content=b"b")]
     )
     assert (person.name, person.embeddings) == ("Alex", 2)
-    assert (await client.load_model("fall-detector")).loaded is True
-    assert (await client.unload_model("fall-detector")).loaded is False
+    addon.requests.clear()
+    assert (await client.load_model("pose")).loaded is True
+    assert (await client.load_model("pose", pin=True)).pinned is True
+    assert (await client.load_model("pose", pin=False)).pinned is False
+    assert (await client.unload_model("pose")).loaded is False
+    assert [r["query"] for r in addon.requests] == [{}, {"pin": "true"}, {"pin": "false"}, {}]
+
+    models = await client.models()
+    recorded = load_json("models.json")["models"]
+    assert [m.name for m in models] == [m["name"] for m in recorded]
+    for model, raw in zip(models, recorded, strict=True):
+        assert model.as_dict() == {k: raw[k] for k in model.as_dict()}
+    assert {m.kind for m in models} == {"detector", "face_embedder", "zoo"}
+
+    zoo = await client.zoo_status()
+    assert zoo is not None
+    raw_zoo = load_json("zoo_status.json")
+    assert zoo.enabled is raw_zoo["enabled"]
+    cpu = zoo.device("cpu")
+    assert cpu is not None and zoo.device("cuda:7") is None
+    raw_cpu = raw_zoo["devices"][0]
+    assert (cpu.budget_mb, cpu.used_mb, cpu.utilization_percent) == (
+        raw_cpu["vram_budget_mb"],
+        raw_cpu["vram_used_mb"],
+        raw_cpu["vram_utilization_percent"],
+    )
+    assert cpu.registered_models == tuple(raw_cpu["registered_models"])
+    assert [m.name for m in cpu.loaded_models] == [m["name"] for m in raw_cpu["loaded_models"]]
 
 
 async def test_errors(stand_in: tuple[StandIn, TestServer], session: ClientSession) -> None:
@@ -228,6 +265,9 @@ async def test_errors(stand_in: tuple[StandIn, TestServer], session: ClientSessi
     assert (err.value.code, err.value.status) == ("unknown_model", 404)
     with pytest.raises(VigilModelNotInstalledError):
         await client.load_model("uninstalled")
+    with pytest.raises(VigilResponseError) as err:
+        await client.load_model("busy", pin=True)
+    assert (err.value.code, err.value.status) == ("zoo_busy", 503)
     with pytest.raises(VigilResponseError) as err:
         await client.load_model("crash")
     assert (err.value.code, err.value.message) == ("http_500", "HTTP 500")
@@ -243,14 +283,17 @@ async def test_errors(stand_in: tuple[StandIn, TestServer], session: ClientSessi
 
 
 async def test_auth_without_model_zoo(session: ClientSession, socket_enabled: None) -> None:
-    """An add-on without /v1/models: a 404 after the token check still means "accepted"."""
+    """An add-on without /v1/models or a zoo: a 404 after the token check means "accepted"."""
     app = web.Application(middlewares=[StandIn().auth])
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
         await client_for(session, server).verify_auth()
+        assert await client_for(session, server).zoo_status() is None
         with pytest.raises(VigilAuthenticationError):
             await client_for(session, server, token="wrong").verify_auth()
+        with pytest.raises(VigilAuthenticationError):
+            await client_for(session, server, token="wrong").zoo_status()
     finally:
         await server.close()
 
@@ -332,3 +375,36 @@ def test_lenient_numbers() -> None:
     assert event.risk_score == 100
     assert (event.person_count, event.vehicle_count) == (0, 0)
     assert json.dumps(event.factors[0].as_dict())
+
+
+def test_minimal_zoo_status() -> None:
+    """A zoo device needs its name; its lists may be missing."""
+    zoo = ZooStatus.from_dict({"enabled": True, "devices": [{"device": "cpu"}]})
+    assert zoo.devices[0].loaded_models == ()
+    with pytest.raises(VigilResponseError):
+        ZooStatus.from_dict({"devices": [{"vram_budget_mb": 1.0}]})
+    with pytest.raises(VigilResponseError):
+        ZooStatus.from_dict({"devices": {"cpu": {}}})
+
+
+def test_enrichments_parse_by_field() -> None:
+    """Results are read by their fields; odd entries are skipped, not fatal."""
+    enrichments = Enrichments.from_dict(
+        {
+            "results": {
+                "a": {"threats": [{"class_name": "knife", "confidence": 0.5}, "junk"]},
+                "b": {"threats": {"not": "a list"}, "plates": [{"text": "", "confidence": 1}]},
+                "c": {"pets": [{"species": "dog", "confidence": "high"}]},
+            },
+            "skipped": {"d": {"reason": "zoo_busy", "message": "busy"}},
+        }
+    )
+    assert [(t.label, t.confidence) for t in enrichments.threats] == [("knife", 0.5)]
+    assert enrichments.plates == ()
+    assert [(p.species, p.confidence, p.household) for p in enrichments.pets] == [
+        ("dog", 0.0, False)
+    ]
+    assert enrichments.skipped["d"].reason == "zoo_busy"
+    assert Enrichments.from_dict(None).results == {}
+    with pytest.raises(VigilResponseError):
+        Enrichments.from_dict({"results": {"a": []}})

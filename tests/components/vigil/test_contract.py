@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from custom_components.vigil.api import AnalysisEvent, Health, Model, Person
+from custom_components.vigil.api import AnalysisEvent, Health, Model, Person, ZooStatus
 from custom_components.vigil.const import ISSUE_CODES, RISK_LEVELS
 from jsonschema import Draft202012Validator, FormatChecker
 
-from .conftest import load_json
+from .conftest import gpu_host, gpu_zoo, load_json
 
 SPEC = load_json("openapi.json")
 RECORDED = load_json("recorded.json")["fixtures"]
@@ -56,6 +56,26 @@ def test_the_client_reads_every_recorded_answer() -> None:
     assert {issue.code for issue in degraded.issues} <= set(ISSUE_CODES)
     assert [Model.from_dict(m).name for m in load_json("models.json")["models"]]
     assert Person.from_dict(load_json("person.json")).name
+    zoo = ZooStatus.from_dict(load_json("zoo_status.json"))
+    assert [d.device for d in zoo.devices] == [
+        d["device"] for d in load_json("zoo_status.json")["devices"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("document", "method", "path"),
+    [
+        (gpu_host(load_json("health.json")), "GET", "/health"),
+        (gpu_zoo(load_json("zoo_status.json")), "GET", "/v1/zoo/status"),
+    ],
+    ids=["gpu_host", "gpu_zoo"],
+)
+def test_gpu_documents_are_valid_answers(document: dict[str, Any], method: str, path: str) -> None:
+    """The GPU host the tests make from the CPU recordings is one the contract allows."""
+    schema = answer_schema(method, path, 200)
+    Draft202012Validator(
+        {**schema, "components": SPEC["components"]}, format_checker=FormatChecker()
+    ).validate(document)
 
 
 def test_risk_levels_are_the_addons() -> None:

@@ -70,3 +70,41 @@ async def test_diagnostics_redact_enrolled_names(
         ("night", 20),
     ]
     assert last["risk_level"] == event["risk_level"]
+
+
+async def test_diagnostics_redact_enrichments_about_people(
+    hass: HomeAssistant,
+    hass_client: ClientSessionGenerator,
+    init_integration: MockConfigEntry,
+) -> None:
+    """A plate's text, a face's age and gender and a body's appearance vector are redacted;
+    what singles out nobody (threats, postures, the zoo's memory) stays."""
+    plate, vector = "XY 987 ZW", [0.125, -0.5, 0.75]
+    event = load_json("event.json") | {
+        "enrichments": {
+            "results": {
+                "plate_reader": {"plates": [{"text": plate, "confidence": 0.8}]},
+                "demographics": {
+                    "faces": [{"age_range": "25-32", "age_estimate": 27.5, "gender": "female"}]
+                },
+                "person_reid": {"embeddings": [{"vector": vector, "bbox": [1, 2, 3, 4]}]},
+                "threat_detector": {"threats": [{"class_name": "knife", "confidence": 0.9}]},
+                "pose": {"persons": [{"posture": "crouching"}]},
+            },
+            "skipped": {},
+        }
+    }
+    camera = next(iter(init_integration.runtime_data.cameras.values()))
+    camera.async_set_updated_data(AnalysisEvent.from_dict(event))
+    assert await async_setup_component(hass, "diagnostics", {})
+
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, init_integration)
+    text = json.dumps(diagnostics)
+    for secret in (plate, "25-32", "female", "0.125", "27.5"):
+        assert secret not in text
+    results = diagnostics["cameras"]["Front door"]["last_event"]["enrichments"]["results"]
+    assert results["plate_reader"]["plates"][0] == {"text": "**REDACTED**", "confidence": 0.8}
+    assert results["person_reid"]["embeddings"][0]["vector"] == "**REDACTED**"
+    assert results["threat_detector"]["threats"][0]["class_name"] == "knife"
+    assert results["pose"]["persons"][0]["posture"] == "crouching"
+    assert diagnostics["server"]["zoo"] == load_json("zoo_status.json")

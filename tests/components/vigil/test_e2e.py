@@ -41,6 +41,7 @@ from homeassistant.const import (
 )
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
 from PIL import Image
 from pytest_homeassistant_custom_component.common import async_capture_events
@@ -105,6 +106,17 @@ async def addon_latest_event(camera: str) -> dict[str, Any]:
         return events[0]
 
 
+async def addon_get(path: str) -> Any:
+    """GET one of the add-on's routes (with the token) and return its JSON."""
+    headers = {"Authorization": f"Bearer {E2E_TOKEN}"} if E2E_TOKEN else {}
+    async with (
+        ClientSession() as session,
+        session.get(f"{E2E_URL}{path}", headers=headers) as resp,
+    ):
+        resp.raise_for_status()
+        return await resp.json()
+
+
 async def set_up_through_the_flows(hass: HomeAssistant) -> str:
     """Add the add-on and one camera exactly as a user would; return the entry id."""
     url = URL(E2E_URL or "")
@@ -159,6 +171,22 @@ async def test_setup_against_real_addon(hass: HomeAssistant) -> None:
         if domain == DOMAIN
     }
     assert ("cpu_only" in repairs) is (not health["cuda_available"]), (health["issues"], repairs)
+
+    # One zoo memory sensor per device the add-on's zoo reports, showing its figures.
+    zoo = await addon_get("/v1/zoo/status")
+    assert zoo["devices"]
+    for device in zoo["devices"]:
+        object_id = device["device"].replace(":", "_")
+        memory = hass.states.get(f"sensor.vigil_zoo_memory_{object_id}")
+        assert memory is not None, device["device"]
+        assert memory.attributes["budget_mb"] == device["vram_budget_mb"]
+        assert float(memory.state) >= device["cotenants_mb"]
+        assert hass.states.get(f"sensor.vigil_zoo_utilization_{object_id}") is not None
+    # The loaded-models sensor lists what the add-on says is loaded.
+    loaded = hass.states.get("sensor.vigil_models_loaded")
+    assert {m["name"] for m in loaded.attributes["models"]} == {
+        m["name"] for m in health["models"] if m["loaded"]
+    }
     assert await hass.config_entries.async_unload(entry_id)
 
 
@@ -199,6 +227,27 @@ async def test_trigger_analyses_bus_jpg(
     assert event_state.attributes["event_type"] == data["level"]
     assert event_state.attributes["event_id"] == data["event_id"]
     assert event_state.attributes["score"] == data["score"]
+    # The enrichments the add-on stored are there, flat: the models it skipped and why,
+    # and the persons' postures when the pose model posed anyone.
+    stored = await addon_latest_event("front_door")
+    assert stored["id"] == data["event_id"]
+    enrichments = stored["enrichments"]
+    assert event_state.attributes.get("enrichments_skipped", {}) == {
+        name: skip["reason"] for name, skip in enrichments["skipped"].items()
+    }
+    postures = {
+        person.get("posture")
+        for result in enrichments["results"].values()
+        for person in result.get("persons", [])
+    } - {None, "unknown"}
+    assert sorted(postures) == event_state.attributes.get("postures", [])
+    assert data.get("postures", []) == event_state.attributes.get("postures", [])
+    vehicles = [v for r in enrichments["results"].values() for v in r.get("vehicles", [])]
+    if vehicles:  # bus.jpg's bus, typed by the vehicle classifier where its weights are
+        best = max(vehicles, key=lambda v: v["confidence"])
+        assert event_state.attributes["vehicle_type"] == best["vehicle_type"]
+    else:
+        assert "vehicle_type" not in event_state.attributes
 
     # The annotated snapshot comes from the add-on's event store.
     if any(p.endswith("/snapshot.jpg") for p in paths):
@@ -246,4 +295,42 @@ async def test_notify_from_the_cameras_level(hass: HomeAssistant, fake_camera: F
     assert (stored["id"], stored["notify"]) == (data["event_id"], True)
     assert hass.states.get("binary_sensor.front_door_threat").state == STATE_ON
     assert hass.states.get("event.front_door_risk_event").attributes["notify"] is True
+    assert await hass.config_entries.async_unload(entry_id)
+
+
+@pytest.mark.usefixtures("fake_camera")
+async def test_load_pin_unload_a_zoo_model(hass: HomeAssistant) -> None:
+    """vigil.load_model pins a zoo model on the real add-on, unpins and unloads it; a model
+    whose files are absent is a translated error naming it."""
+    models = (await addon_get("/v1/models"))["models"]
+    zoo = [m for m in models if m["kind"] == "zoo"]
+    installed = next(m["name"] for m in zoo if m["name"] == "pose" and m["installed"])
+    entry_id = await set_up_through_the_flows(hass)
+
+    async def call(service: str, **data: Any) -> dict[str, Any]:
+        response = await hass.services.async_call(
+            DOMAIN, service, {"model": installed, **data}, blocking=True, return_response=True
+        )
+        assert response is not None
+        return dict(response)
+
+    pinned = await call("load_model", pin=True)
+    assert (pinned["name"], pinned["state"], pinned["pinned"]) == (installed, "loaded", True)
+    # The budget counts it; its own measurement may be pending (one taken while the earlier
+    # analyses' models ran is not trusted: the add-on holds its estimate meanwhile).
+    assert pinned["accounted_bytes"] > 0
+    assert pinned["measured_bytes"] is None or pinned["measured_bytes"] > 0
+    status = await addon_get("/v1/zoo/status")
+    held = [m for d in status["devices"] for m in d["loaded_models"] if m["name"] == installed]
+    assert [m["pinned"] for m in held] == [True]
+    assert (await call("load_model", pin=False))["pinned"] is False
+    assert (await call("unload_model"))["state"] in ("unloaded", "unloading")
+
+    if absent := [m["name"] for m in zoo if not m["installed"]]:
+        with pytest.raises(HomeAssistantError) as err:
+            await hass.services.async_call(
+                DOMAIN, "load_model", {"model": absent[0]}, blocking=True
+            )
+        assert err.value.translation_key == "model_not_installed"
+        assert err.value.translation_placeholders["model"] == absent[0]
     assert await hass.config_entries.async_unload(entry_id)

@@ -13,6 +13,7 @@ from custom_components.vigil.api import (
     VigilConnectionError,
     VigilNotFoundError,
     VigilResponseError,
+    ZooStatus,
 )
 from custom_components.vigil.const import (
     CONF_CAMERA_ENTITY,
@@ -71,7 +72,7 @@ async def test_load_unload(hass: HomeAssistant, init_integration: MockConfigEntr
     [
         ("health", VigilConnectionError("down"), ConfigEntryState.SETUP_RETRY),
         ("health", VigilResponseError("bad"), ConfigEntryState.SETUP_RETRY),
-        ("verify_auth", VigilAuthenticationError("401"), ConfigEntryState.SETUP_ERROR),
+        ("zoo_status", VigilAuthenticationError("401"), ConfigEntryState.SETUP_ERROR),
         ("latest_event", VigilConnectionError("down"), ConfigEntryState.SETUP_RETRY),
     ],
 )
@@ -156,6 +157,81 @@ async def test_gpu_added_at_runtime(
     assert hass.states.get("sensor.vigil_cuda_0_memory_budget") is not None
 
 
+async def test_zoo_follows_the_addon(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_vigil_client: MagicMock,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Each poll reads /v1/zoo/status: a model loaded shows in the device's zoo memory, and a
+    device the zoo reports later gets its sensors without a reload."""
+    memory = "sensor.vigil_zoo_memory_cpu"
+    recorded = load_json("zoo_status.json")
+    cpu = recorded["devices"][0]
+    assert float(hass.states.get(memory).state) == cpu["vram_used_mb"]
+    assert hass.states.get("sensor.vigil_zoo_utilization_cpu").state == str(
+        cpu["vram_utilization_percent"]
+    )
+
+    pet = {
+        "name": "pet_classifier",
+        "category": "animal",
+        "priority": "medium",
+        "device": "cpu",
+        "state": "loaded",
+        "estimated_bytes": 62914560,
+        "measured_bytes": 62914560,
+        "accounted_bytes": 62914560,
+        "peak_bytes": 62914560,
+        "refcount": 0,
+        "pinned": True,
+        "unload_pending": False,
+        "idle_ttl_s": 300.0,
+        "idle_s": 1.0,
+        "load_seconds": 1.0,
+        "loads": 1,
+        "evictions": 0,
+        "triggers": ["cat", "dog"],
+        "description": "pets",
+        "error": None,
+    }
+    loaded = cpu | {
+        "vram_used_mb": cpu["vram_used_mb"] + 60.0,
+        "zoo_used_mb": cpu["zoo_used_mb"] + 60.0,
+        "loaded_models": [*cpu["loaded_models"], pet],
+        "pending_loads": ["pose"],
+    }
+    gpu = loaded | {"device": "cuda:1", "loaded_models": [], "pending_loads": []}
+    mock_vigil_client.zoo_status.return_value = ZooStatus.from_dict(
+        recorded | {"devices": [loaded, gpu]}
+    )
+    freezer.tick(HEALTH_INTERVAL)
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+
+    state = hass.states.get(memory)
+    assert float(state.state) == cpu["vram_used_mb"] + 60.0
+    assert "pet_classifier" in state.attributes["loaded_models"]
+    assert state.attributes["pending_loads"] == ["pose"]
+    assert hass.states.get("sensor.vigil_zoo_memory_cuda_1") is not None
+
+
+async def test_addon_without_zoo(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    mock_vigil_client: MagicMock,
+    fake_camera: FakeCamera,
+) -> None:
+    """An add-on without /v1/zoo/status (the client reads its 404 as None): no zoo sensors,
+    everything else as usual."""
+    mock_vigil_client.zoo_status.return_value = None
+    mock_config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    assert hass.states.get("sensor.vigil_status").state == "healthy"
+    assert not [e for e in hass.states.async_entity_ids("sensor") if "zoo" in e]
+
+
 async def test_unavailable_and_recovery(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,
@@ -191,7 +267,7 @@ async def test_token_refused_later_starts_reauth(
     freezer: FrozenDateTimeFactory,
 ) -> None:
     """A 401 on a later poll reloads the entry, which asks to re-authenticate."""
-    mock_vigil_client.verify_auth.side_effect = VigilAuthenticationError("401")
+    mock_vigil_client.zoo_status.side_effect = VigilAuthenticationError("401")
     freezer.tick(HEALTH_INTERVAL)
     async_fire_time_changed(hass)
     await hass.async_block_till_done()

@@ -13,13 +13,19 @@ from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry, snapshot_platform
 from syrupy.assertion import SnapshotAssertion
 
-from .conftest import CAMERA_SUBENTRY_ID, INSTANCE_ID, gpu_host, load_json
+from .conftest import CAMERA_SUBENTRY_ID, INSTANCE_ID, gpu_host, gpu_zoo, load_json
 
 
 @pytest.fixture
 def health_document() -> dict[str, Any]:
     """The recorded /health on a host with a GPU, so the GPU's sensors are shown too."""
     return gpu_host(load_json("health.json"))
+
+
+@pytest.fixture
+def zoo_document() -> dict[str, Any]:
+    """The recorded zoo status with that GPU, so both devices' zoo sensors are shown."""
+    return gpu_zoo(load_json("zoo_status.json"))
 
 
 @pytest.mark.freeze_time("2026-11-23 04:31:00+00:00")

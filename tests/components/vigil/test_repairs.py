@@ -194,6 +194,34 @@ async def test_unknown_issue_code_gets_the_generic_repair(
     assert issue.translation_placeholders["message"] == "cuda:0 runs at 95 °C"
 
 
+async def test_zoo_model_failed_is_its_own_repair(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_vigil_client: MagicMock,
+    issue_registry: ir.IssueRegistry,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A zoo model that failed to load is a warning naming the model, with its own text."""
+    health = load_json("health.json")
+    health["issues"] = [
+        {
+            "code": "zoo_model_failed",
+            "model": "pet_classifier",
+            "severity": "warning",
+            "message": "pet_classifier failed to load: no module; analyses go on without it",
+        }
+    ]
+    mock_vigil_client.health.return_value = Health.from_dict(health)
+    await poll(hass, freezer)
+    (issue,) = vigil_issues(issue_registry)
+    assert (issue.translation_key, issue.severity) == ("zoo_model_failed", ir.IssueSeverity.WARNING)
+    assert issue.translation_placeholders == {
+        "addon": init_integration.title,
+        "subject": "pet_classifier",
+        "message": health["issues"][0]["message"],
+    }
+
+
 @pytest.mark.parametrize("health_fixture", ["health.json"])
 async def test_triton_outage_is_a_repair_until_it_answers(
     hass: HomeAssistant,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from unittest.mock import MagicMock
 
@@ -9,6 +10,7 @@ import probatio
 import pytest
 from custom_components.vigil.api import (
     ImageUpload,
+    Model,
     VigilAuthenticationError,
     VigilConnectionError,
     VigilModelNotInstalledError,
@@ -29,7 +31,7 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from .conftest import CAMERA_ENTITY, FakeCamera, load_bytes, load_json
+from .conftest import CAMERA_ENTITY, EVENT_ENRICHMENTS, FakeCamera, load_bytes, load_json
 
 pytestmark = pytest.mark.usefixtures("init_integration")
 
@@ -54,6 +56,7 @@ async def test_analyze_returns_events(hass: HomeAssistant, mock_vigil_client: Ma
                 "counts": {"person": 4, "vehicle": 1, "animal": 0},
                 "notify": True,
                 "llm_status": "disabled",
+                **EVENT_ENRICHMENTS,
             }
         }
     }
@@ -202,9 +205,8 @@ async def test_load_and_unload_model(
         blocking=True,
         return_response=True,
     )
-    assert response["loaded"] is True
-    assert response["name"] == model
-    mock_vigil_client.load_model.assert_awaited_once_with(model)
+    assert response == load_json("model_loaded.json") | {"vram_bytes": 0}
+    mock_vigil_client.load_model.assert_awaited_once_with(model, pin=None)
     response = await hass.services.async_call(
         DOMAIN,
         SERVICE_UNLOAD_MODEL,
@@ -212,9 +214,58 @@ async def test_load_and_unload_model(
         blocking=True,
         return_response=True,
     )
-    assert response["loaded"] is False
+    assert (response["loaded"], response["state"]) == (False, "unloaded")
+    mock_vigil_client.unload_model.assert_awaited_once_with(model)
     await hass.async_block_till_done()
     assert mock_vigil_client.health.await_count > polls
+
+
+async def test_pin_a_zoo_model(hass: HomeAssistant, mock_vigil_client: MagicMock) -> None:
+    """Loading with `pin` returns the add-on's answer: the zoo model loaded and pinned."""
+    pinned = load_json("model_pinned.json")
+    mock_vigil_client.load_model.return_value = Model.from_dict(pinned)
+    response = await hass.services.async_call(
+        DOMAIN,
+        SERVICE_LOAD_MODEL,
+        {"model": pinned["name"], "pin": True},
+        blocking=True,
+        return_response=True,
+    )
+    mock_vigil_client.load_model.assert_awaited_once_with(pinned["name"], pin=True)
+    assert response == pinned
+    assert (response["kind"], response["state"], response["pinned"]) == ("zoo", "loaded", True)
+
+
+ZOO_MODELS = [m["name"] for m in load_json("models.json")["models"] if m["kind"] == "zoo"]
+
+
+@pytest.mark.parametrize(
+    ("model", "pin"), zip(ZOO_MODELS, itertools.cycle([True, False, None]), strict=False)
+)
+async def test_every_zoo_model_loads_with_pin(
+    hass: HomeAssistant, mock_vigil_client: MagicMock, model: str, pin: bool | None
+) -> None:
+    """Every model /v1/models lists is accepted, and `pin` is passed on (or left out)."""
+    data: dict[str, object] = {"model": model}
+    if pin is not None:
+        data["pin"] = pin
+    await hass.services.async_call(DOMAIN, SERVICE_LOAD_MODEL, data, blocking=True)
+    mock_vigil_client.load_model.assert_awaited_once_with(model, pin=pin)
+    await hass.services.async_call(DOMAIN, SERVICE_UNLOAD_MODEL, {"model": model}, blocking=True)
+    mock_vigil_client.unload_model.assert_awaited_once_with(model)
+
+
+async def test_model_not_listed(hass: HomeAssistant, mock_vigil_client: MagicMock) -> None:
+    """A name /v1/models does not list is refused, naming the models there are."""
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            DOMAIN, SERVICE_LOAD_MODEL, {"model": "fall-detector"}, blocking=True
+        )
+    assert err.value.translation_key == "unknown_model"
+    listed = err.value.translation_placeholders["models"].split(", ")
+    assert listed == [m["name"] for m in load_json("models.json")["models"]]
+    assert "pet_classifier" in listed
+    mock_vigil_client.load_model.assert_not_awaited()
 
 
 @pytest.mark.parametrize(
@@ -229,6 +280,21 @@ async def test_load_and_unload_model(
             VigilModelNotInstalledError("no files", code="model_not_installed", status=409),
             HomeAssistantError,
             "model_not_installed",
+        ),
+        (
+            VigilResponseError("deadline passed", code="zoo_busy", status=503),
+            HomeAssistantError,
+            "zoo_busy",
+        ),
+        (
+            VigilResponseError("import failed", code="model_load_failed", status=503),
+            HomeAssistantError,
+            "model_load_failed",
+        ),
+        (
+            VigilResponseError("stays loaded", code="not_unloadable", status=409),
+            HomeAssistantError,
+            "not_unloadable",
         ),
         (VigilConnectionError("down"), HomeAssistantError, "cannot_connect"),
         (
@@ -246,16 +312,30 @@ async def test_model_errors(
     error: type[Exception],
     key: str,
 ) -> None:
-    """Each add-on failure maps to its translated error."""
+    """Each add-on failure maps to its translated error, naming the model."""
     mock_vigil_client.load_model.side_effect = side_effect
     with pytest.raises(error) as err:
         await hass.services.async_call(
-            DOMAIN, SERVICE_LOAD_MODEL, {"model": "fall-detector"}, blocking=True
+            DOMAIN, SERVICE_LOAD_MODEL, {"model": "pet_classifier"}, blocking=True
         )
     assert err.value.translation_key == key
+    if key in ("model_not_installed", "zoo_busy", "model_load_failed", "not_unloadable"):
+        assert err.value.translation_placeholders == {
+            "model": "pet_classifier",
+            "error": side_effect.message,  # type: ignore[attr-defined]
+        }
     if isinstance(side_effect, VigilAuthenticationError):
         flows = hass.config_entries.flow.async_progress()
         assert [f["context"]["source"] for f in flows] == [SOURCE_REAUTH]
+
+
+async def test_model_list_unavailable(hass: HomeAssistant, mock_vigil_client: MagicMock) -> None:
+    """The models cannot be listed (add-on down): the action fails before loading anything."""
+    mock_vigil_client.models.side_effect = VigilConnectionError("down")
+    with pytest.raises(HomeAssistantError) as err:
+        await hass.services.async_call(DOMAIN, SERVICE_LOAD_MODEL, {"model": "pose"}, blocking=True)
+    assert err.value.translation_key == "cannot_connect"
+    mock_vigil_client.load_model.assert_not_awaited()
 
 
 async def test_model_name_validated(hass: HomeAssistant, mock_vigil_client: MagicMock) -> None:

@@ -11,7 +11,13 @@ from custom_components.vigil.binary_sensor import CONNECTIVITY, THREAT
 from custom_components.vigil.const import ISSUE_CODES, RISK_LEVELS
 from custom_components.vigil.event import RISK_EVENT
 from custom_components.vigil.image import SNAPSHOT
-from custom_components.vigil.sensor import CAMERA_SENSORS, SERVER_SENSORS, gpu_sensors
+from custom_components.vigil.sensor import (
+    CAMERA_SENSORS,
+    SERVER_SENSORS,
+    gpu_sensors,
+    zoo_sensors,
+)
+from custom_components.vigil.services import MODEL_ERRORS
 
 INTEGRATION = Path(__file__).parents[3] / "custom_components" / "vigil"
 STRINGS = json.loads((INTEGRATION / "strings.json").read_text())
@@ -35,6 +41,8 @@ def test_exception_keys() -> None:
     used = source_keys(r'translation_domain=DOMAIN,\s*translation_key="([a-z_]+)"')
     assert used
     assert used <= set(STRINGS["exceptions"])
+    # The add-on's model error codes are translation keys themselves (services.py).
+    assert set(MODEL_ERRORS) <= set(STRINGS["exceptions"])
 
 
 def test_flow_keys() -> None:
@@ -60,7 +68,12 @@ def test_entity_keys() -> None:
         "binary_sensor": [CONNECTIVITY, THREAT],
         "event": [RISK_EVENT],
         "image": [SNAPSHOT],
-        "sensor": [*SERVER_SENSORS, *CAMERA_SENSORS, *gpu_sensors("cuda:0")],
+        "sensor": [
+            *SERVER_SENSORS,
+            *CAMERA_SENSORS,
+            *gpu_sensors("cuda:0"),
+            *zoo_sensors("cpu"),
+        ],
     }
     for platform, descriptions in platforms.items():
         for description in descriptions:
