@@ -24,6 +24,10 @@ from addon_server.reasoning.settings import LLMMode, ReasoningSettings, Response
 
 DEFAULT_CONFIG_PATH = Path("vigil.yaml")
 """Looked up in the working directory; when it is absent the built-in defaults apply."""
+DEVICES_FILE = "devices.yaml"
+"""In ``deploy.override_dir``: the per-device entries the add-on wrote when Home Assistant
+applied a GPU assignment (``PUT /v1/gpu-assignment``). Read at start, they replace the config's
+per-device entries, so the new budgets apply once the user restarts the container."""
 
 SECURITY_CLASSES: tuple[str, ...] = (
     "person",
@@ -104,6 +108,9 @@ _DEVICE_SCHEMA = vol.Schema(
         vol.Optional("services", default=list): [vol.In(SERVICES)],
     }
 )
+_DEVICE_KEYS = ("strict", "default_vram_budget_gb")
+"""The ``devices:`` section's own keys; every other key there is a device id."""
+_DEVICE_ENTRIES = vol.Schema({vol.Extra: _DEVICE_SCHEMA})
 
 
 def _seconds(lo: float, hi: float) -> vol.All:
@@ -295,6 +302,11 @@ SCHEMA = vol.Schema(
                 vol.Coerce(float), vol.Range(min=0)
             ),
         },
+        vol.Optional("deploy", default=dict): {
+            vol.Optional("override_dir", default=None): vol.Any(
+                None, vol.All(str, vol.Length(min=1))
+            ),
+        },
     },
     extra=vol.PREVENT_EXTRA,
 )
@@ -329,6 +341,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "ENRICHMENT_DISABLED_MODELS": ("zoo", "disabled_models"),
     "ENRICHMENT_IDLE_TTL_S": ("zoo", "idle_ttl_s"),
     "ENRICHMENT_DEADLINE_S": ("zoo", "deadline_s"),
+    "VIGIL_OVERRIDE_DIR": ("deploy", "override_dir"),
 }
 
 
@@ -437,6 +450,17 @@ class ReidSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DeploySettings:
+    override_dir: Path
+    """Where the add-on writes the Compose GPU override, its reference and ``devices.yaml``
+    (default: the data dir); on the GPU host, a folder the user's ``docker compose`` reads."""
+
+    @property
+    def devices_file(self) -> Path:
+        return self.override_dir / DEVICES_FILE
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings
     devices: DevicesSettings
@@ -448,6 +472,7 @@ class Settings:
     analysis: AnalysisSettings
     store: StoreSettings
     reid: ReidSettings
+    deploy: DeploySettings
     zoo: ZooSettings = field(default_factory=ZooSettings)
     source: str = field(default="defaults", compare=False)
 
@@ -474,26 +499,12 @@ def _build(data: dict[str, Any], source: str) -> Settings:
     devices = data["devices"]
     detector = data["detector"]
     batching = data["batching"]
-    device_entries: list[DeviceSettings] = []
-    for key, value in devices.items():
-        if key in ("strict", "default_vram_budget_gb"):
-            continue
-        try:
-            device_id = _device_id(key)
-        except vol.Invalid as err:
-            raise ConfigError(f"devices.{key}: {err.msg}") from None
-        device_entries.append(
-            DeviceSettings(device_id, value.get("budget_gb"), tuple(value["services"]))
+    override_dir = Path(data["deploy"]["override_dir"] or server["data_dir"])
+    device_entries = read_devices_file(override_dir / DEVICES_FILE)
+    if device_entries is None:
+        device_entries = device_entries_of(
+            {k: v for k, v in devices.items() if k not in _DEVICE_KEYS}
         )
-    claimed: dict[str, str] = {}
-    for entry in device_entries:
-        for service in entry.services:
-            if service in claimed:
-                raise ConfigError(
-                    f"devices.{entry.device_id}.services: {service!r} is already placed on "
-                    f"{claimed[service]}"
-                )
-            claimed[service] = entry.device_id
     preferred = tuple(sorted(set(batching["preferred_batch_sizes"])))
     for size in preferred:
         if size > batching["max_batch_size"]:
@@ -567,6 +578,7 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             threshold=data["reid"]["threshold"],
             window_seconds=data["reid"]["window_seconds"],
         ),
+        deploy=DeploySettings(override_dir=override_dir),
         zoo=ZooSettings(
             enabled=data["zoo"]["enabled"],
             preload=tuple(data["zoo"]["preload"]),
@@ -591,12 +603,82 @@ def parse(
     try:
         data = SCHEMA(raw)
     except vol.MultipleInvalid as err:
-        first = err.errors[0]
-        found = _lookup(raw, first.path)
-        # redact(): a rejected LLM_URL may carry a password, and this line goes to the log.
-        shown = "" if found is _MISSING else f" (got {redact(repr(found))})"
-        raise ConfigError(f"{_format_path(first.path)}: {first.msg}{shown}") from None
+        raise _config_error(err, raw) from None
     return _build(data, source)
+
+
+def _config_error(err: vol.MultipleInvalid, raw: Any, prefix: str = "") -> ConfigError:
+    """The first problem of ``raw``, as ``key.path: reason (got value)``."""
+    first = err.errors[0]
+    found = _lookup(raw, first.path)
+    # redact(): a rejected LLM_URL may carry a password, and this line goes to the log.
+    shown = "" if found is _MISSING else f" (got {redact(repr(found))})"
+    path = _format_path([*([prefix] if prefix else []), *first.path])
+    return ConfigError(f"{path}: {first.msg}{shown}")
+
+
+def device_entries_of(document: Any, where: str = "devices") -> tuple[DeviceSettings, ...]:
+    """Per-device entries (``cuda:N``/``cpu`` → ``budget_gb``, ``services``) by the rules of
+    the ``devices:`` section: the config, ``devices.yaml`` and the API's new assignments all
+    pass here. Raises :class:`ConfigError` naming the key (``devices.cuda:0.budget_gb: ...``).
+    """
+    if not isinstance(document, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of device ids (cpu, cuda:N)")
+    raw = _deep_copy(document)
+    for key in raw:
+        if key in _DEVICE_KEYS:
+            raise ConfigError(f"{where}.{key}: not a device id (expected 'cpu' or 'cuda:N')")
+    try:
+        data = _DEVICE_ENTRIES(raw)
+    except vol.MultipleInvalid as err:
+        raise _config_error(err, raw, where) from None
+    entries: list[DeviceSettings] = []
+    for key, value in data.items():
+        try:
+            device_id = _device_id(key)
+        except vol.Invalid as err:
+            raise ConfigError(f"{where}.{key}: {err.msg}") from None
+        entries.append(DeviceSettings(device_id, value.get("budget_gb"), tuple(value["services"])))
+    claimed: dict[str, str] = {}
+    for entry in entries:
+        for service in entry.services:
+            if service in claimed:
+                raise ConfigError(
+                    f"{where}.{entry.device_id}.services: {service!r} is already placed on "
+                    f"{claimed[service]}"
+                )
+            claimed[service] = entry.device_id
+    return tuple(entries)
+
+
+def device_entries_document(entries: tuple[DeviceSettings, ...]) -> dict[str, dict[str, Any]]:
+    """The inverse of :func:`device_entries_of`: entries as the ``devices:`` section writes
+    them (an unset budget is left out, as in the config)."""
+    document: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        item: dict[str, Any] = {} if entry.budget_gb is None else {"budget_gb": entry.budget_gb}
+        document[entry.device_id] = item | {"services": list(entry.services)}
+    return document
+
+
+def read_devices_file(path: Path) -> tuple[DeviceSettings, ...] | None:
+    """The entries of a ``devices.yaml`` (``{"devices": {...}}``), or None when it is absent."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the devices file ({err.strerror})") from None
+    try:
+        document = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(document, dict) or set(document) != {"devices"}:
+        raise ConfigError(f"{path}: expected one top-level key, 'devices'")
+    try:
+        return device_entries_of(document["devices"])
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
