@@ -56,6 +56,7 @@ def assignment_document(services: Services) -> dict[str, Any]:
                 "name": d.name,
                 "present": d.present,
                 "budget_bytes": d.budget_bytes,
+                "total_bytes": d.total_bytes,
                 "services": sorted(d.services),
             }
             for d in table.devices.values()

@@ -340,6 +340,7 @@ SCHEMAS["AssignedDevice"] = closed(
         "name": STRING,
         "present": BOOLEAN,
         "budget_bytes": BYTES,
+        "total_bytes": BYTES,
         "services": array(enum(SERVICES)),
     }
 )

@@ -44,6 +44,7 @@ ISSUE_CODES: Final = (
     "storage_full",
     "storage_unavailable",
     "cpu_only",
+    "restart_required",
 )
 
 ATTR_CAMERA: Final = "camera"
