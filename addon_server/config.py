@@ -663,22 +663,27 @@ def device_entries_document(entries: tuple[DeviceSettings, ...]) -> dict[str, di
 
 def read_devices_file(path: Path) -> tuple[DeviceSettings, ...] | None:
     """The entries of a ``devices.yaml`` (``{"devices": {...}}``), or None when it is absent."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, NotADirectoryError):
+    if not path.is_file():
         return None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the devices file ({err.strerror})") from None
-    try:
-        document = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    document = _yaml_file(path, "devices file")
     if not isinstance(document, dict) or set(document) != {"devices"}:
         raise ConfigError(f"{path}: expected one top-level key, 'devices'")
     try:
         return device_entries_of(document["devices"])
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def _yaml_file(path: Path, what: str) -> Any:
+    """The YAML document in ``path`` (an empty file is ``{}``); ConfigError naming it if not."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read {what} ({err.strerror})") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
 
 
 def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -688,14 +693,7 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Setting
         chosen = DEFAULT_CONFIG_PATH
     document: Any = {}
     if chosen is not None:
-        try:
-            text = chosen.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"{chosen}: cannot read config file ({err.strerror})") from None
-        try:
-            document = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{chosen}: not valid YAML ({err})") from None
+        document = _yaml_file(chosen, "config file")
         if not isinstance(document, dict):
             raise ConfigError(f"{chosen}: the top level must be a mapping")
     return parse(document, environ, source=str(chosen) if chosen else "defaults")

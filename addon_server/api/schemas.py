@@ -334,15 +334,7 @@ SCHEMAS["DeviceAssignment"] = {
 }
 SCHEMAS["GpuAssignmentRequest"] = closed({"devices": ref("DeviceAssignment")})
 SCHEMAS["AssignedDevice"] = closed(
-    {
-        "id": TEXT,
-        "kind": enum(("cpu", "cuda")),
-        "name": STRING,
-        "present": BOOLEAN,
-        "budget_bytes": BYTES,
-        "total_bytes": BYTES,
-        "services": array(enum(SERVICES)),
-    }
+    {k: v for k, v in SCHEMAS["Device"]["properties"].items() if k != "used_bytes"}
 )
 SCHEMAS["GpuAssignment"] = closed(
     {

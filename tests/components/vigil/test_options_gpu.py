@@ -25,7 +25,7 @@ from jsonschema import Draft202012Validator
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from .conftest import ENTRY_ID, INSTANCE_ID, gpu_host, load_json
-from .test_api import TOKEN, error
+from .test_api import TOKEN, StandIn, error
 
 SPEC = load_json("openapi.json")
 GIB = 1024**3
@@ -44,11 +44,12 @@ def valid(schema: str, body: Any) -> Any:
     return body
 
 
-class GpuHost:
+class GpuHost(StandIn):
     """A stand-in add-on on a host with two GPUs; it keeps what PUT writes as pending."""
 
     def __init__(self, gpus: int = 2) -> None:
         """Initialize."""
+        super().__init__()
         self.gpus = gpus
         self.assignment: dict[str, Any] = RUNNING if gpus else {}
         self.pending: dict[str, Any] | None = None
@@ -59,17 +60,12 @@ class GpuHost:
 
     def app(self) -> web.Application:
         """Build the app."""
-        app = web.Application()
+        app = web.Application(middlewares=[self.auth])
         app.router.add_get("/health", self.health)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/v1/gpu-assignment", self.get)
         app.router.add_put("/v1/gpu-assignment", self.put)
         return app
-
-    @staticmethod
-    def authorised(request: web.Request) -> bool:
-        """Whether the request carries the token."""
-        return request.headers.get("Authorization") == f"Bearer {TOKEN}"
 
     async def health(self, request: web.Request) -> web.Response:
         """The recorded health, as a GPU host gives it, with the restart notice if pending."""
@@ -86,8 +82,6 @@ class GpuHost:
 
     async def models(self, request: web.Request) -> web.Response:
         """The recorded model list (the integration checks the token with it)."""
-        if not self.authorised(request):
-            return error(401, "unauthorized", "missing or wrong token")
         return web.json_response(load_json("models.json"))
 
     def answer(self) -> dict[str, Any]:
@@ -145,8 +139,6 @@ class GpuHost:
 
     async def put(self, request: web.Request) -> web.Response:
         """PUT /v1/gpu-assignment: record the body; refuse it when told to."""
-        if not self.authorised(request):
-            return error(401, "unauthorized", "missing or wrong token")
         body = valid("GpuAssignmentRequest", await request.json())
         self.puts.append(body)
         if self.refuse:
@@ -329,27 +321,6 @@ async def test_the_same_assignment_is_not_sent(
     assert restart_issue(hass) is None
 
 
-async def test_addon_gone_before_the_assignment_is_sent(
-    hass: HomeAssistant, addon: tuple[GpuHost, MockConfigEntry]
-) -> None:
-    """The add-on stops mid-flow: the form says it cannot be reached and keeps the values."""
-    stand_in, entry = addon
-    result = await start(hass, entry)
-    result = await hass.config_entries.options.async_configure(
-        result["flow_id"], {"services": ["detector"]}
-    )
-    assert stand_in.server is not None
-    await stand_in.server.close()
-    result = await hass.config_entries.options.async_configure(
-        result["flow_id"], {"services": ["llm", "zoo"]}
-    )
-    assert result["type"] is FlowResultType.FORM
-    assert result["errors"] == {"base": "cannot_connect"}
-    assert "cannot reach" in result["description_placeholders"]["error"]
-    assert stand_in.puts == []
-    hass.config_entries.options.async_abort(result["flow_id"])
-
-
 @pytest.mark.parametrize("gpus", [0])
 async def test_no_gpu_step_on_a_cpu_only_addon(
     hass: HomeAssistant, addon: tuple[GpuHost, MockConfigEntry]
@@ -379,21 +350,31 @@ async def test_no_gpu_step_when_the_addon_cannot_say(
     assert logged is (status == 500)
 
 
-async def test_entry_unloaded_during_the_flow(
-    hass: HomeAssistant, addon: tuple[GpuHost, MockConfigEntry]
+@pytest.mark.parametrize(
+    ("interruption", "says"),
+    [("addon_stopped", "cannot reach"), ("entry_unloaded", "the integration is not loaded")],
+)
+async def test_interrupted_before_the_assignment_is_sent(
+    hass: HomeAssistant, addon: tuple[GpuHost, MockConfigEntry], interruption: str, says: str
 ) -> None:
-    """The entry is unloaded between two GPU forms: nothing is sent, the form says why."""
+    """The add-on stops, or the entry is unloaded, between two GPU forms: nothing is sent,
+    the form says why."""
     stand_in, entry = addon
     result = await start(hass, entry)
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {"services": ["detector"]}
     )
-    assert await hass.config_entries.async_unload(entry.entry_id)
+    if interruption == "addon_stopped":
+        assert stand_in.server is not None
+        await stand_in.server.close()
+    else:
+        assert await hass.config_entries.async_unload(entry.entry_id)
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {"services": ["llm", "zoo"]}
     )
+    assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {"base": "cannot_connect"}
-    assert result["description_placeholders"]["error"] == "the integration is not loaded"
+    assert says in result["description_placeholders"]["error"]
     assert stand_in.puts == []
     hass.config_entries.options.async_abort(result["flow_id"])
 
