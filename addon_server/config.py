@@ -8,6 +8,7 @@ the seed services can keep their ``.env`` files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping
@@ -43,6 +44,9 @@ SECURITY_CLASSES: tuple[str, ...] = (
 """The seeds' security-relevant COCO classes: what /v1/detect returns unless asked otherwise."""
 
 SERVICES: tuple[str, ...] = ("detector", "llm", "zoo")
+COMPILE_MODES: tuple[str, ...] = ("off", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
+"""``detector.gpu_path.compile``: off, or the ``torch.compile`` mode (YAML booleans mean off or
+default)."""
 DEVICE_ID = re.compile(r"^(cpu|cuda:\d+)$")
 BACKENDS = ("auto", "darknet", "ultralytics")
 
@@ -61,6 +65,16 @@ def _device_id(value: Any) -> str:
 def _device_or_auto(value: Any) -> str:
     text = str(value).strip()
     return "auto" if text == "auto" else _device_id(text)
+
+
+def _compile_mode(value: Any) -> str:
+    """A ``torch.compile`` mode; booleans (YAML's or an env var's words) mean off or default."""
+    text = str(value).strip().lower()
+    with contextlib.suppress(vol.Invalid):
+        text = "default" if vol.Boolean()(value) else "off"
+    if text not in COMPILE_MODES:
+        raise vol.Invalid(f"expected true, false or one of {', '.join(COMPILE_MODES)}")
+    return text
 
 
 def _multiple_of_32(value: int) -> int:
@@ -233,6 +247,15 @@ SCHEMA = vol.Schema(
             vol.Optional("nms_iou", default=0.45): _PROBABILITY,
             vol.Optional("min_confidence", default=0.1): _PROBABILITY,
             vol.Optional("warmup", default=True): _BOOL,
+            vol.Optional("gpu_path", default=dict): {
+                vol.Optional("half", default=False): _BOOL,
+                vol.Optional("pinned_memory", default=False): _BOOL,
+                vol.Optional("cuda_streams", default=False): _BOOL,
+                vol.Optional("cuda_streams_pool_size", default=2): vol.All(
+                    vol.Coerce(int), vol.Range(min=1, max=16)
+                ),
+                vol.Optional("compile", default="off"): _compile_mode,
+            },
         },
         vol.Optional("batching", default=dict): {
             vol.Optional("enabled", default=True): _BOOL,
@@ -342,6 +365,11 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "ENRICHMENT_IDLE_TTL_S": ("zoo", "idle_ttl_s"),
     "ENRICHMENT_DEADLINE_S": ("zoo", "deadline_s"),
     "VIGIL_OVERRIDE_DIR": ("deploy", "override_dir"),
+    "DETECTOR_HALF": ("detector", "gpu_path", "half"),
+    "PINNED_MEMORY": ("detector", "gpu_path", "pinned_memory"),
+    "CUDA_STREAMS_ENABLED": ("detector", "gpu_path", "cuda_streams"),
+    "CUDA_STREAMS_POOL_SIZE": ("detector", "gpu_path", "cuda_streams_pool_size"),
+    "TORCH_COMPILE": ("detector", "gpu_path", "compile"),
 }
 
 
@@ -378,6 +406,26 @@ class DevicesSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GpuPathSettings:
+    """Optimisations of the torch/Ultralytics detector path, each off unless asked for.
+
+    Each applies where it can (a ``.pt`` model; a CUDA device for all but ``compile``) and
+    falls back to the plain path elsewhere, saying so once in the log.
+    """
+
+    half: bool = False
+    """FP16 weights and inputs."""
+    pinned_memory: bool = False
+    """Batches stacked in page-locked host memory and copied to the GPU asynchronously."""
+    cuda_streams: bool = False
+    """A batch split over a pool of CUDA streams: one part's pre-processing on the CPU overlaps
+    another's inference on the GPU, and post-processing overlaps the next part's inference."""
+    cuda_streams_pool_size: int = 2
+    compile: str = "off"
+    """``torch.compile`` mode, or ``off``."""
+
+
+@dataclass(frozen=True, slots=True)
 class DetectorSettings:
     backend: str
     model_path: str | None
@@ -390,6 +438,7 @@ class DetectorSettings:
     nms_iou: float
     min_confidence: float
     warmup: bool
+    gpu_path: GpuPathSettings = field(default_factory=GpuPathSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,6 +596,7 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             nms_iou=detector["nms_iou"],
             min_confidence=detector["min_confidence"],
             warmup=detector["warmup"],
+            gpu_path=GpuPathSettings(**detector["gpu_path"]),
         ),
         batching=BatchingSettings(
             enabled=batching["enabled"],
