@@ -214,10 +214,13 @@ class UltralyticsDetector:
                         queued.append((stream, part, batch, predictor.inference(batch)))
                 out: list[list[Detection]] = []
                 for stream, part, batch, preds in queued:
-                    with _on_stream(stream):
+                    with _on_stream(stream):  # the copies to the host wait for this stream only
+                        # construct_results pairs images with the paths of predictor.batch
                         predictor.batch = ([""] * len(part), part, [""] * len(part))
                         results = predictor.postprocess(preds, batch, part)
-                    out.extend(self._detections(i, r) for i, r in zip(part, results, strict=True))
+                        out.extend(
+                            self._detections(i, r) for i, r in zip(part, results, strict=True)
+                        )
         return out
 
     @staticmethod
@@ -257,11 +260,13 @@ class UltralyticsDetector:
 
 @contextlib.contextmanager
 def _on_stream(stream: Any) -> Iterator[None]:
-    """Queue the work inside on ``stream`` (None: the current one)."""
+    """Queue the work inside on ``stream`` (None: the current one), after everything already
+    queued on the current stream (the weights' upload, an earlier batch's use of them)."""
     if stream is None:
         yield
         return
     import torch
 
+    stream.wait_stream(torch.cuda.current_stream(stream.device))
     with torch.cuda.stream(stream):
         yield
