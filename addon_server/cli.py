@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
         "--host-gpus", type=int, default=None, help="GPUs on the host (default: ask torch)"
     )
     _export_parser(sub, config_help)
+    from addon_server.zoo import pull
+
+    pull.add_parser(sub, config_help)
     parser.set_defaults(command="serve")
     return parser
 
@@ -143,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         return run(settings, args.out, args.host_gpus)
     if args.command == "export":
         return _export(args, settings)
+    if args.command == "models":
+        from addon_server.zoo import pull
+
+        return pull.run(args, settings.reid.models_dir)
     settings = secure_bind(settings)
     try:
         # Before any model loads, so it fails in a second. An existing database on a full

@@ -48,7 +48,8 @@ COMPILE_MODES: tuple[str, ...] = ("off", "default", "reduce-overhead", "max-auto
 """``detector.gpu_path.compile``: off, or the ``torch.compile`` mode (YAML booleans mean off or
 default)."""
 DEVICE_ID = re.compile(r"^(cpu|cuda:\d+)$")
-BACKENDS = ("auto", "darknet", "ultralytics")
+BACKENDS = ("auto", "darknet", "ultralytics", "triton")
+TRITON_PROTOCOLS = ("grpc", "http")
 
 
 class ConfigError(Exception):
@@ -257,6 +258,19 @@ SCHEMA = vol.Schema(
                 vol.Optional("compile", default="off"): _compile_mode,
             },
         },
+        # Keys, types and ranges only: an absent key takes TritonSettings' default.
+        vol.Optional("triton", default=dict): {
+            vol.Optional("enabled"): _BOOL,
+            vol.Optional("url"): vol.All(str, vol.Length(min=1)),
+            vol.Optional("http_url"): vol.All(str, vol.Length(min=1)),
+            vol.Optional("protocol"): vol.All(vol.Lower, vol.In(TRITON_PROTOCOLS)),
+            vol.Optional("model"): vol.All(str, vol.Length(min=1)),
+            vol.Optional("timeout_s"): _seconds(0.05, 600),
+            vol.Optional("max_retries"): vol.All(vol.Coerce(int), vol.Range(min=0, max=20)),
+            vol.Optional("backoff_s"): _seconds(0.001, 60),
+            vol.Optional("probe_interval_s"): _seconds(0.05, 600),
+            vol.Optional("confidence_threshold"): vol.Any(None, _PROBABILITY),
+        },
         vol.Optional("batching", default=dict): {
             vol.Optional("enabled", default=True): _BOOL,
             vol.Optional("autotune", default=True): _BOOL,
@@ -345,6 +359,14 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "YOLO26_MODEL_PATH": ("detector", "model_path"),
     "YOLO26_CONFIDENCE": ("detector", "confidence"),
     "DETECTOR_BACKEND": ("detector", "backend"),
+    "TRITON_ENABLED": ("triton", "enabled"),
+    "TRITON_URL": ("triton", "url"),
+    "TRITON_HTTP_URL": ("triton", "http_url"),
+    "TRITON_PROTOCOL": ("triton", "protocol"),
+    "TRITON_MODEL": ("triton", "model"),
+    "TRITON_TIMEOUT": ("triton", "timeout_s"),
+    "TRITON_MAX_RETRIES": ("triton", "max_retries"),
+    "TRITON_CONFIDENCE_THRESHOLD": ("triton", "confidence_threshold"),
     "VRAM_BUDGET_GB": ("devices", "default_vram_budget_gb"),
     "DEVICES_STRICT": ("devices", "strict"),
     "MAX_BATCH_SIZE": ("batching", "max_batch_size"),
@@ -426,6 +448,33 @@ class GpuPathSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TritonSettings:
+    """The ``triton`` section: a detector served by an NVIDIA Triton server (seed env names)."""
+
+    enabled: bool = False
+    """Use the Triton backend (``detector.backend: triton`` does the same)."""
+    url: str = "localhost:8001"
+    """gRPC endpoint (host:port)."""
+    http_url: str = "localhost:8000"
+    """HTTP endpoint (host:port), used when ``protocol`` is ``http``."""
+    protocol: str = "grpc"
+    model: str = "vigil_detector"
+    timeout_s: float = 10.0
+    """Per call to the server: an inference, a health probe, a statistics read."""
+    max_retries: int = 3
+    """Retries of a failed inference, with exponential backoff from ``backoff_s``."""
+    backoff_s: float = 0.1
+    probe_interval_s: float = 5.0
+    """How often health, metadata and statistics are read in the background for /health."""
+    confidence_threshold: float | None = None
+    """The floor below which served boxes are dropped; None: ``detector.min_confidence``."""
+
+    @property
+    def endpoint(self) -> str:
+        return self.url if self.protocol == "grpc" else self.http_url
+
+
+@dataclass(frozen=True, slots=True)
 class DetectorSettings:
     backend: str
     model_path: str | None
@@ -439,6 +488,7 @@ class DetectorSettings:
     min_confidence: float
     warmup: bool
     gpu_path: GpuPathSettings = field(default_factory=GpuPathSettings)
+    triton: TritonSettings = field(default_factory=TritonSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,6 +593,17 @@ def _apply_env(document: dict[str, Any], environ: Mapping[str, str]) -> None:
         node[path[-1]] = environ[name]
 
 
+def _check_zoo_names(zoo: Mapping[str, Any]) -> None:
+    """Preloaded and disabled models must be registered (a typo would silently do nothing)."""
+    from addon_server.zoo.registry import Registry  # the registry owns the names
+
+    known = Registry().names()
+    for key in ("preload", "disabled_models"):
+        unknown = [name for name in zoo[key] if name not in known]
+        if unknown:
+            raise ConfigError(f"zoo.{key}: unknown model {unknown[0]!r}; known: {', '.join(known)}")
+
+
 def _build(data: dict[str, Any], source: str) -> Settings:
     server = data["server"]
     devices = data["devices"]
@@ -565,6 +626,13 @@ def _build(data: dict[str, Any], source: str) -> Settings:
         reasoning = ReasoningSettings.from_config(data["llm"], data["reasoning"])
     except ValueError as err:  # cross-field checks; the message starts with the key path
         raise ConfigError(redact(str(err))) from None
+    triton = TritonSettings(**data["triton"])
+    if triton.enabled and detector["backend"] not in ("auto", "triton"):
+        raise ConfigError(
+            f"triton.enabled: conflicts with detector.backend {detector['backend']!r} "
+            "(use 'auto' or 'triton')"
+        )
+    _check_zoo_names(data["zoo"])
     if detector["backend"] == "darknet" and detector["model_path"] and not detector["cfg_path"]:
         raise ConfigError("detector.cfg_path: required with backend 'darknet' and a model_path")
     return Settings(
@@ -597,6 +665,7 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             min_confidence=detector["min_confidence"],
             warmup=detector["warmup"],
             gpu_path=GpuPathSettings(**detector["gpu_path"]),
+            triton=triton,
         ),
         batching=BatchingSettings(
             enabled=batching["enabled"],

@@ -75,6 +75,50 @@ class Metrics:
             ["level", "llm_status"],
             registry=r,
         )
+        # Mirrors of what the Triton backend's probe last read (gauges: Triton owns the counts,
+        # and they restart from zero when the server does).
+        self.triton_up = Gauge(
+            "vigil_triton_up",
+            "1 when the Triton server is live and ready and the detector model is ready",
+            ["model"],
+            registry=r,
+        )
+        self.triton_inferences = Gauge(
+            "vigil_triton_inference_count",
+            "Inferences the Triton server ran for the model (images, batches counted by size)",
+            ["model"],
+            registry=r,
+        )
+        self.triton_executions = Gauge(
+            "vigil_triton_execution_count",
+            "Model executions (batches) on the Triton server",
+            ["model"],
+            registry=r,
+        )
+        self.triton_queue_seconds = Gauge(
+            "vigil_triton_queue_seconds",
+            "Time requests waited in Triton's queue, summed, as Triton reports it",
+            ["model"],
+            registry=r,
+        )
+        self.triton_compute_seconds = Gauge(
+            "vigil_triton_compute_seconds",
+            "Input copy, execution and output copy time on Triton, summed",
+            ["model"],
+            registry=r,
+        )
+        self.triton_retries = Gauge(
+            "vigil_triton_retries",
+            "Calls to Triton this add-on retried since it started",
+            ["model"],
+            registry=r,
+        )
+        self.triton_failures = Gauge(
+            "vigil_triton_failures",
+            "Calls to Triton that failed after every retry since the add-on started",
+            ["model"],
+            registry=r,
+        )
         self._zoo(r)
         self.http_errors = Counter(
             "vigil_http_errors_total", "Error responses by code", ["code"], registry=r

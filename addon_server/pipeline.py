@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from addon_server.config import AnalysisSettings, ImageSettings
-from addon_server.detector.base import DetectionResult
+from addon_server.detector.base import DetectionResult, Selection
 from addon_server.detector.service import DetectionService
 from addon_server.imaging import Box, annotate_jpeg, decode
 from addon_server.reasoning.context import (
@@ -45,6 +45,7 @@ from addon_server.reid.gallery import FaceMatch, ReidService
 from addon_server.store import EventStore, new_id
 from addon_server.zoo.evidence import records
 from addon_server.zoo.interface import Frame, in_pixels
+from addon_server.zoo.registry import THREAT_CLASSES
 from addon_server.zoo.service import EnrichOutcome, ZooService
 
 
@@ -136,6 +137,16 @@ class Analyzer:
         self.images = images
         self.admission = Admission(settings.max_concurrent, settings.max_waiting)
 
+    def _selection(self) -> Selection:
+        """The configured classes, plus the detector's weapon classes when the zoo is on."""
+        detector = self.detection.detector
+        if self.zoo is None or detector is None:
+            return self.detection.selection()
+        weapons = THREAT_CLASSES & set(detector.class_names)
+        return self.detection.selection(
+            classes=sorted(set(self.detection.settings.classes) | weapons)
+        )
+
     async def analyze(
         self, request: AnalyzeRequest, upload: bytes, content_type: str | None = None
     ) -> dict[str, Any]:
@@ -162,7 +173,7 @@ class Analyzer:
             timings["decode"] = _ms(started)
 
             started = time.perf_counter()
-            detected = await self.detection.detect(image, self.detection.selection())
+            detected = await self.detection.detect(image, self._selection())
             timings["detect"] = _ms(started)
 
             started = time.perf_counter()

@@ -39,6 +39,8 @@ class ModelInfo:
     pinned: bool = False
     unloadable: bool = True
     unload_pending: bool = False
+    triton: dict[str, Any] | None = None
+    """The Triton server's health, metadata and statistics, for a model served there."""
 
     @property
     def loaded(self) -> bool:
@@ -65,6 +67,7 @@ class ModelInfo:
             "unloadable": self.unloadable,
             "unload_pending": self.unload_pending,
             "error": self.error,
+            **({"triton": self.triton} if self.triton is not None else {}),
         }
 
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from addon_server.api.detect import unavailable
+from addon_server.api.detect import UNAVAILABLE, unavailable
 from addon_server.api.errors import ApiError
 from addon_server.api.images import read_upload
 from addon_server.api.params import aware_datetime, camera_id, risk_level
@@ -22,8 +22,6 @@ from addon_server.api.routes import (
 )
 from addon_server.api.schemas import BOOLEAN, ZONE_MAX_LENGTH, image_body, ref
 from addon_server.config import CAMERA_ID_RULE
-from addon_server.detector.batcher import BatcherClosedError, QueueFullError
-from addon_server.detector.service import DetectorUnavailableError
 from addon_server.imaging import ImageError
 from addon_server.pipeline import AnalysisBusyError, AnalyzeRequest, utcnow
 from addon_server.reasoning.levels import RiskLevel
@@ -85,7 +83,7 @@ async def analyze(request: web.Request) -> web.Response:
         raise ApiError(err.status, err.code, str(err)) from None
     except AnalysisBusyError as err:
         raise ApiError(429, "busy", str(err), {"Retry-After": str(err.retry_after)}) from None
-    except (QueueFullError, DetectorUnavailableError, BatcherClosedError) as err:
+    except UNAVAILABLE as err:
         raise unavailable(err) from None
     services.metrics.events.labels(event["risk_level"], event["llm_status"]).inc()
     return web.json_response(event)

@@ -25,9 +25,17 @@ from addon_server.detector.service import (
     DetectorUnavailableError,
     InvalidSelectionError,
 )
+from addon_server.errors import BackendUnavailableError
 from addon_server.services import SERVICES_KEY
 
 ENDPOINT = "/v1/detect"
+UNAVAILABLE = (
+    QueueFullError,
+    DetectorUnavailableError,
+    BatcherClosedError,
+    BackendUnavailableError,
+)
+"""The detect stage's failures that are the server's state, not the request's: 429 or 503."""
 
 
 def parse_selection(detection: DetectionService, params: dict[str, str]) -> Selection:
@@ -54,6 +62,8 @@ def parse_selection(detection: DetectionService, params: dict[str, str]) -> Sele
 def unavailable(err: Exception) -> ApiError:
     if isinstance(err, QueueFullError):
         return ApiError(429, "queue_full", str(err), {"Retry-After": str(err.retry_after)})
+    if isinstance(err, BackendUnavailableError):
+        return ApiError(503, err.code, str(err))
     if isinstance(err, DetectorUnavailableError):
         return ApiError(503, "model_not_installed", str(err))
     return ApiError(503, "unavailable", str(err))
@@ -76,7 +86,7 @@ async def detect(request: web.Request) -> web.Response:
         )
         try:
             result = await services.detection.detect(image, selection)
-        except (QueueFullError, DetectorUnavailableError, BatcherClosedError) as err:
+        except UNAVAILABLE as err:
             raise unavailable(err) from None
         status = "success"
         return web.json_response(result.as_json())
@@ -108,7 +118,7 @@ ROUTES = [
             "413": error("Body or image too large"),
             "415": error("Unsupported content type"),
             "429": error("Queue full; see Retry-After", RETRY_AFTER),
-            "503": error("Detector not installed or not loaded"),
+            "503": error("Detector not installed or not loaded, or its Triton server unavailable"),
         },
         tags=("detection",),
     )

@@ -152,11 +152,13 @@ def _single(model: str) -> Any:
             raise ApiError(404, "unknown_model", str(err.args[0])) from None
         except (ZooBusyError, ModelNotInstalledError, ModelLoadError) as err:
             raise zoo_error(err) from None
+        # A model may have a fuller answer than the one events store (embedding vectors).
+        full = getattr(result, "as_full_json", result.as_json)
         body = {
+            **full(),
             "model": model,
             "image": _image(frame),
             "inference_time_ms": round((time.perf_counter() - started) * 1000, 2),
-            **result.as_json(),
         }
         return web.json_response(body)
 

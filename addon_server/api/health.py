@@ -50,6 +50,17 @@ async def health_document(services: Services) -> dict[str, Any]:
                 "message": str(services.reid.load_error),
             }
         )
+    issues.extend(services.detection.issues())
+    for model in models:
+        if model["kind"] == "zoo" and model["state"] == "failed":
+            issues.append(
+                {
+                    "code": "zoo_model_failed",
+                    "model": model["name"],
+                    "message": f"{model['name']} failed to load: {model['error']}; analyses "
+                    "go on without it",
+                }
+            )
     issues.extend(services.reasoner.issues())
     issues.extend(services.store.issues())
     if not detector["loaded"]:
@@ -116,6 +127,16 @@ async def metrics(request: web.Request) -> web.Response:
         m.device_used.labels(device["id"]).set(device["used_bytes"])
     if services.detection.batcher is not None:
         m.queue_depth.set(services.detection.batcher.queue_depth)
+    triton = services.detection.triton_health()
+    if triton is not None:
+        model, stats = triton["model"], triton["statistics"]
+        m.triton_up.labels(model).set(1 if triton["error"] is None else 0)
+        m.triton_inferences.labels(model).set(stats["inference_count"])
+        m.triton_executions.labels(model).set(stats["execution_count"])
+        m.triton_queue_seconds.labels(model).set(stats["queue_seconds"])
+        m.triton_compute_seconds.labels(model).set(stats["compute_seconds"])
+        m.triton_retries.labels(model).set(triton["retries"])
+        m.triton_failures.labels(model).set(triton["failures"])
     body = generate_latest(m.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -40,6 +40,7 @@ ISSUE_CODES: Final = (
     "storage_full",
     "storage_unavailable",
     "cpu_only",
+    "triton_unavailable",
     "zoo_model_failed",
     "restart_required",
 )
@@ -213,6 +214,33 @@ SCHEMAS["Event"] = closed(
     }
 )
 SCHEMAS["EventList"] = closed({"events": array(ref("Event"))})
+SCHEMAS["TritonStatistics"] = closed(
+    {
+        "inference_count": COUNT,
+        "execution_count": COUNT,
+        "success_count": COUNT,
+        "failure_count": COUNT,
+        "queue_seconds": DURATION,
+        "compute_seconds": DURATION,
+    }
+)
+SCHEMAS["TritonHealth"] = closed(
+    {
+        "url": TEXT,
+        "protocol": enum(("grpc", "http")),
+        "model": TEXT,
+        "live": BOOLEAN,
+        "ready": BOOLEAN,
+        "model_ready": BOOLEAN,
+        "versions": array(TEXT),
+        "platform": STRING,
+        "max_batch_size": COUNT,
+        "statistics": ref("TritonStatistics"),
+        "retries": COUNT,
+        "failures": COUNT,
+        "error": nullable(STRING),
+    }
+)
 _MODEL_STATES = ("not_installed", "unloaded", "loading", "loaded", "unloading", "failed")
 _PRIORITIES = ("low", "medium", "high", "critical")
 _OPTIONAL_BYTES = nullable(BYTES)
@@ -237,7 +265,8 @@ SCHEMAS["Model"] = closed(
         "unloadable": BOOLEAN,
         "unload_pending": BOOLEAN,
         "error": nullable(STRING),
-    }
+    },
+    {"triton": ref("TritonHealth")},
 )
 SCHEMAS["ZooModel"] = closed(
     {

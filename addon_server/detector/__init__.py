@@ -27,7 +27,10 @@ __all__ = [
 
 
 def resolve_backend(settings: DetectorSettings) -> str:
-    """``auto`` means the embedded darknet model, or what the model file's type implies."""
+    """``auto`` means Triton when it is enabled, else the embedded darknet model, or what the
+    model file's type implies."""
+    if settings.backend == "auto" and settings.triton.enabled:
+        return "triton"
     if settings.backend != "auto":
         return settings.backend
     if settings.model_path is None:
@@ -38,6 +41,12 @@ def resolve_backend(settings: DetectorSettings) -> str:
 def load_detector(settings: DetectorSettings, device: str) -> Detector:
     """Load the configured detector on ``device`` (blocking: call it off the event loop)."""
     backend = resolve_backend(settings)
+    if backend == "triton":
+        from addon_server.detector.triton import TritonDetector
+
+        return TritonDetector(
+            settings.triton, device=device, min_confidence=settings.min_confidence
+        )
     if backend == "darknet":
         if settings.model_path is None:
             files, name = embedded_files(), EMBEDDED_MODEL_NAME

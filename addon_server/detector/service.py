@@ -9,10 +9,12 @@ installed instead of failing the whole add-on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import Any
 
 from addon_server.config import BatchingSettings, DetectorSettings
 from addon_server.detector import ModelNotInstalledError, load_detector, resolve_backend
@@ -26,7 +28,9 @@ from addon_server.detector.base import (
     select,
 )
 from addon_server.detector.batcher import DynamicBatcher
+from addon_server.detector.triton import TritonDetector
 from addon_server.devices import DeviceTable
+from addon_server.errors import BackendUnavailableError
 from addon_server.imaging import DecodedImage
 from addon_server.metrics import Metrics
 from addon_server.served import ModelInfo, NotUnloadableError
@@ -86,14 +90,21 @@ class DetectionService:
         self.tuning: TuneResult | None = None
         self.measured_bytes: int | None = None
         self.backend = resolve_backend(settings)
+        self.unavailable: BackendUnavailableError | None = None
+        """Why a served detector (Triton) could not be loaded yet; retried in the background."""
+        self._loading: asyncio.Task[None] | None = None
 
     @property
     def model_name(self) -> str:
         if self.detector is not None:
             return self.detector.name
+        if self.backend == "triton":
+            return self.settings.triton.model
         return self.settings.model_path or "yolov3-tiny-coco"
 
     async def start(self) -> None:
+        if self._loading is not None and not self._loading.done():
+            return  # a served detector is being retried in the background
         detector = self.detector
         if detector is None:
             try:
@@ -105,6 +116,15 @@ class DetectionService:
                 self.load_error = str(err)
                 _LOGGER.error("detector not installed: %s", err)
                 return
+            except BackendUnavailableError as err:
+                # The server (Triton) may start after the add-on: keep trying in the
+                # background; /health and /v1/detect name the cause meanwhile.
+                self.unavailable, self.load_error = err, str(err)
+                _LOGGER.warning("detector backend unavailable; retrying: %s", err)
+                self._loading = asyncio.create_task(
+                    self._load_when_available(), name="vigil-detector-load"
+                )
+                return
             except Exception as err:  # a bad model file must not stop the server
                 self.load_error = f"failed to load: {err}"
                 _LOGGER.exception("detector failed to load")
@@ -115,6 +135,30 @@ class DetectionService:
                 await asyncio.to_thread(self._warmup, detector)
             self.measured_bytes = detector.memory_bytes()
         assert detector is not None
+        await self._serve(detector)
+
+    async def _load_when_available(self) -> None:
+        """Retry loading a served detector every probe interval until its server answers."""
+        while True:
+            await asyncio.sleep(self.settings.triton.probe_interval_s)
+            try:
+                detector, measured = await asyncio.to_thread(
+                    Probe(self.device).measure, self._load_and_warm
+                )
+            except BackendUnavailableError as err:
+                self.unavailable, self.load_error = err, str(err)
+                continue
+            except Exception as err:
+                self.unavailable, self.load_error = None, f"failed to load: {err}"
+                _LOGGER.exception("detector failed to load")
+                return
+            _LOGGER.info("detector backend available again: %s", detector.name)
+            self.unavailable, self.measured_bytes = None, measured.delta
+            await self._serve(detector)
+            return
+
+    async def _serve(self, detector: Detector) -> None:
+        """Tune the loaded (and warmed-up) detector's batch size and start its batcher."""
         self.detector = detector
         self.load_error = None
         self.device = detector.device
@@ -149,6 +193,11 @@ class DetectionService:
         detector.detect_batch([np.zeros((64, 64, 3), dtype=np.uint8)])
 
     async def stop(self) -> None:
+        if self._loading is not None:
+            self._loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loading
+            self._loading = None
         if self.batcher is not None:
             await self.batcher.stop()
             self.batcher = None
@@ -189,6 +238,8 @@ class DetectionService:
     async def detect(self, image: DecodedImage, selection: Selection) -> DetectionResult:
         """Run one image through the batcher and keep what ``selection`` asks for."""
         if self.batcher is None or self.detector is None:
+            if self.unavailable is not None:
+                raise type(self.unavailable)(str(self.unavailable))
             raise DetectorUnavailableError(self.load_error or "the detector is not loaded")
         started = time.perf_counter()
         self.metrics.queue_depth.set(self.batcher.queue_depth)
@@ -204,6 +255,23 @@ class DetectionService:
             model=self.detector.name,
             batch_size=batch_size,
         )
+
+    def triton_health(self) -> dict[str, Any] | None:
+        """Triton's health, metadata and statistics, when the detector is served there."""
+        return self.detector.health() if isinstance(self.detector, TritonDetector) else None
+
+    def issues(self) -> list[dict[str, Any]]:
+        """A Triton backend that cannot answer: a repair in Home Assistant until it is back."""
+        if self.backend != "triton":
+            return []
+        triton = self.triton_health()
+        if triton is None:
+            message = self.load_error or "the Triton backend is not connected"
+        elif triton["error"] is not None:
+            message = str(triton["error"])
+        else:
+            return []
+        return [{"code": "triton_unavailable", "model": self.model_name, "message": message}]
 
     @property
     def name(self) -> str:
@@ -227,6 +295,7 @@ class DetectionService:
             priority="critical",
             unloadable=False,
             error=self.load_error,
+            triton=self.triton_health(),
         )
 
     async def load(self, *, pin: bool | None = None) -> None:

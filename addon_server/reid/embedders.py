@@ -22,6 +22,7 @@ from addon_server.errors import ModelNotInstalledError
 from addon_server.imaging import BGRImage
 from addon_server.reid.faces import FaceBox
 from addon_server.store import Vector
+from addon_server.zoo.models.onnx import session
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,19 +64,13 @@ class OnnxFaceEmbedder:
     kind = "face"
 
     def __init__(self, spec: EmbedderSpec, models_dir: Path, device: str = "cpu") -> None:
-        import onnxruntime as ort
-
         path = models_dir / spec.file
         if not path.is_file():
             raise ModelNotInstalledError(f"face embedder {spec.name} not installed: {path}")
-        providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            index = device.split(":")[1]
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))  # type: ignore[arg-type]
         self.spec = spec
         self.name = spec.name
         self.threshold = spec.threshold
-        self._session = ort.InferenceSession(str(path), providers=providers)
+        self._session = session(path, device)
 
     def embed(self, pixels: BGRImage, faces: Sequence[FaceBox]) -> list[Vector]:
         if not faces:

@@ -58,6 +58,12 @@ from addon_server.zoo.registry import ModelSpec, missing
 _LOGGER = logging.getLogger(__name__)
 MB = 1024**2
 DEFAULT_DEADLINE_S = 10.0
+ESTIMATE_MARGIN = 1.5
+"""A model never measured is admitted on half again its estimate (Ollama's OOMs came from
+estimates taken at face value); its measurement then replaces the whole figure."""
+MEASURED_MARGIN = 1.1
+QUIET_WAIT_S = 0.5
+"""How long a measurement waits for the device's other models to be idle (never longer)."""
 
 
 @dataclass(eq=False)
@@ -82,10 +88,21 @@ class Entry:
     load_seconds: float | None = None
     loads: int = 0
     evictions: int = 0
+    margins: tuple[float, float] = (1.0, 1.0)
 
     @property
     def need(self) -> int:
-        """Bytes to account at admission: the last measurement, else the estimate."""
+        """Bytes to hold at admission: the last measurement, else the estimate, each with a
+        margin for what measurement cannot know yet (a first load runs the runtime's own
+        set-up, and a CPU measurement also sees other threads' work buffers)."""
+        estimate_margin, measured_margin = self.margins
+        if self.measured is not None:
+            return int(self.measured * measured_margin)
+        return int(self.spec.estimated_bytes * estimate_margin)
+
+    @property
+    def expected(self) -> int:
+        """The figure the next load is expected to measure (no margin)."""
         return self.measured if self.measured is not None else self.spec.estimated_bytes
 
     @property
@@ -138,6 +155,7 @@ class ZooManager:
         probe: MemoryProbe | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[str, int], None] | None = None,
+        margins: tuple[float, float] = (ESTIMATE_MARGIN, MEASURED_MARGIN),
     ) -> None:
         self.device = device
         self.budget_bytes = budget_bytes
@@ -150,7 +168,7 @@ class ZooManager:
         self._on_change = on_change
         self.entries: dict[str, Entry] = {}
         for spec in specs:
-            entry = Entry(spec)
+            entry = Entry(spec, margins=margins)
             entry.unloaded.set()
             absent = missing(spec, models_dir)
             if absent:
@@ -164,6 +182,7 @@ class ZooManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self.overruns = 0
         self.in_use_evictions = 0
+        self.untrusted_measurements = 0
         self._closed = False
 
     # -- the ledger -----------------------------------------------------------------------
@@ -194,6 +213,14 @@ class ZooManager:
             if e.state is ModelState.UNLOADING or (e.evicting and e.state is ModelState.LOADED)
         )
 
+    def _reclaimable(self, requester: Priority) -> int:
+        """Bytes ``requester`` could evict once every model now in use is released."""
+        return sum(
+            c.nbytes
+            for c in self._candidates()
+            if evictable(Candidate(c.name, c.priority, c.last_used, c.nbytes), requester)
+        )
+
     def _candidates(self) -> list[Candidate]:
         return [
             Candidate(e.spec.name, e.spec.priority, e.last_used, e.accounted, e.refcount, e.pinned)
@@ -218,26 +245,38 @@ class ZooManager:
         started = self._clock()
         if entry.state is ModelState.NOT_INSTALLED:
             raise ModelNotInstalledError(entry.error or f"{name} is not installed")
-        if entry.need > self.capacity():
-            self._reject(entry, "exceeds_budget")
-            raise ZooBusyError(
-                name,
-                "exceeds_budget",
-                f"{name} needs {entry.need // MB} MB but {self.device}'s budget leaves "
-                f"{max(0, self.capacity()) // MB} MB beside its co-tenants",
-            )
-        if entry.available:
-            self._take_ref(entry)
-            self._observe_wait(0.0)
-            assert entry.model is not None
-            return Lease(self, entry, entry.model)
-        if entry.state is ModelState.LOADING:
-            self._take_ref(entry)
-        else:
-            await self._admit(entry, priority or entry.spec.priority, deadline_s, started)
-        lease = await self._await_load(entry)
-        self._observe_wait(self._clock() - started)
-        return lease
+        while True:
+            if entry.need > self.capacity():
+                self._reject(entry, "exceeds_budget")
+                raise ZooBusyError(
+                    name,
+                    "exceeds_budget",
+                    f"{name} needs {entry.need // MB} MB but {self.device}'s budget leaves "
+                    f"{max(0, self.capacity()) // MB} MB beside its co-tenants",
+                )
+            if entry.available:
+                self._take_ref(entry)
+                self._observe_wait(self._clock() - started)
+                assert entry.model is not None
+                return Lease(self, entry, entry.model)
+            if entry.state is ModelState.LOADING:
+                self._take_ref(entry)
+            else:
+                left = deadline_s - (self._clock() - started)
+                await self._admit(entry, priority or entry.spec.priority, left, started)
+            try:
+                lease = await self._await_load(entry, deadline_s - (self._clock() - started))
+            except ZooBusyError as err:
+                # The load measured more than its estimate and nothing idle could make up for
+                # it, so it is being unloaded: queue again, now on the measured figure.
+                if err.reason != "over_budget_after_measure":
+                    raise
+                if self._clock() - started >= deadline_s:
+                    self._reject(entry, "deadline")
+                    raise
+                continue
+            self._observe_wait(self._clock() - started)
+            return lease
 
     @asynccontextmanager
     async def use(
@@ -284,14 +323,33 @@ class ZooManager:
         waiter.future.cancel()
         self._pump()  # it may have been the head that held others back
 
-    async def _await_load(self, entry: Entry) -> Lease:
-        """Wait for the (shared) load; the reference taken at admission is ours to drop."""
+    async def _await_load(self, entry: Entry, timeout_s: float) -> Lease:
+        """Wait for the (shared) load, within what is left of the request's deadline.
+
+        The reference taken at admission is ours to drop when we give up; the load itself
+        goes on for whoever else waits for it.
+        """
         if entry.available:
             assert entry.model is not None
             return Lease(self, entry, entry.model)
-        assert entry.loading is not None
+        loading = entry.loading
+        assert loading is not None
         try:
-            model = await asyncio.shield(entry.loading)
+            await asyncio.wait({loading}, timeout=max(0.0, timeout_s))
+        except BaseException:
+            self._drop_ref(entry)
+            raise
+        if not loading.done():
+            self._drop_ref(entry)
+            self._reject(entry, "deadline")
+            raise ZooBusyError(
+                entry.spec.name,
+                "deadline",
+                f"{entry.spec.name} was still loading when the {timeout_s:.3g} s left of the "
+                "request's deadline ran out",
+            )
+        try:
+            model = loading.result()
         except BaseException:
             self._drop_ref(entry)
             raise
@@ -343,11 +401,16 @@ class ZooManager:
                 self._grant(waiter)
                 continue
             if reserved is None:
+                requester = Priority(-waiter.rank)
                 shortfall = entry.need - room - self._freeing()
-                victims = choose_victims(self._candidates(), shortfall, Priority(-waiter.rank))
+                victims = choose_victims(self._candidates(), shortfall, requester)
                 for victim in victims or ():
                     self._evict(self.entries[victim.name], "pressure")
-                reserved = entry.need
+                # Hold its bytes back from those behind it only if it can be served once the
+                # models it may evict are released; one that nothing can make room for (only
+                # more important or pinned models hold the budget) must not block the others.
+                if victims is not None or shortfall <= self._reclaimable(requester):
+                    reserved = entry.need
         self._waiters = [w for w in self._waiters if not w.future.done()]
         heapq.heapify(self._waiters)
         self._publish()
@@ -408,7 +471,17 @@ class ZooManager:
             model.warmup()
             return model
 
-        return self.probe.measure(work)
+        return self.probe.measure(work, settle=lambda: self._wait_quiet(spec.name))
+
+    def _wait_quiet(self, loading: str) -> bool:
+        """On the loader thread: wait up to QUIET_WAIT_S for no other model to be in use."""
+        deadline = time.monotonic() + QUIET_WAIT_S
+        while True:
+            if not any(e.refcount for n, e in self.entries.items() if n != loading):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
 
     def _fail_load(self, entry: Entry, err: Exception, reason: str) -> None:
         entry.accounted = 0
@@ -422,28 +495,36 @@ class ZooManager:
 
     def _finish_load(self, entry: Entry, model: ZooModel, measured: Measured) -> None:
         spec = entry.spec
-        estimate = entry.accounted
+        estimate = entry.expected
         entry.model = model
-        entry.measured = measured.delta
         entry.peak = measured.peak
-        entry.accounted = measured.delta
         entry.load_seconds = measured.seconds
         entry.loads += 1
         entry.loaded_at = self._clock()
         entry.state = ModelState.LOADED
         if self.metrics:
             self.metrics.zoo_load_seconds.labels(spec.name).observe(measured.seconds)
-            if estimate:
+        if measured.trusted:
+            entry.measured = measured.delta
+            entry.accounted = measured.delta
+            if self.metrics and estimate:
                 self.metrics.zoo_estimate_error.labels(spec.name).set(
                     (measured.delta - estimate) / estimate
                 )
+        else:
+            # Other models ran through both readings, so the figure is theirs too: keep the
+            # bytes held at admission (estimate or last measurement, with its margin) and
+            # measure again at the next load.
+            self.untrusted_measurements += 1
         over = self.accounted_bytes() - self.budget_bytes
         if over > 0:
+            # The model took more than the bytes held for it: the device is over its budget
+            # until the correction below has run. Counted, whichever way it is corrected.
+            self.overruns += 1
+            if self.metrics:
+                self.metrics.zoo_overruns.labels(self.device).inc()
             victims = choose_victims(self._candidates(), over, Priority.HIGH)
             if victims is None:
-                self.overruns += 1
-                if self.metrics:
-                    self.metrics.zoo_overruns.labels(self.device).inc()
                 entry.evicting = True
                 assert entry.loading is not None
                 entry.loading.set_exception(

@@ -38,7 +38,9 @@ class MemoryProbe(Protocol):
 
     free_bytes: int | None
 
-    def measure(self, work: Callable[[], T]) -> tuple[T, Measured]: ...
+    def measure(
+        self, work: Callable[[], T], settle: Callable[[], bool] = ...
+    ) -> tuple[T, Measured]: ...
 
     def release(self) -> None: ...
 
@@ -50,6 +52,8 @@ class Measured:
     delta: int
     peak: int
     seconds: float
+    trusted: bool = True
+    """False when other work ran on the device during a reading: the figure includes it."""
 
 
 def process_rss_bytes() -> int:
@@ -108,8 +112,13 @@ class Probe:
         return torch
 
     def used_bytes(self) -> int:
-        """What this process holds on the device now."""
+        """What this process holds on the device now.
+
+        On the CPU, freed heap pages are handed back first: other threads' finished work
+        buffers would otherwise stay resident and be counted as the model being measured.
+        """
         if self.index is None:
+            _malloc_trim()
             return process_rss_bytes()
         torch = self._torch()
         allocated = int(torch.cuda.memory_reserved(self.index))
@@ -128,24 +137,34 @@ class Probe:
         except Exception:
             self.free_bytes = None
 
-    def measure(self, work: Callable[[], T]) -> tuple[T, Measured]:
-        """Run ``work`` (load + warm-up) and measure what it left on the device."""
+    def measure(
+        self, work: Callable[[], T], settle: Callable[[], bool] = lambda: True
+    ) -> tuple[T, Measured]:
+        """Run ``work`` (load + warm-up) and measure what it left on the device.
+
+        ``settle`` is called before each reading: the zoo waits there (briefly, bounded) for
+        a moment when none of its other models is running, so their work buffers are not
+        counted as this model (a CPU's resident set is the whole process'). It says whether
+        that moment came; if not, the figure is returned as untrusted.
+        """
         import time
 
         gc.collect()
+        quiet = settle()
         before = self.used_bytes()
         if self.index is not None:
             self._torch().cuda.reset_peak_memory_stats(self.index)
         started = time.perf_counter()
         result = work()
         seconds = time.perf_counter() - started
+        quiet = settle() and quiet
         after = self.used_bytes()
         delta = max(0, after - before)
         peak = delta
         if self.index is not None:
             peak = max(delta, int(self._torch().cuda.max_memory_reserved(self.index)) - before)
         self.refresh()
-        return result, Measured(delta, peak, seconds)
+        return result, Measured(delta, peak, seconds, trusted=quiet)
 
     def release(self) -> None:
         """After an unload: collect, return heap pages to the OS, empty CUDA's cache."""

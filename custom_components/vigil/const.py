@@ -45,6 +45,7 @@ ISSUE_CODES: Final = (
     "storage_unavailable",
     "cpu_only",
     "restart_required",
+    "triton_unavailable",
 )
 
 ATTR_CAMERA: Final = "camera"

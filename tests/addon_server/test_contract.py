@@ -77,10 +77,10 @@ class Contract:
 
 
 LIGHT_STATUS = {
-    "/v1/pose-analyze": 503,  # families land next: then 200
-    "/v1/threat-detect": 503,
-    "/v1/reid-embed": 503,
-    "/v1/pet-classify": 503,
+    "/v1/pose-analyze": 200,
+    "/v1/threat-detect": 200,
+    "/v1/reid-embed": 200,
+    "/v1/pet-classify": 200,
     "/v1/depth-estimate": 409,  # its weights are the user's to supply: not installed here
 }
 

@@ -104,7 +104,8 @@ async def test_health_shows_placement_and_fallback(
     assert body["issues"][0]["service"] == "detector"
     devices = {d["id"]: d for d in body["devices"]}
     assert devices["cuda:0"]["present"] is False
-    faceres = (SHARED_MODELS / "faceres.onnx").stat().st_size
+    faceres = body["models"][1]["measured_bytes"]  # measured at load, not the file's size
+    assert faceres and faceres != (SHARED_MODELS / "faceres.onnx").stat().st_size
     assert devices["cpu"]["used_bytes"] == counting_detector.memory_bytes() + faceres
     assert "detector" in devices["cpu"]["services"]
     assert body["models"][0]["device"] == "cpu"
@@ -132,8 +133,19 @@ async def test_health_shape(aiohttp_client, make_settings, counting_detector) ->
         "loaded": True,
         "installed": True,
         "vram_bytes": 0,
+        "state": "loaded",
+        "measured_bytes": counting_detector.memory_bytes(),
+        "estimated_bytes": None,
+        "accounted_bytes": counting_detector.memory_bytes(),
+        "priority": "critical",
+        "category": None,
+        "refcount": 0,
+        "pinned": False,
+        "unloadable": False,
+        "unload_pending": False,
         "error": None,
     }
+    assert {m["kind"] for m in body["models"][2:]} == {"zoo"}
     assert body["models"][1]["name"] == "faceres"
     assert body["models"][1]["loaded"] is True
     assert body["llm"] == {"mode": "disabled", "state": "disabled", "ready": False}

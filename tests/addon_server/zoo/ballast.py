@@ -102,7 +102,9 @@ class DeclaredProbe:
     device = "cpu"
     free_bytes: int | None = None
 
-    def measure(self, work: Callable[[], T]) -> tuple[T, Measured]:
+    def measure(
+        self, work: Callable[[], T], settle: Callable[[], bool] = lambda: True
+    ) -> tuple[T, Measured]:
         model = work()
         nbytes = int(getattr(model, "nbytes", 0))
         return model, Measured(nbytes, nbytes, 0.0)

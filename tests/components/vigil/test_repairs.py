@@ -192,3 +192,35 @@ async def test_unknown_issue_code_gets_the_generic_repair(
     (issue,) = vigil_issues(issue_registry)
     assert issue.translation_key == "addon_issue"
     assert issue.translation_placeholders["message"] == "cuda:0 runs at 95 °C"
+
+
+@pytest.mark.parametrize("health_fixture", ["health.json"])
+async def test_triton_outage_is_a_repair_until_it_answers(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_vigil_client: MagicMock,
+    issue_registry: ir.IssueRegistry,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """The add-on's Triton backend down: a repair with its own text, gone when it is back."""
+    down = gpu_host(load_json("health.json"))
+    down["status"] = "degraded"
+    down["issues"] = [
+        {
+            "code": "triton_unavailable",
+            "severity": "warning",
+            "model": "vigil_detector",
+            "message": "Triton server at gpu-host:8001 (grpc) is unavailable: connection refused",
+        }
+    ]
+    mock_vigil_client.health.return_value = Health.from_dict(down)
+    await poll(hass, freezer)
+    (issue,) = vigil_issues(issue_registry)
+    assert issue.translation_key == "triton_unavailable"
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["subject"] == "vigil_detector"
+    assert "gpu-host:8001" in issue.translation_placeholders["message"]
+
+    mock_vigil_client.health.return_value = Health.from_dict(gpu_host(load_json("health.json")))
+    await poll(hass, freezer)
+    assert vigil_issues(issue_registry) == []
