@@ -80,6 +80,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/analyze_memory.py
 	$(PY) benchmarks/idle_connections.py
 	$(PY) benchmarks/llm_liveness.py
+	$(PY) benchmarks/gpu_paths.py
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,7 @@ the seed services can keep their ``.env`` files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping
@@ -24,6 +25,10 @@ from addon_server.reasoning.settings import LLMMode, ReasoningSettings, Response
 
 DEFAULT_CONFIG_PATH = Path("vigil.yaml")
 """Looked up in the working directory; when it is absent the built-in defaults apply."""
+DEVICES_FILE = "devices.yaml"
+"""In ``deploy.override_dir``: the per-device entries the add-on wrote when Home Assistant
+applied a GPU assignment (``PUT /v1/gpu-assignment``). Read at start, they replace the config's
+per-device entries, so the new budgets apply once the user restarts the container."""
 
 SECURITY_CLASSES: tuple[str, ...] = (
     "person",
@@ -39,6 +44,9 @@ SECURITY_CLASSES: tuple[str, ...] = (
 """The seeds' security-relevant COCO classes: what /v1/detect returns unless asked otherwise."""
 
 SERVICES: tuple[str, ...] = ("detector", "llm", "zoo")
+COMPILE_MODES: tuple[str, ...] = ("off", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
+"""``detector.gpu_path.compile``: off, or the ``torch.compile`` mode (YAML booleans mean off or
+default)."""
 DEVICE_ID = re.compile(r"^(cpu|cuda:\d+)$")
 BACKENDS = ("auto", "darknet", "ultralytics", "triton")
 TRITON_PROTOCOLS = ("grpc", "http")
@@ -58,6 +66,16 @@ def _device_id(value: Any) -> str:
 def _device_or_auto(value: Any) -> str:
     text = str(value).strip()
     return "auto" if text == "auto" else _device_id(text)
+
+
+def _compile_mode(value: Any) -> str:
+    """A ``torch.compile`` mode; booleans (YAML's or an env var's words) mean off or default."""
+    text = str(value).strip().lower()
+    with contextlib.suppress(vol.Invalid):
+        text = "default" if vol.Boolean()(value) else "off"
+    if text not in COMPILE_MODES:
+        raise vol.Invalid(f"expected true, false or one of {', '.join(COMPILE_MODES)}")
+    return text
 
 
 def _multiple_of_32(value: int) -> int:
@@ -105,6 +123,9 @@ _DEVICE_SCHEMA = vol.Schema(
         vol.Optional("services", default=list): [vol.In(SERVICES)],
     }
 )
+_DEVICE_KEYS = ("strict", "default_vram_budget_gb")
+"""The ``devices:`` section's own keys; every other key there is a device id."""
+_DEVICE_ENTRIES = vol.Schema({vol.Extra: _DEVICE_SCHEMA})
 
 
 def _seconds(lo: float, hi: float) -> vol.All:
@@ -227,6 +248,15 @@ SCHEMA = vol.Schema(
             vol.Optional("nms_iou", default=0.45): _PROBABILITY,
             vol.Optional("min_confidence", default=0.1): _PROBABILITY,
             vol.Optional("warmup", default=True): _BOOL,
+            vol.Optional("gpu_path", default=dict): {
+                vol.Optional("half", default=False): _BOOL,
+                vol.Optional("pinned_memory", default=False): _BOOL,
+                vol.Optional("cuda_streams", default=False): _BOOL,
+                vol.Optional("cuda_streams_pool_size", default=2): vol.All(
+                    vol.Coerce(int), vol.Range(min=1, max=16)
+                ),
+                vol.Optional("compile", default="off"): _compile_mode,
+            },
         },
         # Keys, types and ranges only: an absent key takes TritonSettings' default.
         vol.Optional("triton", default=dict): {
@@ -309,6 +339,11 @@ SCHEMA = vol.Schema(
                 vol.Coerce(float), vol.Range(min=0)
             ),
         },
+        vol.Optional("deploy", default=dict): {
+            vol.Optional("override_dir", default=None): vol.Any(
+                None, vol.All(str, vol.Length(min=1))
+            ),
+        },
     },
     extra=vol.PREVENT_EXTRA,
 )
@@ -351,6 +386,12 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "ENRICHMENT_DISABLED_MODELS": ("zoo", "disabled_models"),
     "ENRICHMENT_IDLE_TTL_S": ("zoo", "idle_ttl_s"),
     "ENRICHMENT_DEADLINE_S": ("zoo", "deadline_s"),
+    "VIGIL_OVERRIDE_DIR": ("deploy", "override_dir"),
+    "DETECTOR_HALF": ("detector", "gpu_path", "half"),
+    "PINNED_MEMORY": ("detector", "gpu_path", "pinned_memory"),
+    "CUDA_STREAMS_ENABLED": ("detector", "gpu_path", "cuda_streams"),
+    "CUDA_STREAMS_POOL_SIZE": ("detector", "gpu_path", "cuda_streams_pool_size"),
+    "TORCH_COMPILE": ("detector", "gpu_path", "compile"),
 }
 
 
@@ -384,6 +425,26 @@ class DevicesSettings:
     strict: bool
     default_vram_budget_gb: float | None
     devices: tuple[DeviceSettings, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GpuPathSettings:
+    """Optimisations of the torch/Ultralytics detector path, each off unless asked for.
+
+    Each applies where it can (a ``.pt`` model; a CUDA device for all but ``compile``) and
+    falls back to the plain path elsewhere, saying so once in the log.
+    """
+
+    half: bool = False
+    """FP16 weights and inputs."""
+    pinned_memory: bool = False
+    """Batches stacked in page-locked host memory and copied to the GPU asynchronously."""
+    cuda_streams: bool = False
+    """A batch split over a pool of CUDA streams: one part's pre-processing on the CPU overlaps
+    another's inference on the GPU, and post-processing overlaps the next part's inference."""
+    cuda_streams_pool_size: int = 2
+    compile: str = "off"
+    """``torch.compile`` mode, or ``off``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,6 +487,7 @@ class DetectorSettings:
     nms_iou: float
     min_confidence: float
     warmup: bool
+    gpu_path: GpuPathSettings = field(default_factory=GpuPathSettings)
     triton: TritonSettings = field(default_factory=TritonSettings)
 
 
@@ -487,6 +549,17 @@ class ReidSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DeploySettings:
+    override_dir: Path
+    """Where the add-on writes the Compose GPU override, its reference and ``devices.yaml``
+    (default: the data dir); on the GPU host, a folder the user's ``docker compose`` reads."""
+
+    @property
+    def devices_file(self) -> Path:
+        return self.override_dir / DEVICES_FILE
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings
     devices: DevicesSettings
@@ -498,6 +571,7 @@ class Settings:
     analysis: AnalysisSettings
     store: StoreSettings
     reid: ReidSettings
+    deploy: DeploySettings
     zoo: ZooSettings = field(default_factory=ZooSettings)
     source: str = field(default="defaults", compare=False)
 
@@ -535,26 +609,12 @@ def _build(data: dict[str, Any], source: str) -> Settings:
     devices = data["devices"]
     detector = data["detector"]
     batching = data["batching"]
-    device_entries: list[DeviceSettings] = []
-    for key, value in devices.items():
-        if key in ("strict", "default_vram_budget_gb"):
-            continue
-        try:
-            device_id = _device_id(key)
-        except vol.Invalid as err:
-            raise ConfigError(f"devices.{key}: {err.msg}") from None
-        device_entries.append(
-            DeviceSettings(device_id, value.get("budget_gb"), tuple(value["services"]))
+    override_dir = Path(data["deploy"]["override_dir"] or server["data_dir"])
+    device_entries = read_devices_file(override_dir / DEVICES_FILE)
+    if device_entries is None:
+        device_entries = device_entries_of(
+            {k: v for k, v in devices.items() if k not in _DEVICE_KEYS}
         )
-    claimed: dict[str, str] = {}
-    for entry in device_entries:
-        for service in entry.services:
-            if service in claimed:
-                raise ConfigError(
-                    f"devices.{entry.device_id}.services: {service!r} is already placed on "
-                    f"{claimed[service]}"
-                )
-            claimed[service] = entry.device_id
     preferred = tuple(sorted(set(batching["preferred_batch_sizes"])))
     for size in preferred:
         if size > batching["max_batch_size"]:
@@ -604,6 +664,7 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             nms_iou=detector["nms_iou"],
             min_confidence=detector["min_confidence"],
             warmup=detector["warmup"],
+            gpu_path=GpuPathSettings(**detector["gpu_path"]),
             triton=triton,
         ),
         batching=BatchingSettings(
@@ -636,6 +697,7 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             threshold=data["reid"]["threshold"],
             window_seconds=data["reid"]["window_seconds"],
         ),
+        deploy=DeploySettings(override_dir=override_dir),
         zoo=ZooSettings(
             enabled=data["zoo"]["enabled"],
             preload=tuple(data["zoo"]["preload"]),
@@ -660,12 +722,87 @@ def parse(
     try:
         data = SCHEMA(raw)
     except vol.MultipleInvalid as err:
-        first = err.errors[0]
-        found = _lookup(raw, first.path)
-        # redact(): a rejected LLM_URL may carry a password, and this line goes to the log.
-        shown = "" if found is _MISSING else f" (got {redact(repr(found))})"
-        raise ConfigError(f"{_format_path(first.path)}: {first.msg}{shown}") from None
+        raise _config_error(err, raw) from None
     return _build(data, source)
+
+
+def _config_error(err: vol.MultipleInvalid, raw: Any, prefix: str = "") -> ConfigError:
+    """The first problem of ``raw``, as ``key.path: reason (got value)``."""
+    first = err.errors[0]
+    found = _lookup(raw, first.path)
+    # redact(): a rejected LLM_URL may carry a password, and this line goes to the log.
+    shown = "" if found is _MISSING else f" (got {redact(repr(found))})"
+    path = _format_path([*([prefix] if prefix else []), *first.path])
+    return ConfigError(f"{path}: {first.msg}{shown}")
+
+
+def device_entries_of(document: Any, where: str = "devices") -> tuple[DeviceSettings, ...]:
+    """Per-device entries (``cuda:N``/``cpu`` → ``budget_gb``, ``services``) by the rules of
+    the ``devices:`` section: the config, ``devices.yaml`` and the API's new assignments all
+    pass here. Raises :class:`ConfigError` naming the key (``devices.cuda:0.budget_gb: ...``).
+    """
+    if not isinstance(document, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of device ids (cpu, cuda:N)")
+    raw = _deep_copy(document)
+    for key in raw:
+        if key in _DEVICE_KEYS:
+            raise ConfigError(f"{where}.{key}: not a device id (expected 'cpu' or 'cuda:N')")
+    try:
+        data = _DEVICE_ENTRIES(raw)
+    except vol.MultipleInvalid as err:
+        raise _config_error(err, raw, where) from None
+    entries: list[DeviceSettings] = []
+    for key, value in data.items():
+        try:
+            device_id = _device_id(key)
+        except vol.Invalid as err:
+            raise ConfigError(f"{where}.{key}: {err.msg}") from None
+        entries.append(DeviceSettings(device_id, value.get("budget_gb"), tuple(value["services"])))
+    claimed: dict[str, str] = {}
+    for entry in entries:
+        for service in entry.services:
+            if service in claimed:
+                raise ConfigError(
+                    f"{where}.{entry.device_id}.services: {service!r} is already placed on "
+                    f"{claimed[service]}"
+                )
+            claimed[service] = entry.device_id
+    return tuple(entries)
+
+
+def device_entries_document(entries: tuple[DeviceSettings, ...]) -> dict[str, dict[str, Any]]:
+    """The inverse of :func:`device_entries_of`: entries as the ``devices:`` section writes
+    them (an unset budget is left out, as in the config)."""
+    document: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        item: dict[str, Any] = {} if entry.budget_gb is None else {"budget_gb": entry.budget_gb}
+        document[entry.device_id] = item | {"services": list(entry.services)}
+    return document
+
+
+def read_devices_file(path: Path) -> tuple[DeviceSettings, ...] | None:
+    """The entries of a ``devices.yaml`` (``{"devices": {...}}``), or None when it is absent."""
+    if not path.is_file():
+        return None
+    document = _yaml_file(path, "devices file")
+    if not isinstance(document, dict) or set(document) != {"devices"}:
+        raise ConfigError(f"{path}: expected one top-level key, 'devices'")
+    try:
+        return device_entries_of(document["devices"])
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _yaml_file(path: Path, what: str) -> Any:
+    """The YAML document in ``path`` (an empty file is ``{}``); ConfigError naming it if not."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read {what} ({err.strerror})") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
 
 
 def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -675,14 +812,7 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Setting
         chosen = DEFAULT_CONFIG_PATH
     document: Any = {}
     if chosen is not None:
-        try:
-            text = chosen.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"{chosen}: cannot read config file ({err.strerror})") from None
-        try:
-            document = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{chosen}: not valid YAML ({err})") from None
+        document = _yaml_file(chosen, "config file")
         if not isinstance(document, dict):
             raise ConfigError(f"{chosen}: the top level must be a mapping")
     return parse(document, environ, source=str(chosen) if chosen else "defaults")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from addon_server.api import analyze, detect, enrich, events, health, models, openapi, people
+from addon_server.api import analyze, detect, enrich, events, gpu, health, models, openapi, people
 from addon_server.api.routes import Route
 
 ALL_ROUTES: list[Route] = [
@@ -15,6 +15,7 @@ ALL_ROUTES: list[Route] = [
     *people.ROUTES,
     *models.ROUTES,
     *enrich.ROUTES,
+    *gpu.ROUTES,
     *openapi.ROUTES,
 ]
 

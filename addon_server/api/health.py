@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from addon_server import __version__
+from addon_server.api.gpu import restart_issues
 from addon_server.api.routes import Route, json_response
 from addon_server.services import SERVICES_KEY, Services
 
@@ -81,6 +82,7 @@ async def health_document(services: Services) -> dict[str, Any]:
                 "much slower than on a GPU",
             }
         )
+    issues.extend(restart_issues(services))  # information: the status stays as it is
     batcher = services.detection.batcher
     return {
         "status": status,

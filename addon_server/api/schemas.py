@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from addon_server.api.images import IMAGE_FIELD
-from addon_server.config import CAMERA_ID, CAMERA_ID_RULE, SERVICES
+from addon_server.config import CAMERA_ID, CAMERA_ID_RULE, DEVICE_ID, SERVICES
 from addon_server.imaging import CONTENT_TYPES
 from addon_server.reasoning.levels import SCORE_MAX, SCORE_MIN, RiskLevel
 from addon_server.reasoning.reasoner import LLMMode
@@ -42,6 +42,7 @@ ISSUE_CODES: Final = (
     "cpu_only",
     "triton_unavailable",
     "zoo_model_failed",
+    "restart_required",
 )
 """Codes of /health ``issues``: Home Assistant has a repair text for each (its ``ISSUE_CODES``)."""
 ISSUE_SEVERITIES: Final = ("warning", "info")
@@ -345,6 +346,36 @@ SCHEMAS["Placement"] = closed(
         "requested_device": TEXT,
         "fallback": BOOLEAN,
         "reason": nullable(STRING),
+    }
+)
+SCHEMAS["DeviceEntry"] = closed(
+    {},
+    {
+        "budget_gb": {"type": "number", "minimum": 0, "description": "Absent: the default"},
+        "services": array(enum(SERVICES)),
+    },
+)
+SCHEMAS["DeviceAssignment"] = {
+    "type": "object",
+    "propertyNames": {"pattern": DEVICE_ID.pattern},
+    "additionalProperties": ref("DeviceEntry"),
+    "description": "Per device id: the entries of the config's devices: section",
+}
+SCHEMAS["GpuAssignmentRequest"] = closed({"devices": ref("DeviceAssignment")})
+SCHEMAS["AssignedDevice"] = closed(
+    {k: v for k, v in SCHEMAS["Device"]["properties"].items() if k != "used_bytes"}
+)
+SCHEMAS["GpuAssignment"] = closed(
+    {
+        "devices": array(ref("AssignedDevice")) | {"description": "As the add-on runs now"},
+        "assignment": ref("DeviceAssignment"),
+        "pending": nullable(ref("DeviceAssignment"))
+        | {"description": "Written, applies at the next start (null: none waiting)"},
+        "restart_required": BOOLEAN,
+        "host_gpus": array(closed({"id": TEXT, "name": STRING, "total_bytes": BYTES})),
+        "override_path": TEXT,
+        "reference_path": TEXT,
+        "devices_path": TEXT,
     }
 )
 _OPTIONAL_SECONDS = nullable(DURATION)

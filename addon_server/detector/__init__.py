@@ -78,4 +78,5 @@ def load_detector(settings: DetectorSettings, device: str) -> Detector:
         input_size=settings.input_size,
         min_confidence=settings.min_confidence,
         nms_iou=settings.nms_iou,
+        gpu_path=settings.gpu_path,
     )

@@ -680,6 +680,46 @@ class Person:
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class GpuAssignment:
+    """The add-on's GET/PUT /v1/gpu-assignment answer: services and budgets per device.
+
+    `assignment` and `pending` are the config's per-device entries (device id → `budget_gb`,
+    absent for the default, and `services`), as PUT takes them back.
+    """
+
+    devices: tuple[ComputeDevice, ...]
+    """As the add-on runs now."""
+    assignment: Mapping[str, Mapping[str, Any]]
+    pending: Mapping[str, Mapping[str, Any]] | None
+    """Written for the add-on's next start; None when nothing waits for a restart."""
+    restart_required: bool
+    override_path: str
+
+    @property
+    def gpus(self) -> tuple[ComputeDevice, ...]:
+        """Return the GPUs present, lowest id first."""
+        return tuple(d for d in self.devices if d.kind == "cuda" and d.present)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> GpuAssignment:
+        """Parse a /v1/gpu-assignment answer."""
+        d = _dict(data, "gpu assignment")
+        pending = d.get("pending")
+        return cls(
+            devices=tuple(ComputeDevice.from_dict(x) for x in _list(d.get("devices"), "devices")),
+            assignment=_entries(d.get("assignment", {})),
+            pending=None if pending is None else _entries(pending),
+            restart_required=bool(d.get("restart_required", False)),
+            override_path=_str(d.get("override_path")),
+        )
+
+
+def _entries(value: Any) -> dict[str, dict[str, Any]]:
+    entries = _dict(value, "assignment")
+    return {str(k): dict(_dict(v, f"assignment of {k}")) for k, v in entries.items()}
+
+
 # --------------------------------------------------------------------------- client
 
 
@@ -882,6 +922,23 @@ class VigilClient:
         params = None if pin is None else {"pin": "true" if pin else "false"}
         return Model.from_dict(
             await self._request("POST", f"/v1/models/{name}/load", params=params)
+        )
+
+    async def gpu_assignment(
+        self, entries: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> GpuAssignment:
+        """GET /v1/gpu-assignment, or PUT `entries` (device id → budget_gb, services): the
+        add-on writes them for its next start and answers `restart_required`."""
+        if entries is None:
+            return GpuAssignment.from_dict(await self._request("GET", "/v1/gpu-assignment"))
+        body = json.dumps({"devices": {k: dict(v) for k, v in entries.items()}})
+        return GpuAssignment.from_dict(
+            await self._request(
+                "PUT",
+                "/v1/gpu-assignment",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            )
         )
 
     async def unload_model(self, name: str) -> Model:

@@ -11,6 +11,7 @@ from homeassistant.components.camera.const import DOMAIN as CAMERA_DOMAIN
 from homeassistant.config_entries import (
     SOURCE_USER,
     ConfigEntry,
+    ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
     ConfigSubentryFlow,
@@ -36,7 +37,17 @@ from homeassistant.helpers.selector import (
     TextSelectorType,
 )
 
-from .api import Health, VigilAuthenticationError, VigilClient, VigilConnectionError
+from .api import (
+    ComputeDevice,
+    GpuAssignment,
+    Health,
+    VigilAuthenticationError,
+    VigilClient,
+    VigilConnectionError,
+    VigilError,
+    VigilNotFoundError,
+    VigilResponseError,
+)
 from .const import (
     CONF_CAMERA_ENTITY,
     CONF_LLM,
@@ -236,21 +247,184 @@ class VigilConfigFlow(ConfigFlow, domain=DOMAIN):
         return {SUBENTRY_CAMERA: CameraSubentryFlow}
 
 
+CONF_BUDGET_GB = "budget_gb"
+CONF_SERVICES = "services"
+GPU_SERVICES = ("detector", "llm", "zoo")
+"""The add-on's services a device can host (its contract's enum; test_options_gpu checks)."""
+GIB = 1024**3
+
+
+def _gpu_schema(gpu: ComputeDevice) -> probatio.Schema:
+    """One GPU's form: its budget (empty: the add-on's default) and the services it hosts."""
+    budget = NumberSelectorConfig(
+        min=0, step=0.1, unit_of_measurement="GB", mode=NumberSelectorMode.BOX
+    )
+    if gpu.total_bytes:
+        budget["max"] = round(gpu.total_bytes / GIB, 1)
+    return probatio.Schema(
+        {
+            probatio.Optional(CONF_BUDGET_GB): NumberSelector(budget),
+            probatio.Optional(CONF_SERVICES, default=[]): SelectSelector(
+                SelectSelectorConfig(
+                    options=list(GPU_SERVICES),
+                    multiple=True,
+                    translation_key="gpu_services",
+                    mode=SelectSelectorMode.LIST,
+                )
+            ),
+        }
+    )
+
+
+def _gb(nbytes: int) -> str:
+    return f"{nbytes / GIB:.1f} GB"
+
+
+def _running(assignment: GpuAssignment) -> str:
+    """The placement and budgets the add-on runs with now, one line per GPU."""
+    return "\n".join(
+        f"- {gpu.id} ({gpu.name}): {', '.join(gpu.services) or '-'}; "
+        f"budget {_gb(gpu.budget_bytes)} of {_gb(gpu.total_bytes)}"
+        for gpu in assignment.gpus
+    )
+
+
+def _entries_text(entries: Mapping[str, Mapping[str, Any]] | None) -> str:
+    if entries is None:
+        return "-"
+    return "\n".join(
+        f"- {device}: {', '.join(entry.get(CONF_SERVICES, [])) or '-'}; budget "
+        + (f"{entry[CONF_BUDGET_GB]:g} GB" if entry.get(CONF_BUDGET_GB) is not None else "default")
+        for device, entry in entries.items()
+    )
+
+
+def _meaningful(entries: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The entries without those that say nothing (no budget, no services): the same
+    assignment whether or not a GPU has an empty entry."""
+    return {
+        device: dict(entry)
+        for device, entry in entries.items()
+        if entry.get(CONF_SERVICES) or entry.get(CONF_BUDGET_GB) is not None
+    }
+
+
 class VigilOptionsFlow(OptionsFlow):
-    """Server-wide settings (the entry reloads through its update listener)."""
+    """Server-wide settings (the entry reloads through its update listener), then, when the
+    add-on runs on a GPU host, its GPU assignment: one form per GPU, applied through the
+    add-on, which writes it for its next start (restarting the container stays the user's)."""
+
+    def __init__(self) -> None:
+        """Initialize the flow."""
+        self._options: dict[str, Any] = {}
+        self._assignment: GpuAssignment | None = None
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._index = 0
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Show the options."""
         if user_input is not None:
-            return self.async_create_entry(
-                data={CONF_REQUEST_TIMEOUT: int(user_input[CONF_REQUEST_TIMEOUT])}
-            )
+            self._options = {CONF_REQUEST_TIMEOUT: int(user_input[CONF_REQUEST_TIMEOUT])}
+            self._assignment = await self._async_fetch_assignment()
+            if self._assignment is None or not self._assignment.gpus:
+                return self.async_create_entry(data=self._options)
+            base = self._assignment.pending or self._assignment.assignment
+            self._entries = {device: dict(entry) for device, entry in base.items()}
+            return await self.async_step_gpu()
         return self.async_show_form(
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(
                 OPTIONS_SCHEMA, dict(self.config_entry.options)
             ),
         )
+
+    def _client(self) -> VigilClient | None:
+        entry = self.config_entry
+        if entry.state is not ConfigEntryState.LOADED:
+            return None
+        client: VigilClient = entry.runtime_data.client
+        return client
+
+    async def _async_fetch_assignment(self) -> GpuAssignment | None:
+        """The add-on's GPU assignment; None when it cannot say (the entry is not loaded,
+        an add-on without the route, or it is unreachable: the other options still apply)."""
+        if (client := self._client()) is None:
+            return None
+        try:
+            return await client.gpu_assignment()
+        except VigilNotFoundError:
+            return None
+        except VigilError as err:
+            LOGGER.warning("Cannot read the Vigil add-on's GPU assignment: %s", err)
+            return None
+
+    async def async_step_gpu(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Show and change one GPU's budget and services; after the last, apply them all."""
+        assert self._assignment is not None
+        gpus = self._assignment.gpus
+        if user_input is not None:
+            entry: dict[str, Any] = {CONF_SERVICES: list(user_input.get(CONF_SERVICES, []))}
+            if (budget := user_input.get(CONF_BUDGET_GB)) is not None:
+                entry[CONF_BUDGET_GB] = float(budget)
+            self._entries[gpus[self._index].id] = entry
+            self._index += 1
+            if self._index < len(gpus):
+                return self._show_gpu_form({})
+            return await self._async_apply()
+        return self._show_gpu_form({})
+
+    def _show_gpu_form(self, errors: dict[str, str], message: str = "") -> ConfigFlowResult:
+        assert self._assignment is not None
+        gpus = self._assignment.gpus
+        gpu = gpus[self._index]
+        return self.async_show_form(
+            step_id="gpu",
+            data_schema=self.add_suggested_values_to_schema(
+                _gpu_schema(gpu), self._entries.get(gpu.id, {})
+            ),
+            errors=errors,
+            description_placeholders={
+                "device": gpu.id,
+                "name": gpu.name,
+                "memory": _gb(gpu.total_bytes),
+                "position": f"{self._index + 1}/{len(gpus)}",
+                "running": _running(self._assignment),
+                "pending": _entries_text(self._assignment.pending),
+                "error": message,
+            },
+        )
+
+    async def _async_apply(self) -> ConfigFlowResult:
+        """Send the new assignment; the add-on writes it and says a restart is needed."""
+        assert self._assignment is not None
+        on_gpus = {s for gpu in self._assignment.gpus for s in self._entries[gpu.id][CONF_SERVICES]}
+        gpu_ids = {gpu.id for gpu in self._assignment.gpus}
+        for device, entry in self._entries.items():
+            if device not in gpu_ids:  # a service moved onto a GPU leaves the CPU
+                entry[CONF_SERVICES] = [s for s in entry.get(CONF_SERVICES, []) if s not in on_gpus]
+        base = self._assignment.pending or self._assignment.assignment
+        if _meaningful(self._entries) == _meaningful(base):
+            return self.async_create_entry(data=self._options)  # nothing changed
+        client = self._client()
+        errors: dict[str, str] = {}
+        message = ""
+        try:
+            if client is None:
+                raise VigilConnectionError("the integration is not loaded")
+            result = await client.gpu_assignment(self._entries)
+        except VigilResponseError as err:
+            errors["base"] = "invalid_assignment"
+            message = err.message
+        except VigilError as err:
+            errors["base"] = "cannot_connect"
+            message = err.message
+        else:
+            if result.restart_required:
+                # /health now reports restart_required: show it as a repair at once.
+                await self.config_entry.runtime_data.server.async_request_refresh()
+            return self.async_create_entry(data=self._options)
+        self._index = 0  # the add-on names the key; walk the GPUs again from the first
+        return self._show_gpu_form(errors, message)
 
 
 class CameraSubentryFlow(ConfigSubentryFlow):

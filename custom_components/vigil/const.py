@@ -45,6 +45,7 @@ ISSUE_CODES: Final = (
     "storage_unavailable",
     "cpu_only",
     "zoo_model_failed",
+    "restart_required",
     "triton_unavailable",
 )
 

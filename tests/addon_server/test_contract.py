@@ -184,6 +184,11 @@ async def test_every_operation_answers_what_the_document_says(
     for path, status_code in LIGHT_STATUS.items():
         await c.call("POST", path, status_code, data=bus_jpg, headers=JPEG)
 
+    assignment = await c.call("GET", "/v1/gpu-assignment", 200)
+    assert (assignment["host_gpus"], assignment["restart_required"]) == ([], False)
+    no_gpu = {"devices": {"cuda:0": {"services": ["detector"]}}}  # this host has no GPU
+    await c.call("PUT", "/v1/gpu-assignment", 400, json=no_gpu)
+
     documented = {(method, path) for path, ops in c.spec["paths"].items() for method in ops}
     assert c.called == documented, "every published operation is called here"
 

@@ -51,7 +51,7 @@ def test_flow_keys() -> None:
     aborts = source_keys(r'reason="([a-z_]+)"')
     assert errors <= set(STRINGS["config"]["error"]) | set(
         STRINGS["config_subentries"]["camera"]["error"]
-    )
+    ) | set(STRINGS["options"]["error"])
     assert aborts <= set(STRINGS["config"]["abort"])
     assert set(STRINGS["selector"]["notify_level"]["options"]) == set(RISK_LEVELS)
 
