@@ -304,7 +304,9 @@ async def test_load_pin_unload_a_zoo_model(hass: HomeAssistant) -> None:
     whose files are absent is a translated error naming it."""
     models = (await addon_get("/v1/models"))["models"]
     zoo = [m for m in models if m["kind"] == "zoo"]
-    installed = next(m["name"] for m in zoo if m["name"] == "pose" and m["installed"])
+    installed = next((m["name"] for m in zoo if m["name"] == "pose" and m["installed"]), None)
+    if installed is None:
+        pytest.skip("the add-on has no pose weights: point VIGIL_MODELS_DIR at ../shared/models")
     entry_id = await set_up_through_the_flows(hass)
 
     async def call(service: str, **data: Any) -> dict[str, Any]:
