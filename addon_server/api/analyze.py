@@ -11,6 +11,7 @@ from addon_server.api.errors import ApiError
 from addon_server.api.images import read_upload
 from addon_server.api.params import aware_datetime, camera_id, risk_level
 from addon_server.api.routes import (
+    IMAGE_UPLOAD_ERRORS,
     RETRY_AFTER,
     STORAGE_FULL,
     Options,
@@ -116,8 +117,7 @@ ROUTES = [
             "200": json_response("The stored event", "Event"),
             "400": error("Bad image or bad parameter (camera, timestamp, ...)"),
             "404": error("Camera not configured"),
-            "413": error("Body or image too large"),
-            "415": error("Unsupported content type"),
+            **IMAGE_UPLOAD_ERRORS,
             "429": error(
                 "Too many analyses waiting (busy) or the detection queue full (queue_full); "
                 "see Retry-After",

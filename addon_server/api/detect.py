@@ -9,6 +9,7 @@ from aiohttp import web
 from addon_server.api.errors import ApiError
 from addon_server.api.images import decode_upload, read_upload
 from addon_server.api.routes import (
+    IMAGE_UPLOAD_ERRORS,
     RETRY_AFTER,
     Options,
     Route,
@@ -115,8 +116,7 @@ ROUTES = [
         responses={
             "200": json_response("Detections", "DetectResult"),
             "400": error("Empty, corrupt or non-image body, or a bad parameter"),
-            "413": error("Body or image too large"),
-            "415": error("Unsupported content type"),
+            **IMAGE_UPLOAD_ERRORS,
             "429": error("Queue full; see Retry-After", RETRY_AFTER),
             "503": error("Detector not installed or not loaded, or its Triton server unavailable"),
         },

@@ -23,6 +23,7 @@ from addon_server.api.errors import ApiError
 from addon_server.api.images import decode_upload, read_upload
 from addon_server.api.models import zoo_error
 from addon_server.api.routes import (
+    IMAGE_UPLOAD_ERRORS,
     RETRY_AFTER,
     Options,
     Route,
@@ -180,8 +181,7 @@ ENRICH_OPTIONS: Options = {
 }
 _ERRORS = {
     "400": error("Empty, corrupt or non-image body, or bad detections"),
-    "413": error("Body or image too large"),
-    "415": error("Unsupported content type"),
+    **IMAGE_UPLOAD_ERRORS,
     "429": error("Detector queue full; see Retry-After", RETRY_AFTER),
 }
 _MODEL_ERRORS = {

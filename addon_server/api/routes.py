@@ -58,6 +58,11 @@ def error(description: str, headers: Mapping[str, dict[str, Any]] | None = None)
 
 
 UNAUTHORIZED = error("Missing or invalid bearer token", WWW_AUTHENTICATE)
+IMAGE_UPLOAD_ERRORS = {
+    "413": error("Body or image too large"),
+    "415": error("Unsupported content type"),
+}
+"""What every route taking an image body answers for an oversized or non-image upload."""
 STORAGE_UNAVAILABLE = error("The data dir is read-only or failing (storage_unavailable)")
 STORAGE_FULL = error("No space left in the data dir; nothing was stored (storage_full)")
 

@@ -16,6 +16,7 @@ from addon_server.detector.base import Detection
 from addon_server.reasoning.context import Animal, Attribute, Posture, Threat, VehicleKind
 from addon_server.reasoning.context import Enrichment as Record
 from addon_server.zoo.interface import Enrichment
+from addon_server.zoo.models.boxes import Box
 
 GUNS = frozenset({"revolver", "rifle", "assault rifle", "pistol", "gun", "firearm", "handgun"})
 """ImageNet and YOLO weapon class names that the rules score as ``gun``."""
@@ -32,26 +33,17 @@ def threat_label(class_name: str) -> str:
     return name
 
 
-def _box(item: Any) -> tuple[float, float, float, float] | None:
+def _box(item: Any) -> Box | None:
+    """A result's box, whichever form its family keeps it in (Box, mapping or tuple)."""
     box = getattr(item, "bbox", None)
-    if box is None:
-        return None
+    if box is None or isinstance(box, Box):
+        return box
     if isinstance(box, Mapping):
-        return float(box["x"]), float(box["y"]), float(box["width"]), float(box["height"])
+        return Box(int(box["x"]), int(box["y"]), int(box["width"]), int(box["height"]))
     if hasattr(box, "x"):
-        return float(box.x), float(box.y), float(box.width), float(box.height)
+        return Box(int(box.x), int(box.y), int(box.width), int(box.height))
     x, y, w, h = box
-    return float(x), float(y), float(w), float(h)
-
-
-def _iou(a: tuple[float, float, float, float], b: Detection) -> float:
-    ax2, ay2 = a[0] + a[2], a[1] + a[3]
-    bx2, by2 = b.x + b.width, b.y + b.height
-    w = max(0.0, min(ax2, bx2) - max(a[0], b.x))
-    h = max(0.0, min(ay2, by2) - max(a[1], b.y))
-    inter = w * h
-    union = a[2] * a[3] + b.width * b.height - inter
-    return inter / union if union > 0 else 0.0
+    return Box(int(x), int(y), int(w), int(h))
 
 
 def _index(item: Any, detections: Sequence[Detection], classes: frozenset[str]) -> int | None:
@@ -62,7 +54,7 @@ def _index(item: Any, detections: Sequence[Detection], classes: frozenset[str]) 
     for index, detection in enumerate(detections):
         if classes and detection.class_name not in classes:
             continue
-        overlap = _iou(box, detection)
+        overlap = box.iou(Box(detection.x, detection.y, detection.width, detection.height))
         if overlap > best_iou:
             best, best_iou = index, overlap
     return best
