@@ -87,7 +87,15 @@ LIGHT_STATUS = {
 
 @pytest.fixture
 async def contract(aiohttp_client, make_settings, counting_detector: CountingDetector) -> Contract:
-    settings = make_settings({"detector": {"warmup": False}, "server": {"api_token": TOKEN}})
+    # A generous zoo deadline: the light endpoints' 200s must not depend on how fast this
+    # machine loads the models the earlier analyses triggered (one loader per device).
+    settings = make_settings(
+        {
+            "detector": {"warmup": False},
+            "server": {"api_token": TOKEN},
+            "zoo": {"deadline_s": 300},
+        }
+    )
     client = await aiohttp_client(create_app(settings, detector=counting_detector))
     spec = await (await client.get("/openapi.json", headers=AUTH)).json()
     return Contract(client, spec)
