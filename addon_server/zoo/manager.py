@@ -82,6 +82,8 @@ class Entry:
     loaded_at: float | None = None
     pinned: bool = False
     evicting: bool = False
+    evict_reason: str = "pressure"
+    """Why it is marked: the unload that runs at its last release is counted under this."""
     model: ZooModel | None = None
     loading: asyncio.Future[ZooModel] | None = None
     unloaded: asyncio.Event = field(default_factory=asyncio.Event)
@@ -223,11 +225,14 @@ class ZooManager:
         )
 
     def _reclaimable(self, requester: Priority) -> int:
-        """Bytes ``requester`` could evict once every model now in use is released."""
+        """Bytes ``requester`` could evict once every model now in use is released (a pin
+        stays: a pinned model's bytes are not reclaimable)."""
         return sum(
             c.nbytes
             for c in self._candidates()
-            if evictable(Candidate(c.name, c.priority, c.last_used, c.nbytes), requester)
+            if evictable(
+                Candidate(c.name, c.priority, c.last_used, c.nbytes, 0, c.pinned), requester
+            )
         )
 
     def _candidates(self) -> list[Candidate]:
@@ -377,7 +382,7 @@ class ZooManager:
         entry.last_used = self._clock()
         if entry.refcount == 0:
             if entry.evicting and entry.state is ModelState.LOADED:
-                self._start_unload(entry, "pressure")
+                self._start_unload(entry, entry.evict_reason)
             elif entry.state is ModelState.LOADED:
                 self._arm_idle(entry)
         self._pump()
@@ -537,7 +542,7 @@ class ZooManager:
                 self.metrics.zoo_overruns.labels(self.device).inc()
             victims = choose_victims(self._candidates(), over, Priority.HIGH)
             if victims is None:
-                entry.evicting = True
+                entry.evicting, entry.evict_reason = True, "over_budget"
                 assert entry.loading is not None
                 entry.loading.set_exception(
                     ZooBusyError(
@@ -564,7 +569,7 @@ class ZooManager:
 
     def _evict(self, entry: Entry, reason: str) -> None:
         """Mark ``entry`` for unloading (sticky); it goes as soon as nobody holds it."""
-        entry.evicting = True
+        entry.evicting, entry.evict_reason = True, reason
         if entry.refcount == 0 and entry.state is ModelState.LOADED:
             self._start_unload(entry, reason)
 
