@@ -468,7 +468,10 @@ class ZooManager:
                     if is_out_of_memory(err) and attempt == 1:
                         if self.metrics:
                             self.metrics.zoo_ooms.labels(entry.spec.name).inc()
-                        _LOGGER.warning("%s: out of memory while loading; evicting idle models")
+                        _LOGGER.warning(
+                            "%s: out of memory while loading; evicting idle models",
+                            entry.spec.name,
+                        )
                         await self._evict_idle_inline(loop)
                         continue
                     _LOGGER.exception("zoo model %s failed to load", entry.spec.name)
@@ -533,7 +536,13 @@ class ZooManager:
             # bytes held at admission (estimate or last measurement, with its margin) and
             # measure again at the next load.
             self.untrusted_measurements += 1
-        over = self.accounted_bytes() - self.budget_bytes
+        # Bytes already on their way out were an earlier load's overshoot, corrected then: not
+        # this model's, so neither counted again nor made up for by evicting more or by
+        # refusing a model that measured within what was held for it.
+        unloading = sum(
+            e.accounted for e in self.entries.values() if e.state is ModelState.UNLOADING
+        )
+        over = self.accounted_bytes() - unloading - self.budget_bytes
         if over > 0:
             # The model took more than the bytes held for it: the device is over its budget
             # until the correction below has run. Counted, whichever way it is corrected.

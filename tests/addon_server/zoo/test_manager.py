@@ -284,6 +284,37 @@ async def test_a_measurement_that_cannot_be_made_up_for_is_unloaded_and_requeued
     await zoo.close()
 
 
+async def test_an_overshoot_being_corrected_is_not_charged_to_the_next_load() -> None:
+    # Found by the state machine: "exact" loaded behind "under" while the idle model evicted
+    # for under's overshoot was still unloading; the ledger was still over, so the overshoot was
+    # counted twice and "exact" (measured as held) was refused and loaded again.
+    faults = Faults()
+    faults.measure_factor["under"] = 50 / 30
+    zoo = manager(
+        [
+            spec("idle", 30 * MB, Priority.LOW),
+            spec("under", 30 * MB, faults=faults),
+            spec("exact", 20 * MB, faults=faults),
+        ],
+        budget_mb=90,
+    )
+    await zoo.load("idle")
+    faults.gate = threading.Event()
+    first = asyncio.ensure_future(zoo.acquire("under", deadline_s=30))
+    second = asyncio.ensure_future(zoo.acquire("exact", deadline_s=30))
+    await asyncio.sleep(0.01)
+    assert zoo.entry("exact").state is ModelState.LOADING  # both admitted: 30 + 30 + 20 MB
+    faults.gate.set()
+    leases = [await first, await second]
+    assert zoo.overruns == 1
+    assert zoo.entry("exact").loads == 1
+    await asyncio.wait_for(_unloaded(zoo, "idle"), 30)  # the one eviction, for under
+    assert zoo.accounted_bytes() <= zoo.budget_bytes
+    for lease in leases:
+        lease.release()
+    await zoo.close()
+
+
 async def _unloaded_after_load(zoo: ZooManager, name: str) -> None:
     loading = zoo.entry(name).loading
     assert loading is not None
