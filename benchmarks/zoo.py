@@ -207,14 +207,14 @@ async def g3_acquire() -> dict[str, float]:
     queued: the victim choice, the eviction marks, the load started on the loader thread) of
     admissions that must evict, with twenty models loaded. Ballast: no load cost in the
     figures, and neither path calls the device."""
-    ballast = [
-        ModelSpec(f"b{i}", Ballast, "bench", Priority.LOW, MB, options={"nbytes": MB})
-        for i in range(21)
-    ]
+    # The tests' ballast and probe: exact figures, so the budget holds exactly twenty.
+    from tests.addon_server.zoo.ballast import DeclaredProbe, spec
+
+    ballast = [spec(f"b{i}", MB, Priority.LOW) for i in range(21)]
     zoo = ZooManager("cpu", ballast, budget_bytes=int(20.5 * MB), models_dir=MODELS_DIR,
-                     margins=(1.0, 1.0))  # fmt: skip
-    for spec in ballast[:20]:
-        await zoo.load(spec.name)
+                     probe=DeclaredProbe(), margins=(1.0, 1.0))  # fmt: skip
+    for loaded in ballast[:20]:
+        await zoo.load(loaded.name)
     hits = []
     for _ in range(5000):
         start = time.perf_counter()
@@ -233,8 +233,9 @@ async def g3_acquire() -> dict[str, float]:
 
     zoo._pump = timed_pump  # type: ignore[method-assign]
     for i in range(300):
-        # Each admission finds the budget full: the LRU ballast goes, the other comes in.
-        async with zoo.use(ballast[20 if i % 2 == 0 else i % 20].name):
+        # Round robin over 21 models on room for 20: each request finds its model evicted and
+        # the budget full, so its admission evicts the least recently used one.
+        async with zoo.use(ballast[(i + 20) % 21].name):
             pass
     await zoo.close()
     return {
