@@ -52,6 +52,11 @@ from addon_server.zoo.policy import Candidate, choose_victims  # noqa: E402
 from addon_server.zoo.registry import ModelSpec, Registry, missing  # noqa: E402
 
 MB = 1024**2
+FAULT_RATES = (0.10, 0.05)
+"""Shares of G1's load attempts that fail, and that run out of memory."""
+DEADLINE_S = 1.0
+LOOP_LAG_S = 0.25
+"""How far past its deadline an answer may come (event-loop lag on a busy 2-core box)."""
 MODELS_DIR = Path(os.environ.get("VIGIL_MODELS_DIR") or REPO.parent / "shared" / "models")
 REAL = [
     "pose",
@@ -95,22 +100,30 @@ class _Held:
 
 
 class Faulty:
-    """Wraps a loader: a seeded share of loads raises, as a corrupt file or a driver would."""
+    """Wraps a loader: a seeded share of loads raises, as a corrupt file or a driver would, and
+    another share runs out of memory (the manager evicts idle models and retries once)."""
 
-    def __init__(self, inner: Any, rate: float, rng: random.Random) -> None:
-        self.inner, self.rate, self.rng = inner, rate, rng
-        self.injected = 0
+    def __init__(self, inner: Any, rates: tuple[float, float], rng: random.Random) -> None:
+        self.inner, self.rates, self.rng = inner, rates, rng
+        self.injected: Counter[str] = Counter()
 
     def __call__(self, context: LoadContext) -> Any:
-        if self.rng.random() < self.rate:
-            self.injected += 1
+        draw = self.rng.random()
+        if draw < self.rates[0]:
+            self.injected["load_failure"] += 1
             raise RuntimeError("injected load failure")
+        if draw < self.rates[0] + self.rates[1]:
+            self.injected["out_of_memory"] += 1
+            raise MemoryError("injected out of memory")
         return self.inner(context)
 
 
 def frame() -> Frame:
-    zidane = cv2.imread(str(Path(__import__("ultralytics").__file__).parent / "assets/zidane.jpg"))
-    small = cv2.resize(zidane, (320, 180))
+    """A small frame (zidane.jpg at 320x180) with the detections that trigger every model."""
+    package = str(__import__("ultralytics").__file__)
+    zidane = cv2.imread(str(Path(package).parent / "assets" / "zidane.jpg"))
+    assert zidane is not None, "ultralytics' zidane.jpg is missing"
+    small = np.asarray(cv2.resize(zidane, (320, 180)), dtype=np.uint8)
     persons = (
         Detection("person", 0.9, 181, 7, 108, 173),
         Detection("person", 0.7, 79, 50, 117, 129),
@@ -189,35 +202,46 @@ def g3() -> dict[str, float]:
     return {"choose_victims_p99_ms": pct(times, 0.99) * 1000}
 
 
-async def g3_acquire(specs: list[ModelSpec]) -> dict[str, float]:
-    """Acquire+release of a loaded model, and an admission that must evict (ballast: no load
-    cost in the figure, only the decision and the hand-over)."""
-    ballast = [
-        ModelSpec(f"b{i}", Ballast, "bench", Priority.LOW, MB, options={"nbytes": MB})
-        for i in range(21)
-    ]
+async def g3_acquire() -> dict[str, float]:
+    """Acquire+release of a loaded model, and the admission decisions (``_pump`` with requests
+    queued: the victim choice, the eviction marks, the load started on the loader thread) of
+    admissions that must evict, with twenty models loaded. Ballast: no load cost in the
+    figures, and neither path calls the device."""
+    # The tests' ballast and probe: exact figures, so the budget holds exactly twenty.
+    from tests.addon_server.zoo.ballast import DeclaredProbe, spec
+
+    ballast = [spec(f"b{i}", MB, Priority.LOW) for i in range(21)]
     zoo = ZooManager("cpu", ballast, budget_bytes=int(20.5 * MB), models_dir=MODELS_DIR,
-                     margins=(1.0, 1.0))  # fmt: skip
-    for spec in ballast[:20]:
-        await zoo.load(spec.name)
+                     probe=DeclaredProbe(), margins=(1.0, 1.0))  # fmt: skip
+    for loaded in ballast[:20]:
+        await zoo.load(loaded.name)
     hits = []
     for _ in range(5000):
         start = time.perf_counter()
         lease = await zoo.acquire("b3")
         lease.release()
         hits.append(time.perf_counter() - start)
-    decisions = []
-    for i in range(300):
-        name = ballast[20 if i % 2 == 0 else 0].name  # alternately evict and reload
+    decisions: list[float] = []
+    pump = zoo._pump
+
+    def timed_pump() -> None:
+        queued = any(not w.future.done() for w in zoo._waiters)
         start = time.perf_counter()
-        zoo._pump()  # the decision alone, with the queue as it is
-        decisions.append(time.perf_counter() - start)
-        async with zoo.use(name):
+        pump()
+        if queued:
+            decisions.append(time.perf_counter() - start)
+
+    zoo._pump = timed_pump  # type: ignore[method-assign]
+    for i in range(300):
+        # Round robin over 21 models on room for 20: each request finds its model evicted and
+        # the budget full, so its admission evicts the least recently used one.
+        async with zoo.use(ballast[(i + 20) % 21].name):
             pass
     await zoo.close()
     return {
         "acquire_loaded_p99_ms": pct(hits, 0.99) * 1000,
-        "pump_p99_ms": pct(decisions, 0.99) * 1000,
+        "admission_evicting_p99_ms": pct(decisions, 0.99) * 1000,
+        "admission_decisions": len(decisions),
     }
 
 
@@ -241,7 +265,7 @@ async def g1(specs: list[ModelSpec], requests: int, seed: int) -> dict[str, Any]
     faulty: list[Faulty] = []
     registered: list[ModelSpec] = []
     for spec in specs:
-        wrapped = Faulty(spec.resolve_loader(), 0.03, rng)
+        wrapped = Faulty(spec.resolve_loader(), FAULT_RATES, rng)
         faulty.append(wrapped)
         registered.append(
             ModelSpec(
@@ -257,7 +281,7 @@ async def g1(specs: list[ModelSpec], requests: int, seed: int) -> dict[str, Any]
     sizes = [20, 30, 40, 25, 35, 45, 50, 15, 30, 40]
     for i in range(max(0, 20 - len(registered))):
         nbytes = sizes[i % len(sizes)] * MB
-        wrapped = Faulty(Ballast, 0.03, rng)
+        wrapped = Faulty(Ballast, FAULT_RATES, rng)
         faulty.append(wrapped)
         registered.append(
             ModelSpec(
@@ -271,23 +295,33 @@ async def g1(specs: list[ModelSpec], requests: int, seed: int) -> dict[str, Any]
         )
     total = sum(s.estimated_bytes for s in registered)
     budget = total // 3
+    metrics = Metrics()
     zoo = ZooManager("cpu", registered, budget_bytes=budget, models_dir=MODELS_DIR,
-                     metrics=Metrics(), probe=Probe("cpu"))  # fmt: skip
+                     metrics=metrics, probe=Probe("cpu"))  # fmt: skip
     f = frame()
     names = [s.name for s in registered]
     weights = [1 / (i + 1) for i in range(len(names))]  # a few hot models, a long tail
     rng.shuffle(names)
     outcomes: Counter[str] = Counter()
-    late_refusals = 0
+    late = 0
+    overshoot = 0.0
     served_seconds: list[float] = []
-    deadline = 1.0
+    deadline = DEADLINE_S
     over_budget_seen = 0
 
+    def answered(start: float) -> None:
+        """The lease or the refusal came this long after the request: by its deadline?"""
+        nonlocal late, overshoot
+        past = time.monotonic() - start - deadline
+        overshoot = max(overshoot, past)
+        late += past > LOOP_LAG_S
+
     async def one(name: str) -> None:
-        nonlocal late_refusals, over_budget_seen
+        nonlocal over_budget_seen
         start = time.monotonic()
         try:
             async with zoo.use(name, deadline_s=deadline) as model:
+                answered(start)
                 if zoo.accounted_bytes() > zoo.budget_bytes:
                     over_budget_seen += 1
                 await asyncio.to_thread(model.infer, f)
@@ -296,13 +330,11 @@ async def g1(specs: list[ModelSpec], requests: int, seed: int) -> dict[str, Any]
             return
         except ZooBusyError as err:
             outcomes[f"zoo_busy:{err.reason}"] += 1
-        except ModelLoadError:
-            outcomes["load_failed"] += 1
+        except ModelLoadError as err:
+            outcomes["oom" if "out of memory" in str(err) else "load_failed"] += 1
         except ModelNotInstalledError:
             outcomes["not_installed"] += 1
-        # A refusal comes by the deadline (plus a load it waited on, which ends in failure).
-        if time.monotonic() - start > deadline + 1.0:
-            late_refusals += 1
+        answered(start)
 
     # A stream, not waves: 16 workers of which a seeded, changing number (1-16) take work.
     started = time.monotonic()
@@ -329,15 +361,23 @@ async def g1(specs: list[ModelSpec], requests: int, seed: int) -> dict[str, Any]
     loads = sum(e.loads for e in zoo.entries.values())
     evictions = sum(e.evictions for e in zoo.entries.values())
     await zoo.close()
+    ooms = sum(
+        sample.value
+        for metric in metrics.zoo_ooms.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
     return {
         "models": len(registered),
-        "real": sum(1 for s in registered if s.category != "ballast"),
+        "real": [s.name for s in registered if s.category != "ballast"],
+        "ballast_mb": [s.estimated_bytes // MB for s in registered if s.category == "ballast"],
         "budget_mb": budget / MB,
         "total_estimated_mb": total / MB,
         "requests": sent,
         "seconds": elapsed,
         "outcomes": dict(outcomes),
-        "late_refusals": late_refusals,
+        "answered_late": late,
+        "worst_past_deadline_s": round(overshoot, 3),
         "served_p50_s": round(pct(served_seconds, 0.5), 3),
         "served_p99_s": round(pct(served_seconds, 0.99), 3),
         "overruns": zoo.overruns,
@@ -347,7 +387,8 @@ async def g1(specs: list[ModelSpec], requests: int, seed: int) -> dict[str, Any]
         "refs_left": refs,
         "loads": loads,
         "evictions": evictions,
-        "injected_failures": sum(w.injected for w in faulty),
+        "injected": dict(sum((w.injected for w in faulty), Counter())),
+        "oom_evict_and_retry": int(ooms),
         "pending_left": len(status["pending_loads"]),
     }
 
@@ -367,21 +408,26 @@ async def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs; models dir {MODELS_DIR}; real models: {len(specs)}")
 
     spread, g4 = await g2_g4(specs, args.loads)
-    print("\nG2 measured MB per load; deviation of later loads from the first and the second")
-    g2_ok = True
+    print(
+        "\nG2 measured MB per load (the first load's figure is what the manager learns and "
+        "admits on); deviation of later loads from the first, and from the second"
+    )
+    g2_ok = g2_second_ok = True
     for name, (first, later, worst) in spread.items():
         second = later[0]
         from_second = max(abs(m - second) for m in later) / second if second else 0.0
-        small = max(abs(m - second) for m in later) < MB  # under 1 MB: within the noise
-        g2_ok &= from_second <= 0.10 or small
+        noise = MB  # under 1 MB apart: below what process RSS can tell
+        g2_ok &= worst <= 0.10 or max(abs(m - first) for m in later) < noise
+        g2_second_ok &= from_second <= 0.10 or max(abs(m - second) for m in later) < noise
         shown = ", ".join(f"{m / MB:.1f}" for m in later)
         print(
             f"  {name:20s} {first / MB:6.1f} then {shown:22s} vs first {worst * 100:5.1f} %"
             f"  vs second {from_second * 100:5.1f} %"
         )
+    print(f"G2 later loads within 10 % of the first (or 1 MB): {verdict(g2_ok)}")
     print(
-        "G2 within 10 % from the second load (the first in a process also pays the "
-        f"runtime's own set-up): {verdict(g2_ok)}"
+        "   (diagnostic: from the second load on, once the first model has paid the "
+        f"runtime's own set-up: {verdict(g2_second_ok)})"
     )
 
     print("\nG4 cold load p95 per model (load + warm-up)")
@@ -393,10 +439,12 @@ async def main() -> None:
     print(f"G4 p95 <= 2 s and 0 reloads: {verdict(g4_ok)}")
 
     decisions = g3()
-    decisions.update(await g3_acquire(specs))
+    decisions.update(await g3_acquire())
     print("\nG3 decision latency (20 models loaded)")
+    count = decisions.pop("admission_decisions")
     for key, value in decisions.items():
-        print(f"  {key:24s} {value:.4f} ms")
+        print(f"  {key:26s} {value:.4f} ms")
+    print(f"  ({count:.0f} timed admission decisions with requests queued)")
     print(f"G3 p99 < 1 ms: {verdict(all(v < 1.0 for v in decisions.values()))}")
 
     idle = await g5(specs, args.ttl)
@@ -411,7 +459,7 @@ async def main() -> None:
     g1_ok = (
         chaos["overruns"] == 0
         and chaos["in_use_evictions"] == 0
-        and chaos["late_refusals"] == 0
+        and chaos["answered_late"] == 0
         and answered
         and chaos["refs_left"] == 0
         and chaos["over_budget_seen"] == 0

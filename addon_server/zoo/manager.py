@@ -82,6 +82,8 @@ class Entry:
     loaded_at: float | None = None
     pinned: bool = False
     evicting: bool = False
+    evict_reason: str = "pressure"
+    """Why it is marked: the unload that runs at its last release is counted under this."""
     model: ZooModel | None = None
     loading: asyncio.Future[ZooModel] | None = None
     unloaded: asyncio.Event = field(default_factory=asyncio.Event)
@@ -223,11 +225,14 @@ class ZooManager:
         )
 
     def _reclaimable(self, requester: Priority) -> int:
-        """Bytes ``requester`` could evict once every model now in use is released."""
+        """Bytes ``requester`` could evict once every model now in use is released (a pin
+        stays: a pinned model's bytes are not reclaimable)."""
         return sum(
             c.nbytes
             for c in self._candidates()
-            if evictable(Candidate(c.name, c.priority, c.last_used, c.nbytes), requester)
+            if evictable(
+                Candidate(c.name, c.priority, c.last_used, c.nbytes, 0, c.pinned), requester
+            )
         )
 
     def _candidates(self) -> list[Candidate]:
@@ -377,7 +382,7 @@ class ZooManager:
         entry.last_used = self._clock()
         if entry.refcount == 0:
             if entry.evicting and entry.state is ModelState.LOADED:
-                self._start_unload(entry, "pressure")
+                self._start_unload(entry, entry.evict_reason)
             elif entry.state is ModelState.LOADED:
                 self._arm_idle(entry)
         self._pump()
@@ -463,7 +468,10 @@ class ZooManager:
                     if is_out_of_memory(err) and attempt == 1:
                         if self.metrics:
                             self.metrics.zoo_ooms.labels(entry.spec.name).inc()
-                        _LOGGER.warning("%s: out of memory while loading; evicting idle models")
+                        _LOGGER.warning(
+                            "%s: out of memory while loading; evicting idle models",
+                            entry.spec.name,
+                        )
                         await self._evict_idle_inline(loop)
                         continue
                     _LOGGER.exception("zoo model %s failed to load", entry.spec.name)
@@ -528,7 +536,13 @@ class ZooManager:
             # bytes held at admission (estimate or last measurement, with its margin) and
             # measure again at the next load.
             self.untrusted_measurements += 1
-        over = self.accounted_bytes() - self.budget_bytes
+        # Bytes already on their way out were an earlier load's overshoot, corrected then: not
+        # this model's, so neither counted again nor made up for by evicting more or by
+        # refusing a model that measured within what was held for it.
+        unloading = sum(
+            e.accounted for e in self.entries.values() if e.state is ModelState.UNLOADING
+        )
+        over = self.accounted_bytes() - unloading - self.budget_bytes
         if over > 0:
             # The model took more than the bytes held for it: the device is over its budget
             # until the correction below has run. Counted, whichever way it is corrected.
@@ -537,7 +551,7 @@ class ZooManager:
                 self.metrics.zoo_overruns.labels(self.device).inc()
             victims = choose_victims(self._candidates(), over, Priority.HIGH)
             if victims is None:
-                entry.evicting = True
+                entry.evicting, entry.evict_reason = True, "over_budget"
                 assert entry.loading is not None
                 entry.loading.set_exception(
                     ZooBusyError(
@@ -564,7 +578,7 @@ class ZooManager:
 
     def _evict(self, entry: Entry, reason: str) -> None:
         """Mark ``entry`` for unloading (sticky); it goes as soon as nobody holds it."""
-        entry.evicting = True
+        entry.evicting, entry.evict_reason = True, reason
         if entry.refcount == 0 and entry.state is ModelState.LOADED:
             self._start_unload(entry, reason)
 

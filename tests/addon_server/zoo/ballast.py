@@ -35,11 +35,13 @@ class Held:
 
 
 class Faults:
-    """Failures to inject: names whose next load fails (once), or raises out-of-memory."""
+    """Failures to inject: names whose next load fails (once), or raises out-of-memory (once,
+    then as many more times as ``ooms`` says: the manager retries an OOM once)."""
 
     def __init__(self) -> None:
         self.fail: set[str] = set()
         self.oom: set[str] = set()
+        self.ooms: dict[str, int] = {}
         self.gate: threading.Event | None = None
         self.measure_factor: dict[str, float] = {}
 
@@ -59,10 +61,18 @@ class Ballast:
         if self.name in faults.oom:
             faults.oom.discard(self.name)
             raise MemoryError(f"injected out of memory loading {self.name}")
+        if self.faults_left(faults.ooms):
+            raise MemoryError(f"injected out of memory loading {self.name} again")
         factor = faults.measure_factor.get(self.name, 1.0)
         self.nbytes = int(int(context.options["nbytes"]) * factor)
         self.array: np.ndarray | None = np.ones(self.nbytes, dtype=np.uint8)
         self.closed = False
+
+    def faults_left(self, counts: dict[str, int]) -> bool:
+        left = counts.get(self.name, 0)
+        if left:
+            counts[self.name] = left - 1
+        return left > 0
 
     def infer(self, frame: Frame) -> Held:
         assert self.array is not None, f"{self.name} used after close"
