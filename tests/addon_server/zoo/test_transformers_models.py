@@ -13,12 +13,13 @@ import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
 import pytest
 
+from addon_server.app import create_app
 from addon_server.detector.base import Detection
 from addon_server.errors import ModelNotInstalledError
 from addon_server.zoo.interface import Frame, LoadContext
@@ -34,6 +35,8 @@ from tests.addon_server.zoo.real_photos import (
 )
 
 pytest.importorskip("transformers")
+
+JPEG = {"Content-Type": "image/jpeg"}
 
 FAMILIES: dict[str, type[tm.HFModel]] = {
     "vitpose": tm.VitPose,
@@ -358,3 +361,26 @@ def test_clothes_fractions_per_person_leave_out_the_body(models_dir: Path) -> No
         assert sum(fractions) <= 1.0 + 1e-6
     json.dumps(result.as_json())
     same_answers(model, [frame], repeats=2)
+
+
+# --- through the add-on -------------------------------------------------------------------------
+
+
+async def test_depth_estimate_endpoint_serves_a_supplied_depth_anything(
+    aiohttp_client: Any, make_settings: Any, counting_detector: Any, tmp_path: Path, bus_jpg: bytes
+) -> None:
+    """/v1/depth-estimate answered 409 while the family had no loader; with a checkpoint folder
+    in the models dir the zoo loads it and answers the depth map."""
+    tiny.depth_anything(tmp_path / tm.DepthEstimator.default_folder)
+    settings = make_settings({"detector": {"warmup": False}, "reid": {"models_dir": str(tmp_path)}})
+    client = await aiohttp_client(create_app(settings, detector=counting_detector))
+    models = {m["name"]: m for m in (await (await client.get("/v1/models")).json())["models"]}
+    assert models["depth_estimator"]["state"] == "unloaded"  # installed, not loaded yet
+    assert models["vitpose"]["state"] == "not_installed"
+    response = await client.post("/v1/depth-estimate", data=bus_jpg, headers=JPEG)
+    assert response.status == 200, await response.text()
+    body = json.dumps(await response.json())
+    assert '"png_base64"' in body and '"mean"' in body
+    absent = await client.post("/v1/models/vitpose/load")
+    assert absent.status == 409
+    assert str(tmp_path / tm.VitPose.default_folder) in (await absent.json())["error"]["message"]
