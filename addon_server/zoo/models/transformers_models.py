@@ -39,11 +39,11 @@ from addon_server.detector.base import Detection
 from addon_server.errors import ModelNotInstalledError
 from addon_server.imaging import BGRImage
 from addon_server.zoo.interface import Frame, LoadContext
+from addon_server.zoo.models.appearance import BodyEmbedding
 from addon_server.zoo.models.boxes import Box, crop_limit, largest
-from addon_server.zoo.models.crops import region
+from addon_server.zoo.models.crops import Floats, region
 from addon_server.zoo.models.pose import KEYPOINTS, PersonPose, PoseResult, posture_of
 
-Floats = npt.NDArray[np.float32]
 TRANSFORMERS_PIN = "transformers==5.24.0"
 """The version requirements/addon.txt pins (named in not_installed messages)."""
 WARMUP_PERSON = Detection("person", 1.0, 260, 60, 120, 280)
@@ -361,16 +361,9 @@ class ClothingClip(ClipModel):
 
 
 @dataclass(frozen=True, slots=True)
-class ImageEmbedding:
-    vector: Floats
-    bbox: Box
-    """The whole frame's box for the frame's own embedding."""
-
-
-@dataclass(frozen=True, slots=True)
 class ClipEmbeddingResult:
-    embeddings: tuple[ImageEmbedding, ...]
-    """The frame first, then the largest detections' crops."""
+    embeddings: tuple[BodyEmbedding, ...]
+    """The frame first (its box is the whole frame), then the largest detections' crops."""
     dimension: int
     matches: tuple[Score, ...] = ()
     """The frame's similarity to each of the ``texts`` option's prompts (cosine)."""
@@ -417,7 +410,7 @@ class ClipEmbedder(ClipModel):
         if self._text_vectors is not None:
             sims = vectors[0] @ self._text_vectors.T
             matches = tuple(Score(t, float(s)) for t, s in zip(self.texts, sims, strict=True))
-        embeddings = tuple(ImageEmbedding(v, b) for v, b in zip(vectors, boxes, strict=True))
+        embeddings = tuple(BodyEmbedding(v, b) for v, b in zip(vectors, boxes, strict=True))
         return ClipEmbeddingResult(embeddings, int(vectors.shape[1]), matches)
 
 
