@@ -82,7 +82,7 @@ def resolve_file(file: str, models_dir: Path) -> Path:
 def missing(spec: ModelSpec, models_dir: Path) -> list[str]:
     """What the model lacks on this machine: files (their expected paths) and Python modules."""
     absent = [str(resolve_file(f, models_dir)) for f in spec.files]
-    absent = [p for p in absent if not Path(p).is_file()]
+    absent = [p for p in absent if not Path(p).exists()]  # a file, or a checkpoint folder
     for module in spec.requires:
         try:
             present = importlib.util.find_spec(module) is not None
