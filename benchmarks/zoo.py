@@ -298,6 +298,7 @@ async def g1(specs: list[ModelSpec], requests: int, seed: int) -> dict[str, Any]
     metrics = Metrics()
     zoo = ZooManager("cpu", registered, budget_bytes=budget, models_dir=MODELS_DIR,
                      metrics=metrics, probe=Probe("cpu"))  # fmt: skip
+    await zoo.prime_runtimes()  # as the add-on's start does (ZooService.start)
     f = frame()
     names = [s.name for s in registered]
     weights = [1 / (i + 1) for i in range(len(names))]  # a few hot models, a long tail

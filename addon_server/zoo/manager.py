@@ -30,11 +30,13 @@ needs no lock: each decision is made between two awaits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
+import importlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -54,6 +56,7 @@ from addon_server.zoo.interface import (
 from addon_server.zoo.memory import Measured, MemoryProbe, Probe, is_out_of_memory
 from addon_server.zoo.policy import Candidate, choose_victims, evictable
 from addon_server.zoo.registry import ModelSpec, missing
+from addon_server.zoo.runtimes import PRIMERS
 
 _LOGGER = logging.getLogger(__name__)
 MB = 1024**2
@@ -161,6 +164,7 @@ class ZooManager:
         on_change: Callable[[str, int], None] | None = None,
         margins: tuple[float, float] = (ESTIMATE_MARGIN, MEASURED_MARGIN),
         cotenants_busy: Callable[[], bool] = lambda: False,
+        primers: Mapping[str, Callable[[str], Any]] = PRIMERS,
     ) -> None:
         self.device = device
         self.budget_bytes = budget_bytes
@@ -170,6 +174,9 @@ class ZooManager:
         self.probe: MemoryProbe = probe if probe is not None else Probe(device)
         self._cotenants = cotenant_bytes
         self._cotenants_busy = cotenants_busy
+        self._primers = primers
+        self.runtimes: dict[str, tuple[Any, int]] = {}
+        """Runtime → (the primer's handle, kept alive; the bytes its set-up took here)."""
         self._clock = clock
         self._on_change = on_change
         self.entries: dict[str, Entry] = {}
@@ -194,7 +201,12 @@ class ZooManager:
     # -- the ledger -----------------------------------------------------------------------
 
     def zoo_bytes(self) -> int:
-        return sum(e.accounted for e in self.entries.values() if e.holds_bytes)
+        """The models' bytes plus the runtimes they set up (which no unload gives back)."""
+        models = sum(e.accounted for e in self.entries.values() if e.holds_bytes)
+        return models + self.runtime_bytes()
+
+    def runtime_bytes(self) -> int:
+        return sum(nbytes for _handle, nbytes in self.runtimes.values())
 
     def accounted_bytes(self) -> int:
         """Everything on this device's ledger: the zoo's models and its co-tenants."""
@@ -489,7 +501,50 @@ class ZooManager:
             model.warmup()
             return model
 
+        for runtime in spec.requires:
+            primer = self._primers.get(runtime)
+            if primer is not None:
+                self._set_up_once(runtime, functools.partial(primer, self.device))
+        if isinstance(spec.loader, str):
+            # The loader's Python module stays imported after every unload: its own line too.
+            module = spec.loader.partition(":")[0]
+            self._set_up_once(f"module {module}", lambda: importlib.import_module(module))
         return self.probe.measure(work, settle=lambda: self._wait_quiet(spec.name))
+
+    def _set_up_once(self, what: str, work: Callable[[], Any]) -> None:
+        """On the loader thread: set ``what`` up if it is not yet, measured on its own (see
+        :mod:`addon_server.zoo.runtimes`), so that no model's figure includes it."""
+        if what in self.runtimes:
+            return
+        handle, measured = self.probe.measure(work, settle=lambda: self._wait_quiet(""))
+        self.runtimes[what] = (handle, measured.delta)
+        _LOGGER.info("zoo on %s: %s set up, %.1f MB booked", self.device, what, measured.delta / MB)
+
+    async def prime_runtimes(self) -> list[str]:
+        """Set up, before any model is measured, the runtimes the installed models need; a
+        runtime that fails to set up is left to the first model that needs it (which then
+        fails with the cause)."""
+        needed = list(
+            dict.fromkeys(
+                runtime
+                for entry in self.entries.values()
+                if entry.state is not ModelState.NOT_INSTALLED
+                for runtime in entry.spec.requires
+                if runtime in self._primers and runtime not in self.runtimes
+            )
+        )
+        if not needed:
+            return []
+        loop = asyncio.get_running_loop()
+        async with self._loader_lock:
+            for runtime in needed:
+                work = functools.partial(self._primers[runtime], self.device)
+                try:
+                    await loop.run_in_executor(self._loader, self._set_up_once, runtime, work)
+                except Exception:
+                    _LOGGER.exception("zoo on %s: %s failed to set up", self.device, runtime)
+        self._publish()
+        return [r for r in needed if r in self.runtimes]
 
     def _wait_quiet(self, loading: str) -> bool:
         """On the loader thread: wait up to QUIET_WAIT_S for no other model to be in use (the

@@ -6,7 +6,12 @@ depends on the device:
 
 - CPU: the process' resident set (``/proc/self/statm``) before and after. glibc keeps freed
   heap pages unless asked, so :meth:`Probe.release` calls ``malloc_trim(0)``; without it a
-  reload measures ~0 bytes and the next estimate would be wrong.
+  reload measures ~0 bytes and the next estimate would be wrong. glibc also raises its mmap
+  threshold each time a large block is freed (up to 32 MB), after which a model's buffers come
+  from the heap, where freed pages of other models are reused: one model then measured 69-85 MB
+  from load to load (demographics) and another 13-18 MB. :func:`steady_allocator` pins the
+  threshold at glibc's own starting value (128 KiB), so large blocks always map and unmap
+  whole, and the same loads measured within 1 % of each other (benchmarks/zoo.py G2).
 - CUDA: the larger of torch's allocator delta (what PyTorch models hold) and NVML's whole-device
   delta (what onnxruntime's and llama.cpp's own CUDA allocations hold, which torch cannot see);
   the peak is torch's ``max_memory_reserved`` over the load. ``torch.cuda.empty_cache()`` runs
@@ -83,6 +88,20 @@ def _libc() -> Any:
     return ctypes.CDLL(name) if name else None
 
 
+M_MMAP_THRESHOLD = -3
+"""glibc's ``mallopt`` parameter number (malloc.h); setting it turns the dynamic threshold off."""
+MMAP_THRESHOLD_BYTES = 128 * 1024
+
+
+@functools.cache
+def steady_allocator() -> bool:
+    """Pin glibc's mmap threshold (once per process) so that RSS deltas measure a model."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+
+
 def _malloc_trim() -> None:
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
@@ -104,6 +123,8 @@ class Probe:
             self.index = None
         if self.index is not None:
             self._nvml = _nvml_handle(self.index)
+        else:
+            steady_allocator()
         self.refresh()
 
     def _torch(self) -> Any:

@@ -185,6 +185,7 @@ class ZooService:
         if not self.settings.enabled:
             return
         for manager in self.managers.values():
+            await manager.prime_runtimes()
             wanted = [n for n in self.settings.preload if n in manager.entries]
             wanted += [n for n, e in manager.entries.items() if e.spec.preload and n not in wanted]
             if wanted:
