@@ -58,7 +58,7 @@ from addon_server.reasoning.context import (
     VehicleKind,
 )
 from addon_server.reasoning.levels import LEVEL_RANK, RiskLevel, level_for
-from addon_server.reasoning.rules import Factor, RuleEngine
+from addon_server.reasoning.rules import Factor, RuleConfig, RuleEngine
 
 DEFAULT_SET = Path(__file__).resolve().parent / "risk_eval" / "scenarios.yaml"
 
@@ -427,15 +427,17 @@ class Summary:
         }
 
 
-def score_rules(scenarios: Iterable[Scenario], engine: RuleEngine | None = None) -> Summary:
-    """The rule engine alone, with its default configuration."""
+def score_rules(
+    scenarios: Iterable[Scenario], engine: RuleEngine | None = None, name: str = "rules"
+) -> Summary:
+    """The rule engine alone, with its default configuration unless ``engine`` is given."""
     engine = engine or RuleEngine()
     t0 = time.perf_counter()
     verdicts = []
     for s in scenarios:
         result = engine.evaluate(s.context)
         verdicts.append(Verdict(s, level_for(result.score), result.score, result.factors))
-    return Summary("rules", tuple(verdicts), time.perf_counter() - t0)
+    return Summary(name, tuple(verdicts), time.perf_counter() - t0)
 
 
 async def score_llm(name: str, scenarios: Sequence[Scenario], settings: Any) -> Summary:
@@ -514,7 +516,8 @@ def goal_lines(rules: Summary) -> list[str]:
 
 
 def comparison_line(rules: Summary, other: Summary) -> str:
-    """Whether an LLM configuration improves both figures over the rules (the default rule)."""
+    """Whether another configuration (an LLM, rule overrides) improves both figures over the
+    default rules: the issue turns the LLM on by default only if it does."""
     better = other.false_alarm_pct < rules.false_alarm_pct and other.miss_pct < rules.miss_pct
     return (
         f"{other.name}: false alarms {other.false_alarm_pct:.1f} %"
@@ -534,6 +537,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--llm-key", default=None, help="API key for --llm-url")
     parser.add_argument("--llm-timeout", type=float, default=120.0, help="per answer, seconds")
     parser.add_argument("--threads", type=int, default=None, help="embedded LLM threads")
+    parser.add_argument(
+        "--rules-config",
+        type=Path,
+        action="append",
+        default=[],
+        help="also the rules with these overrides (a YAML mapping shaped like the config's"
+        " reasoning.rules section); repeatable",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
 
@@ -552,6 +563,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules = score_rules(scenes)
     summaries = [rules]
     print(render(rules))
+    for path in args.rules_config:
+        overrides = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        engine = RuleEngine(RuleConfig.from_mapping(overrides))
+        summaries.append(score_rules(scenes, engine, f"rules ({path.name})"))
+        print()
+        print(render(summaries[-1]))
 
     if args.llm or args.llm_url:
         from addon_server.reasoning.settings import LLMMode, ReasoningSettings

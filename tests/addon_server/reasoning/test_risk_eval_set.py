@@ -9,6 +9,7 @@ with its id named.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,9 @@ from benchmarks.risk_eval import (
     EvalSet,
     SetError,
     load_set,
+    main,
     photo_bytes,
+    photo_scenarios,
     score_rules,
 )
 
@@ -164,3 +167,32 @@ def test_a_malformed_scene_is_refused_by_id(tmp_path: Path, scene: str, message:
 def test_default_set_is_in_benchmarks() -> None:
     assert DEFAULT_SET.is_file()
     assert DEFAULT_SET.parent.parent.name == "benchmarks"
+
+
+@pytest.mark.slow
+def test_photos_go_through_the_real_detector(evalset: EvalSet) -> None:
+    """bus.jpg through the add-on's default detector: persons and the bus reach the scene."""
+    (bus,) = [p for p in evalset.photos if p.source == "ultralytics:bus.jpg"]
+    (scene,) = photo_scenarios([bus])
+    counts = scene.context.counts()
+    assert counts["person"] >= 3
+    assert counts["vehicle"] >= 1
+    assert scene.context.timestamp == bus.timestamp
+
+
+def test_benchmark_cli_writes_figures(tmp_path: Path) -> None:
+    """Rules only plus one override file, as the lead would run it; figures land in the JSON."""
+    overrides = tmp_path / "rules.yaml"
+    overrides.write_text("threat_min_confidence: 0.5\n", encoding="utf-8")
+    out = tmp_path / "figures.json"
+    assert main(["--no-photos", "--rules-config", str(overrides), "--json", str(out)]) == 0
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    default, tuned = doc["runs"]
+    assert default["name"] == "rules"
+    assert tuned["name"] == "rules (rules.yaml)"
+    assert default["scenes"] == tuned["scenes"] == len(load_set().scenarios)
+    assert default["benign"] + default["threats"] == default["scenes"]
+    assert len(default["wrong"]) == default["scenes"] - round(
+        default["accuracy_pct"] * default["scenes"] / 100
+    )
+    assert doc["goals"][0].startswith(("PASS", "FAIL"))
