@@ -192,6 +192,21 @@ def _context(
         raise SetError(f"{where}: {type(exc).__name__}: {exc}") from None
 
 
+_COMMON_KEYS = ("band", "why", "at", "camera")
+
+
+def _entry_id(raw: Mapping[str, Any], where: str, seen: set[str], keys: Sequence[str]) -> str:
+    """An entry's id, checked unique across scenes and photos, with its required keys set."""
+    eid = str(raw.get("id") or where)
+    if eid in seen:
+        raise SetError(f"{eid}: duplicate id")
+    seen.add(eid)
+    for key in keys:
+        if not raw.get(key):
+            raise SetError(f"{eid}: {key} is missing")
+    return eid
+
+
 def load_set(path: Path = DEFAULT_SET) -> EvalSet:
     """Parse the YAML set into real SceneContexts; any malformed scene raises :class:`SetError`."""
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -202,13 +217,7 @@ def load_set(path: Path = DEFAULT_SET) -> EvalSet:
     seen: set[str] = set()
     scenarios = []
     for index, raw in enumerate(doc.get("scenarios") or ()):
-        sid = str(raw.get("id") or f"scenarios[{index}]")
-        if sid in seen:
-            raise SetError(f"{sid}: duplicate id")
-        seen.add(sid)
-        for key in ("kind", "band", "why", "at", "camera"):
-            if not raw.get(key):
-                raise SetError(f"{sid}: {key} is missing")
+        sid = _entry_id(raw, f"scenarios[{index}]", seen, ("kind", *_COMMON_KEYS))
         scenarios.append(
             Scenario(
                 id=sid,
@@ -220,11 +229,8 @@ def load_set(path: Path = DEFAULT_SET) -> EvalSet:
             )
         )
     photos = []
-    for raw in doc.get("photos") or ():
-        pid = str(raw["id"])
-        if pid in seen:
-            raise SetError(f"{pid}: duplicate id")
-        seen.add(pid)
+    for index, raw in enumerate(doc.get("photos") or ()):
+        pid = _entry_id(raw, f"photos[{index}]", seen, ("source", *_COMMON_KEYS))
         photos.append(
             Photo(
                 id=pid,
