@@ -4,19 +4,18 @@ model's measurement includes the runtime's one-off set-up (issue 13 G2)."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from addon_server.metrics import Metrics
 from addon_server.zoo.interface import ModelLoadError, ModelState
 from addon_server.zoo.manager import ZooManager
 from addon_server.zoo.memory import steady_allocator
 from addon_server.zoo.registry import ModelSpec
 from addon_server.zoo.runtimes import PRIMERS
-from tests.addon_server.zoo.ballast import MB, DeclaredProbe, spec
+from tests.addon_server.zoo.ballast import MB, spec
+from tests.addon_server.zoo.test_manager import manager
 
 RUNTIME = "numpy"
 """A module that is installed, so the manager counts models needing it as installed."""
@@ -35,16 +34,7 @@ def needing(name: str, nbytes: int) -> ModelSpec:
 
 
 def zoo_with(primer: Any, specs: list[ModelSpec], budget_mb: int = 100) -> ZooManager:
-    return ZooManager(
-        "cpu",
-        specs,
-        budget_bytes=budget_mb * MB,
-        models_dir=Path("/nonexistent"),
-        probe=DeclaredProbe(),
-        metrics=Metrics(),
-        margins=(1.0, 1.0),
-        primers={RUNTIME: primer},
-    )
+    return manager(specs, budget_mb, primers={RUNTIME: primer})
 
 
 async def test_a_runtime_is_set_up_once_and_booked_apart_from_the_models() -> None:
