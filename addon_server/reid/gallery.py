@@ -132,8 +132,9 @@ class ReidService:
                 self.load_error = str(err)
                 _LOGGER.warning("%s; re-ID is off until it is installed", err)
                 return False
-            self._finder, self.embedder = finder, embedder  # the finder first: identify
-            self.installed = True  # reads the embedder, then the finder
+            # the finder first: identify reads the embedder, then the finder
+            self._finder, self.embedder = finder, embedder
+            self.installed = True
             self.load_error = None
             self.measured_bytes = measured.delta
             if self.devices is not None:
