@@ -192,15 +192,16 @@ class Analyzer:
             started = time.perf_counter()
             matches = await self.reid.identify(request.camera, ts, image)
             timings["reid"] = _ms(started)
-            started = time.perf_counter()
-            bodies = await self.bodies.identify(ts, outcome.results, frame_detections)
-            timings["reid_body"] = _ms(started)
 
             started = time.perf_counter()
             snapshot = await asyncio.to_thread(annotate_jpeg, image, _boxes(detected, matches))
             timings["annotate"] = _ms(started)
             size = {"width": image.width, "height": image.height}
             del image  # the pixels go with the slot
+
+        started = time.perf_counter()  # the body vectors are computed: no pixels needed here
+        bodies = await self.bodies.identify(ts, outcome.results, frame_detections)
+        timings["reid_body"] = _ms(started)
 
         started = time.perf_counter()
         history = await self.store.recent_events(request.camera, ts - self.settings.history_seconds)
