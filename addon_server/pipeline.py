@@ -1,10 +1,11 @@
 """The analyze pipeline: one camera image, left to right, into a stored risk event.
 
-decode → detect (batcher) → enrich (zoo: what the detections trigger) → re-ID → annotate →
-reason (rules + LLM) → store. Each stage hands the next a typed result; this module is the only
-place that knows the order, so a newcomer can follow one frame here from start to finish. The
-event is committed to SQLite before :meth:`Analyzer.analyze` returns — the HTTP response is
-only sent for an event that is already safe on disk.
+decode → detect (batcher) → enrich (zoo: what the detections trigger) → re-ID (faces, and
+bodies from the zoo's appearance vectors) → annotate → reason (rules + LLM) → store. Each
+stage hands the next a typed result; this module is the only place that knows the order, so a
+newcomer can follow one frame here from start to finish. The event is committed to SQLite
+before :meth:`Analyzer.analyze` returns — the HTTP response is only sent for an event that is
+already safe on disk.
 
 Pixels are the expensive part: a frame is decoded at the analysis' working size
 (``analysis.max_side``; results are still reported in the upload's own pixels) and lives from
@@ -41,7 +42,8 @@ from addon_server.reasoning.context import (
 )
 from addon_server.reasoning.levels import LEVEL_RANK, RiskLevel, level_for
 from addon_server.reasoning.reasoner import Reasoner
-from addon_server.reid.gallery import FaceMatch, ReidService
+from addon_server.reid.bodies import BodyGallery, BodyMatch
+from addon_server.reid.gallery import FaceMatch, ReidService, SeenOn
 from addon_server.store import EventStore, new_id
 from addon_server.zoo.evidence import records
 from addon_server.zoo.interface import Frame, in_pixels
@@ -131,6 +133,7 @@ class Analyzer:
         self.detection = detection
         self.zoo = zoo
         self.reid = reid
+        self.bodies = BodyGallery(store, reid.window_seconds)
         self.reasoner = reasoner
         self.store = store
         self.settings = settings
@@ -196,10 +199,14 @@ class Analyzer:
             size = {"width": image.width, "height": image.height}
             del image  # the pixels go with the slot
 
+        started = time.perf_counter()  # the body vectors are computed: no pixels needed here
+        bodies = await self.bodies.identify(ts, outcome.results, frame_detections)
+        timings["reid_body"] = _ms(started)
+
         started = time.perf_counter()
         history = await self.store.recent_events(request.camera, ts - self.settings.history_seconds)
         evidence = records(outcome.results, frame_detections)
-        context = _scene(request, detected, matches, history, ts, evidence)
+        context = _scene(request, detected, matches, bodies, history, ts, evidence)
         assessment = await self.reasoner.assess(context, use_llm=request.use_llm)
         timings["reason"] = _ms(started)
         for part, ms in (assessment.timings_ms or {}).items():
@@ -220,6 +227,7 @@ class Analyzer:
             "counts": _counts(detected),
             "enrichments": outcome.as_json(),
             "reid": [_match_json(m) for m in matches],
+            "body_reid": [_body_json(b, detected) for b in bodies],
             "notify": LEVEL_RANK[str(level)] >= LEVEL_RANK[str(request.notify_level)],
             "image": size,
             "model": detected.model,
@@ -229,7 +237,8 @@ class Analyzer:
         await self.store.add_event(
             {**document, "timings_ms": timings},
             snapshot,
-            self.reid.sightings(matches, request.camera, ts, event_id),
+            self.reid.sightings(matches, request.camera, ts, event_id)
+            + self.bodies.sightings(bodies, request.camera, ts, event_id),
         )
         timings["store"] = _ms(started)
         document["timings_ms"] = {k: round(v, 1) for k, v in timings.items()}
@@ -259,10 +268,62 @@ def _containing_person(match: FaceMatch, detected: DetectionResult) -> int | Non
     return None
 
 
+def _elsewhere(
+    camera: str, seen: Sequence[SeenOn], by: str, calibrated: bool = True
+) -> list[Sighting]:
+    return [
+        Sighting(s.camera, s.seconds_ago, by, _unit(s.similarity), calibrated)
+        for s in seen
+        if s.camera != camera
+    ]
+
+
+def _unit(similarity: float) -> float:
+    return min(1.0, max(0.0, similarity))
+
+
+def _persons(
+    camera: str,
+    detected: DetectionResult,
+    matches: Sequence[FaceMatch],
+    bodies: Sequence[BodyMatch],
+) -> tuple[PersonSighting, ...]:
+    """One sighting per person: a face and the body of the person box around it are merged.
+
+    A face's sightings come first; the body adds the cameras the face was not seen on. A body
+    alone makes a sighting only when it was seen on another camera (it names nobody).
+    """
+    by_person: dict[int, BodyMatch] = {}
+    for body in bodies:  # one body per person: the closest match of any embedder
+        at = body.object_index
+        if at is not None and (at not in by_person or body.similarity > by_person[at].similarity):
+            by_person[at] = body
+    persons: list[PersonSighting] = []
+    for m in matches:
+        index = _containing_person(m, detected)
+        seen = _elsewhere(camera, m.seen, "face")
+        found = by_person.pop(index) if index is not None and index in by_person else None
+        if found is not None:
+            cameras = {s.camera for s in seen}
+            seen += [
+                s
+                for s in _elsewhere(camera, found.seen, "body", found.calibrated)
+                if s.camera not in cameras
+            ]
+        persons.append(PersonSighting(m.person_name, _unit(m.similarity), tuple(seen), index))
+    for index, body in sorted(by_person.items()):
+        seen = _elsewhere(camera, body.seen, "body", body.calibrated)
+        if seen:
+            best = max(s.similarity or 0.0 for s in seen)
+            persons.append(PersonSighting(None, best, tuple(seen), index))
+    return tuple(persons)
+
+
 def _scene(
     request: AnalyzeRequest,
     detected: DetectionResult,
     matches: Sequence[FaceMatch],
+    bodies: Sequence[BodyMatch],
     history: Sequence[dict[str, Any]],
     ts: float,
     evidence: Mapping[str, Sequence[Record]],
@@ -277,17 +338,6 @@ def _scene(
         )
         for d in detected.detections
     )
-    persons = tuple(
-        PersonSighting(
-            person_name=m.person_name,
-            similarity=min(1.0, max(0.0, m.similarity)),
-            seen_elsewhere=tuple(
-                Sighting(s.camera, s.seconds_ago) for s in m.seen if s.camera != request.camera
-            ),
-            object_index=_containing_person(m, detected),
-        )
-        for m in matches
-    )
     points = tuple(
         HistoryPoint(
             seconds_ago=max(0.0, ts - float(e["ts"])), person_count=int(e["counts"]["person"])
@@ -300,7 +350,7 @@ def _scene(
         timestamp=request.timestamp,
         objects=objects,
         zone=request.zone,
-        persons=persons,
+        persons=_persons(request.camera, detected, matches, bodies),
         history=points,
         enrichments=evidence,
     )
@@ -330,6 +380,27 @@ def _match_json(match: FaceMatch) -> dict[str, Any]:
             "height": match.face.height,
         },
         "seen": [{"camera": s.camera, "seconds_ago": round(s.seconds_ago, 1)} for s in match.seen],
+    }
+
+
+def _body_json(body: BodyMatch, detected: DetectionResult) -> dict[str, Any]:
+    """A body vector's matches; its box is its person detection's, in the upload's pixels."""
+    index = body.object_index
+    d = detected.detections[index] if index is not None else None
+    return {
+        "model": body.model,
+        "object_index": index,
+        "bbox": None if d is None else {"x": d.x, "y": d.y, "width": d.width, "height": d.height},
+        "similarity": round(body.similarity, 4),
+        "calibrated": body.calibrated,
+        "seen": [
+            {
+                "camera": s.camera,
+                "seconds_ago": round(s.seconds_ago, 1),
+                "similarity": round(s.similarity, 4),
+            }
+            for s in body.seen
+        ],
     }
 
 

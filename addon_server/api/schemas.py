@@ -155,6 +155,28 @@ SCHEMAS["FaceMatch"] = closed(
         "seen": array(closed({"camera": ref("CameraId"), "seconds_ago": DURATION})),
     }
 )
+SCHEMAS["BodyMatch"] = closed(
+    {
+        "model": TEXT,
+        "object_index": nullable(COUNT),
+        "bbox": nullable(ref("BoundingBox")),
+        "similarity": {"type": "number", "minimum": -1, "maximum": 1},
+        "calibrated": BOOLEAN,
+        "seen": array(
+            closed(
+                {
+                    "camera": ref("CameraId"),
+                    "seconds_ago": DURATION,
+                    "similarity": {"type": "number", "minimum": -1, "maximum": 1},
+                }
+            )
+        ),
+    }
+) | {
+    "description": "A person's body appearance vector (zoo person_reid) and the cameras where "
+    "the same appearance was seen; calibrated: the model's threshold was measured to keep "
+    "false matches at or below 1 %"
+}
 SCHEMAS["EnrichmentSkip"] = closed(
     {
         "reason": enum(("zoo_busy", "not_installed", "load_failed", "error")),
@@ -211,7 +233,8 @@ SCHEMAS["Event"] = closed(
             "additionalProperties": DURATION,
             "description": "Milliseconds per stage (decode, detect, reid, reason, ...)",
         },
-    }
+    },
+    {"body_reid": array(ref("BodyMatch"))},
 )
 SCHEMAS["EventList"] = closed({"events": array(ref("Event"))})
 SCHEMAS["TritonStatistics"] = closed(

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, TypeVar
 
 __all__ = [
     "ANIMAL_CLASSES",
+    "MATCHED_BY",
     "PERSON_CLASSES",
     "VEHICLE_CLASSES",
     "Attribute",
@@ -215,15 +216,38 @@ class Attribute(Enrichment):
         return f"{self.name}: {self.value} (confidence={round(self.confidence * 100)}%)"
 
 
+MATCHED_BY: frozenset[str] = frozenset({"face", "body"})
+"""How re-ID can recognise a person: by the face, or by body appearance (clothes, build)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Sighting:
-    """Where else a re-identified person was seen: another camera and how long ago."""
+    """Where else a re-identified person was seen: another camera and how long ago.
+
+    ``by`` says which embedding matched (``face`` or ``body``) and ``similarity`` how closely
+    (None when the source did not say). ``calibrated`` is False for a match from an embedder
+    whose threshold does not keep false matches rare (MobileNetV2 appearance): such a sighting
+    is context for the LLM, worded as a possibility, and the rules give it no points.
+    """
 
     camera: str
     seconds_ago: float
+    by: str = "face"
+    similarity: float | None = None
+    calibrated: bool = True
 
     def __post_init__(self) -> None:
         _check_non_negative("seconds_ago", self.seconds_ago)
+        if self.by not in MATCHED_BY:
+            raise ValueError(f"by must be one of {sorted(MATCHED_BY)}, got {self.by!r}")
+        if self.similarity is not None and not (-1.0 <= self.similarity <= 1.0):
+            raise ValueError(f"similarity must be within [-1, 1], got {self.similarity!r}")
+
+    @property
+    def how(self) -> str:
+        """``body appearance, 0.83`` / ``face, 0.91``: how the match was made, for people."""
+        what = "body appearance" if self.by == "body" else "face"
+        return what if self.similarity is None else f"{what}, {self.similarity:.2f}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +257,9 @@ class PersonSighting:
     ``person_name`` is the enrolled name when the gallery matched a known person, else None
     (an unknown person is the main risk signal at home). ``similarity`` is the cosine
     similarity of the best gallery match; ``seen_elsewhere`` lists recent sightings of the same
-    embedding on other cameras (someone walking round the house).
+    person on other cameras (someone walking round the house), by face or body appearance.
+    One person detection gives at most one sighting: a face and a body match of the same
+    person are merged into it, so persons are never counted twice.
     """
 
     person_name: str | None

@@ -19,11 +19,18 @@ from __future__ import annotations
 
 from string import Template
 
-from .context import Posture, SceneContext, Threat
+from .context import Posture, SceneContext, Sighting, Threat
 from .levels import band_ranges, level_for
 from .rules import RuleConfig, RuleResult, dwell_seconds, format_duration, plural
 
-__all__ = ["SYSTEM_PROMPT", "build_messages", "context_lines", "rules_line", "time_of_day"]
+__all__ = [
+    "SYSTEM_PROMPT",
+    "build_messages",
+    "context_lines",
+    "rules_line",
+    "sighting_line",
+    "time_of_day",
+]
 
 SYSTEM_PROMPT = Template("""\
 You are Vigil, the security analyst of a home camera system. You receive facts about one \
@@ -97,9 +104,7 @@ def context_lines(ctx: SceneContext, rules: RuleConfig | None = None) -> list[st
         for s in sorted(p.seen_elsewhere, key=lambda s: s.seconds_ago):
             if s.camera == ctx.camera:
                 continue
-            lines.append(
-                f"Same person seen on {s.camera} camera {format_duration(s.seconds_ago)} ago"
-            )
+            lines.append(sighting_line(s))
     unidentified = ctx.person_count - len(ctx.persons)
     if unidentified > 0:
         lines.append(f"{plural(unidentified, 'person')} not identified (face not visible)")
@@ -108,6 +113,17 @@ def context_lines(ctx: SceneContext, rules: RuleConfig | None = None) -> list[st
     if frames > 1:
         lines.append(f"Persons in view for {format_duration(dwell)} across {frames} recent frames")
     return lines
+
+
+def sighting_line(s: Sighting) -> str:
+    """``Same person (body appearance, 0.83) seen on front_door camera 5 minutes ago``.
+
+    A match from an uncalibrated embedder is worded as a possibility, so the LLM weighs it as
+    the weak hint it is.
+    """
+    how = f" ({s.how})" if s.similarity is not None else ""
+    same = "Same person" if s.calibrated else "Possibly the same person"
+    return f"{same}{how} seen on {s.camera} camera {format_duration(s.seconds_ago)} ago"
 
 
 def rules_line(result: RuleResult) -> str:

@@ -17,7 +17,15 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from .context import Animal, DetectedObject, Posture, SceneContext, Threat, VehicleKind
+from .context import (
+    Animal,
+    DetectedObject,
+    Posture,
+    SceneContext,
+    Sighting,
+    Threat,
+    VehicleKind,
+)
 from .levels import clamp_score
 
 __all__ = [
@@ -273,18 +281,30 @@ def _rule_identity(ctx: SceneContext, cfg: RuleConfig) -> Iterable[Factor]:
 
 
 def _rule_cross_camera(ctx: SceneContext, cfg: RuleConfig) -> Iterable[Factor]:
-    """An unknown person also seen on other cameras recently is moving around the property."""
-    cams: dict[str, float] = {}
+    """An unknown person also seen on other cameras recently is moving around the property.
+
+    Only calibrated matches count (faces, and bodies from an embedder whose threshold keeps
+    false matches at or below 1 %): a weak body match is left to the LLM as context.
+    """
+    cams: dict[str, Sighting] = {}
     for p in ctx.persons:
         if p.known:
             continue
         for s in p.seen_elsewhere:
-            if s.camera != ctx.camera and s.seconds_ago <= cfg.cross_camera_window_seconds:
-                cams[s.camera] = min(s.seconds_ago, cams.get(s.camera, s.seconds_ago))
+            if (
+                s.calibrated
+                and s.camera != ctx.camera
+                and s.seconds_ago <= cfg.cross_camera_window_seconds
+            ):
+                previous = cams.get(s.camera)
+                if previous is None or s.seconds_ago < previous.seconds_ago:
+                    cams[s.camera] = s
     if not cams:
         return
     where = ", ".join(
-        f"{cam} {format_duration(ago)} ago" for cam, ago in sorted(cams.items(), key=lambda x: x[1])
+        f"{s.camera} {format_duration(s.seconds_ago)} ago"
+        + (f" ({s.how})" if s.similarity is not None else "")
+        for s in sorted(cams.values(), key=lambda s: s.seconds_ago)
     )
     yield Factor(
         "seen_on_other_cameras", cfg.cross_camera_points, f"unknown person seen on {where}"

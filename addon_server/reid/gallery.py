@@ -49,6 +49,55 @@ class SeenOn:
 
 
 @dataclass(frozen=True, slots=True)
+class GalleryMatch:
+    """What the gallery knows about one vector: an enrolled person, and where it was seen."""
+
+    person_id: str | None
+    person_name: str | None
+    similarity: float
+    """The enrolled person's similarity, else the best sighting's (0 when nothing matched)."""
+    seen: tuple[SeenOn, ...]
+    """The latest earlier sighting per camera at or above the threshold, newest first."""
+
+
+def match(
+    vector: Vector, gallery: Sequence[StoredEmbedding], *, threshold: float, ts: float
+) -> GalleryMatch:
+    """Compare one unit vector (cosine = dot product) with a gallery of one kind of embedding.
+
+    The one matching loop for faces and bodies. Enrolled embeddings name the person (the best
+    one wins); sightings say where the vector was seen before ``ts``, one entry per camera,
+    the most recent. Only vectors of the same ``kind`` may be compared: the caller reads the
+    gallery by kind, and a vector of another length is never compared.
+    """
+    best_person: StoredEmbedding | None = None
+    best_similarity = 0.0
+    seen: dict[str, SeenOn] = {}
+    for item in gallery:
+        if item.vector.shape != vector.shape:
+            continue
+        similarity = float(np.dot(vector, item.vector))
+        if similarity < threshold:
+            continue
+        if item.person_id is not None:
+            if similarity > best_similarity:
+                best_person, best_similarity = item, similarity
+        elif item.camera is not None and item.ts < ts:
+            ago = ts - item.ts
+            previous = seen.get(item.camera)
+            if previous is None or ago < previous.seconds_ago:
+                seen[item.camera] = SeenOn(item.camera, ago, similarity)
+    if best_person is None:
+        best_similarity = max((s.similarity for s in seen.values()), default=0.0)
+    return GalleryMatch(
+        person_id=best_person.person_id if best_person else None,
+        person_name=best_person.person_name if best_person else None,
+        similarity=best_similarity,
+        seen=tuple(sorted(seen.values(), key=lambda s: s.seconds_ago)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class FaceMatch:
     """One face in the frame (in the upload's pixels) and what the gallery knows about it."""
 
@@ -58,6 +107,10 @@ class FaceMatch:
     person_name: str | None
     similarity: float
     seen: tuple[SeenOn, ...]
+
+    @classmethod
+    def of(cls, face: FaceBox, vector: Vector, found: GalleryMatch) -> FaceMatch:
+        return cls(face, vector, found.person_id, found.person_name, found.similarity, found.seen)
 
 
 class NoFaceError(ValueError):
@@ -214,44 +267,9 @@ class ReidService:
             faces = [face.scaled(sx, sy, image.width, image.height) for face in faces]
         gallery = await self.store.embeddings(embedder.kind, since=ts - self.window_seconds)
         return [
-            self._match(embedder.threshold, camera, ts, face, vector, gallery)
+            FaceMatch.of(face, vector, match(vector, gallery, threshold=embedder.threshold, ts=ts))
             for face, vector in zip(faces, vectors, strict=True)
         ]
-
-    def _match(
-        self,
-        threshold: float,
-        camera: str,
-        ts: float,
-        face: FaceBox,
-        vector: Vector,
-        gallery: Sequence[StoredEmbedding],
-    ) -> FaceMatch:
-        best_person: StoredEmbedding | None = None
-        best_similarity = 0.0
-        seen: dict[str, SeenOn] = {}
-        for item in gallery:
-            similarity = float(np.dot(vector, item.vector))
-            if similarity < threshold:
-                continue
-            if item.person_id is not None:
-                if similarity > best_similarity:
-                    best_person, best_similarity = item, similarity
-            elif item.camera is not None and item.ts < ts:
-                ago = ts - item.ts
-                previous = seen.get(item.camera)
-                if previous is None or ago < previous.seconds_ago:
-                    seen[item.camera] = SeenOn(item.camera, ago, similarity)
-        if best_person is None:
-            best_similarity = max((s.similarity for s in seen.values()), default=0.0)
-        return FaceMatch(
-            face=face,
-            vector=vector,
-            person_id=best_person.person_id if best_person else None,
-            person_name=best_person.person_name if best_person else None,
-            similarity=best_similarity,
-            seen=tuple(sorted(seen.values(), key=lambda s: s.seconds_ago)),
-        )
 
     def sightings(
         self, matches: Sequence[FaceMatch], camera: str, ts: float, event_id: str
