@@ -218,6 +218,15 @@ def _jpeg(pixels: np.ndarray) -> bytes:
     return data.tobytes()
 
 
+NOW = [time.time()]
+"""One reference time for every frame a test sends, reset at each test's start."""
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    NOW[0] = time.time()
+
+
 def appearance_only(make_settings: Any) -> Any:
     """The add-on with the zoo's appearance model only (and no face re-ID): fast and focused."""
     others = [n for n in Registry().specs if n != "person_reid"]
@@ -233,8 +242,9 @@ def appearance_only(make_settings: Any) -> Any:
 async def analyze(
     client: Any, camera: str, image: bytes, seconds_ago: float, kind: str = "jpeg"
 ) -> dict[str, Any]:
-    """POST one frame of ``camera`` taken ``seconds_ago``; the stored event."""
-    taken = datetime.fromtimestamp(time.time() - seconds_ago, UTC).isoformat()
+    """POST one frame of ``camera`` taken ``seconds_ago`` before the module's fixed "now" (not
+    the clock at the call: how long earlier analyses took must not move the gaps)."""
+    taken = datetime.fromtimestamp(NOW[0] - seconds_ago, UTC).isoformat()
     answer = await client.post(
         "/v1/analyze",
         params={"camera": camera, "llm": "false", "timestamp": taken},
