@@ -120,7 +120,7 @@ async def test_trigger_runs_analysis(hass: HomeAssistant, mock_vigil_client: Mag
 
     assert hass.states.get("sensor.front_door_risk_score").state == str(EVENT["risk_score"])
     assert hass.states.get("sensor.front_door_risk_level").state == EVENT["risk_level"]
-    assert hass.states.get("sensor.front_door_persons").state == "4"
+    assert hass.states.get("sensor.front_door_persons").state == "3"
     assert hass.states.get("sensor.front_door_vehicles").state == "1"
     assert hass.states.get("sensor.front_door_animals").state == "0"
     assert hass.states.get("binary_sensor.front_door_threat").state == STATE_ON
@@ -144,7 +144,6 @@ async def test_trigger_runs_analysis(hass: HomeAssistant, mock_vigil_client: Mag
     assert [f["name"] for f in event_state.attributes["factors"]] == [
         "unknown_person",
         "night",
-        "group",
         "person_present",
         "vehicle",
     ]

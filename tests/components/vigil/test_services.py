@@ -53,7 +53,7 @@ async def test_analyze_returns_events(hass: HomeAssistant, mock_vigil_client: Ma
                 "summary": event["summary"],
                 "reasoning": event["reasoning"],
                 "factors": [f | {"points": float(f["points"])} for f in event["factors"]],
-                "counts": {"person": 4, "vehicle": 1, "animal": 0},
+                "counts": {"person": 3, "vehicle": 1, "animal": 0},
                 "notify": True,
                 "llm_status": "disabled",
                 **EVENT_ENRICHMENTS,
