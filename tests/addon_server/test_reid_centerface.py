@@ -131,7 +131,8 @@ def _service(store: EventStore, **options: object) -> ReidService:
 async def test_reid_service_finds_with_centerface_and_unload_drops_it(
     store: EventStore, zidane_jpg: bytes
 ) -> None:
-    reid = _service(store)
+    # 1120 px: a size no other test's service uses (services of one process share a finder)
+    reid = _service(store, face_side=1120)
     assert reid.load_blocking()
     assert reid.info().error is None
     photo = _bgr(zidane_jpg)
@@ -143,7 +144,7 @@ async def test_reid_service_finds_with_centerface_and_unload_drops_it(
     finder = weakref.ref(reid._finder)  # type: ignore[arg-type]
     await reid.unload()
     gc.collect()
-    assert finder() is None, "unload frees the CenterFace session with the embedder"
+    assert finder() is None, "the last unload frees the CenterFace session with the embedder"
     assert await reid.identify("door", 1001.0, DecodedImage(photo, 1280, 720, "JPEG")) == []
 
 
@@ -175,7 +176,20 @@ async def test_centerface_is_measured_with_the_embedder(store: EventStore, tmp_p
     """
     haar_only = _service(store, face_file=str(tmp_path / "absent.onnx"))
     assert haar_only.load_blocking()
-    with_centerface = _service(store)
+    # 1280 px: a size no other test's service uses, so no live finder is shared with it
+    with_centerface = _service(store, face_side=1280)
     assert with_centerface.load_blocking()
     assert haar_only.measured_bytes is not None and with_centerface.measured_bytes is not None
     assert with_centerface.measured_bytes > haar_only.measured_bytes + 64 * 2**20
+
+
+@needs_centerface
+@needs_shared_models("faceres.onnx")
+async def test_services_of_one_process_share_one_finder(store: EventStore) -> None:
+    """Two services with the same file and size hold one CenterFace session, not two."""
+    first, second = _service(store, face_side=1056), _service(store, face_side=1056)
+    assert first.load_blocking() and second.load_blocking()
+    assert first._finder is second._finder
+    other = _service(store, face_side=1024)
+    assert other.load_blocking()
+    assert other._finder is not first._finder
