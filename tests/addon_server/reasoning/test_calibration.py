@@ -12,6 +12,7 @@ from addon_server.reasoning.calibration import (
     Verdict,
     calibrate,
     signature,
+    threat_guard,
 )
 from addon_server.reasoning.context import HistoryPoint, Posture, SceneContext, Threat
 from addon_server.reasoning.levels import RiskLevel, level_for
@@ -148,3 +149,22 @@ def test_signature_ignores_what_the_rules_did_not_see() -> None:
         "night",
         "person_present",
     }
+
+
+def test_the_evaluation_set_threats_stay_high_under_ten_dismissals() -> None:
+    """Every alarm of the risk evaluation set with a weapon, fire, a fall or an unknown person
+    at night keeps its band when its very pattern was marked "not a threat" ten times."""
+    from benchmarks.risk_eval import load_set
+
+    guarded = 0
+    for s in load_set().scenarios:
+        plain = ENGINE.evaluate(s.context)
+        if level_for(plain.score) not in (RiskLevel.HIGH, RiskLevel.CRITICAL):
+            continue
+        if threat_guard(plain) is None:
+            continue
+        guarded += 1
+        after = calibrated(s.context, records(s.context, 10))
+        assert damping(after) is None, s.id
+        assert level_for(after.score) is level_for(plain.score), s.id
+    assert guarded >= 10, "the set has weapons, fires, falls and night intruders to check"
