@@ -132,6 +132,11 @@ async def delete_feedback(request: web.Request) -> web.Response:
     return await _answer_feedback(request, None, None)
 
 
+_FEEDBACK_ERRORS = {
+    "404": error("Unknown event"),
+    "503": STORAGE_UNAVAILABLE,
+    "507": STORAGE_FULL,
+}
 EVENT_ID = path_param("event_id", "Event id", ref("Id"))
 
 ROUTES = [
@@ -207,9 +212,7 @@ ROUTES = [
         responses={
             "200": json_response("The event with its feedback", "Event"),
             "400": error("Not a JSON object, or a bad verdict or note (names the field)"),
-            "404": error("Unknown event"),
-            "503": STORAGE_UNAVAILABLE,
-            "507": STORAGE_FULL,
+            **_FEEDBACK_ERRORS,
         },
         tags=("events",),
     ),
@@ -222,9 +225,7 @@ ROUTES = [
         parameters=(EVENT_ID,),
         responses={
             "200": json_response("The event, without feedback", "Event"),
-            "404": error("Unknown event"),
-            "503": STORAGE_UNAVAILABLE,
-            "507": STORAGE_FULL,
+            **_FEEDBACK_ERRORS,
         },
         tags=("events",),
     ),

@@ -238,6 +238,17 @@ async def test_pin_a_zoo_model(hass: HomeAssistant, mock_vigil_client: MagicMock
     assert (response["kind"], response["state"], response["pinned"]) == ("zoo", "loaded", True)
 
 
+ADDON_ERRORS = [
+    (VigilConnectionError("down"), HomeAssistantError, "cannot_connect"),
+    (
+        VigilResponseError("boom", code="internal_error", status=500),
+        HomeAssistantError,
+        "addon_error",
+    ),
+    (VigilAuthenticationError("401"), HomeAssistantError, "invalid_auth"),
+]
+"""How every action maps the add-on's generic failures (down, 5xx, refused token)."""
+
 ZOO_MODELS = [m["name"] for m in load_json("models.json")["models"] if m["kind"] == "zoo"]
 
 
@@ -298,13 +309,7 @@ async def test_model_not_listed(hass: HomeAssistant, mock_vigil_client: MagicMoc
             HomeAssistantError,
             "not_unloadable",
         ),
-        (VigilConnectionError("down"), HomeAssistantError, "cannot_connect"),
-        (
-            VigilResponseError("boom", code="internal_error", status=500),
-            HomeAssistantError,
-            "addon_error",
-        ),
-        (VigilAuthenticationError("401"), HomeAssistantError, "invalid_auth"),
+        *ADDON_ERRORS,
     ],
 )
 async def test_model_errors(
@@ -403,13 +408,7 @@ async def test_feedback(
             ServiceValidationError,
             "unknown_event",
         ),
-        (VigilConnectionError("down"), HomeAssistantError, "cannot_connect"),
-        (
-            VigilResponseError("disk", code="storage_unavailable", status=503),
-            HomeAssistantError,
-            "addon_error",
-        ),
-        (VigilAuthenticationError("401"), HomeAssistantError, "invalid_auth"),
+        *ADDON_ERRORS,
     ],
 )
 async def test_feedback_errors(
