@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from addon_server.app import create_app
+from addon_server.reasoning.calibration import Verdict
+from addon_server.store import EventStore
 from tests.addon_server.conftest import CountingDetector
 
 TOKEN = "feedback-token"
@@ -148,3 +153,40 @@ async def test_feedback_needs_the_token(client) -> None:
     resp = await client.post(f"/v1/events/{UNKNOWN_ID}/feedback", json={"verdict": "false_alarm"})
     assert resp.status == 401
     assert (await resp.json())["error"]["code"] == "unauthorized"
+
+
+async def test_a_database_from_before_feedback_gains_the_table(tmp_path: Path) -> None:
+    """An add-on upgraded in place opens its old events.db and can store feedback in it."""
+    path = tmp_path / "events.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE events (id TEXT PRIMARY KEY, camera TEXT NOT NULL, ts REAL NOT NULL, "
+        "level_rank INTEGER NOT NULL, document TEXT NOT NULL, snapshot BLOB);"
+    )
+    document = {
+        "id": UNKNOWN_ID,
+        "camera": "gate",
+        "ts": 1764320000.0,
+        "risk_level": "medium",
+        "factors": [{"name": "person_present", "points": 10, "detail": "1 person in view"}],
+    }
+    old.execute(
+        "INSERT INTO events VALUES (?, 'gate', ?, 1, ?, NULL)",
+        (UNKNOWN_ID, document["ts"], json.dumps(document)),
+    )
+    old.commit()
+    old.close()
+    store = EventStore(path, max_age_days=30, max_events=100)
+    await store.open()
+    try:
+        event = await store.set_feedback(UNKNOWN_ID, Verdict.FALSE_ALARM, "postman")
+        assert event is not None and event["feedback"]["verdict"] == "false_alarm"
+        [record] = await store.feedback_on("gate")
+        assert (record.verdict, record.event_ts, record.factors) == (
+            Verdict.FALSE_ALARM,
+            document["ts"],
+            {"person_present"},
+        )
+        assert await store.feedback_on("front_door") == []
+    finally:
+        await store.close()
