@@ -207,7 +207,8 @@ class Analyzer:
         history = await self.store.recent_events(request.camera, ts - self.settings.history_seconds)
         evidence = records(outcome.results, frame_detections)
         context = _scene(request, detected, matches, bodies, history, ts, evidence)
-        assessment = await self.reasoner.assess(context, use_llm=request.use_llm)
+        feedback = await self.store.feedback_on(request.camera)  # calibration's evidence
+        assessment = await self.reasoner.assess(context, use_llm=request.use_llm, feedback=feedback)
         timings["reason"] = _ms(started)
         for part, ms in (assessment.timings_ms or {}).items():
             timings[f"reason_{part}"] = ms

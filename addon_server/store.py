@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from addon_server.reasoning.calibration import FeedbackRecord, Verdict, signature
 from addon_server.reasoning.levels import LEVEL_RANK
 
 _LOGGER = logging.getLogger(__name__)
@@ -64,7 +65,22 @@ CREATE TABLE IF NOT EXISTS embeddings (
     vector     BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS embeddings_kind_ts ON embeddings (kind, ts);
+CREATE TABLE IF NOT EXISTS feedback (
+    event_id  TEXT PRIMARY KEY,
+    camera    TEXT NOT NULL,
+    verdict   TEXT NOT NULL,
+    ts        REAL NOT NULL,
+    note      TEXT,
+    event_ts  REAL NOT NULL,
+    factors   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_camera_ts ON feedback (camera, ts);
 """
+# feedback keeps the event's time and rule factor names (a JSON list) beside the verdict, so
+# what calibration learnt outlives the event's retention; CREATE ... IF NOT EXISTS is the
+# migration of a database written before the table existed.
+MAX_FEEDBACK_PER_CAMERA = 1000
+"""The newest verdicts per camera that calibration compares a new event with."""
 
 
 def new_id(now: float | None = None) -> str:
@@ -351,11 +367,8 @@ class EventStore:
             )
 
     async def get_event(self, event_id: str) -> dict[str, Any] | None:
-        def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
-            row = conn.execute("SELECT document FROM events WHERE id = ?", (event_id,)).fetchone()
-            return None if row is None else dict(json.loads(row[0]))
-
-        return await self._run(read)
+        """The stored event document, with its ``feedback`` when the user gave one."""
+        return await self._run(lambda conn: _read_event(conn, event_id))
 
     async def get_snapshot(self, event_id: str) -> bytes | None:
         def read(conn: sqlite3.Connection) -> bytes | None:
@@ -375,19 +388,19 @@ class EventStore:
         clauses: list[str] = []
         params: list[object] = []
         if camera is not None:
-            clauses.append("camera = ?")
+            clauses.append("e.camera = ?")
             params.append(camera)
         if since is not None:
-            clauses.append("ts >= ?")
+            clauses.append("e.ts >= ?")
             params.append(since)
         if min_level is not None:
-            clauses.append("level_rank >= ?")
+            clauses.append("e.level_rank >= ?")
             params.append(LEVEL_RANK[min_level])
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT document FROM events {where} ORDER BY ts DESC, id DESC LIMIT ?"  # noqa: S608
+        sql = f"{_EVENT_SELECT} {where} ORDER BY e.ts DESC, e.id DESC LIMIT ?"
 
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            return [json.loads(r[0]) for r in conn.execute(sql, (*params, limit))]
+            return [_with_feedback(r) for r in conn.execute(sql, (*params, limit))]
 
         return await self._run(read)
 
@@ -395,6 +408,58 @@ class EventStore:
         """This camera's events since ``since``, oldest first (dwell and loitering context)."""
         events = await self.list_events(camera=camera, since=since, limit=100)
         return list(reversed(events))
+
+    # -- feedback -------------------------------------------------------------------------
+
+    async def set_feedback(
+        self, event_id: str, verdict: Verdict | None, note: str | None = None
+    ) -> dict[str, Any] | None:
+        """Record (replacing any earlier one) or, with ``verdict=None``, withdraw the user's
+        verdict on an event; the event with its feedback, or ``None`` for an unknown event."""
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                row = conn.execute(
+                    "SELECT camera, ts, document FROM events WHERE id = ?", (event_id,)
+                ).fetchone()
+                if row is None:
+                    return None
+                if verdict is None:
+                    conn.execute("DELETE FROM feedback WHERE event_id = ?", (event_id,))
+                else:
+                    names = signature(f["name"] for f in json.loads(row[2])["factors"])
+                    conn.execute(
+                        "INSERT OR REPLACE INTO feedback "
+                        "(event_id, camera, verdict, ts, note, event_ts, factors) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            event_id,
+                            row[0],
+                            str(verdict),
+                            now,
+                            note,
+                            row[1],
+                            json.dumps(sorted(names)),
+                        ),
+                    )
+            return _read_event(conn, event_id)
+
+        return await self._run(write, write=True)
+
+    async def feedback_on(self, camera: str) -> list[FeedbackRecord]:
+        """This camera's newest verdicts (at most :data:`MAX_FEEDBACK_PER_CAMERA`)."""
+
+        def read(conn: sqlite3.Connection) -> list[FeedbackRecord]:
+            rows = conn.execute(
+                "SELECT verdict, event_ts, factors FROM feedback WHERE camera = ? "
+                "ORDER BY ts DESC LIMIT ?",
+                (camera, MAX_FEEDBACK_PER_CAMERA),
+            ).fetchall()
+            return [FeedbackRecord(Verdict(r[0]), r[1], frozenset(json.loads(r[2]))) for r in rows]
+
+        return await self._run(read)
 
     # -- people and embeddings ------------------------------------------------------------
 
@@ -458,6 +523,25 @@ class EventStore:
             ]
 
         return await self._run(read)
+
+
+_EVENT_SELECT = (
+    "SELECT e.document, f.verdict, f.note, f.ts FROM events e "
+    "LEFT JOIN feedback f ON f.event_id = e.id"
+)
+
+
+def _with_feedback(row: Sequence[Any]) -> dict[str, Any]:
+    """An event document from an :data:`_EVENT_SELECT` row; ``feedback`` only when given."""
+    document: dict[str, Any] = json.loads(row[0])
+    if row[1] is not None:
+        document["feedback"] = {"verdict": row[1], "note": row[2], "ts": row[3]}
+    return document
+
+
+def _read_event(conn: sqlite3.Connection, event_id: str) -> dict[str, Any] | None:
+    row = conn.execute(f"{_EVENT_SELECT} WHERE e.id = ?", (event_id,)).fetchone()
+    return None if row is None else _with_feedback(row)
 
 
 def _insert_embeddings(conn: sqlite3.Connection, embeddings: Sequence[StoredEmbedding]) -> None:

@@ -1,12 +1,21 @@
-"""``GET /v1/events``, ``GET /v1/events/{id}`` and the annotated snapshot."""
+"""``GET /v1/events``, ``GET /v1/events/{id}``, the annotated snapshot and the user's feedback.
+
+Feedback (``POST``/``DELETE /v1/events/{id}/feedback``) is the user's verdict on one event; the
+store keeps it and the camera's later events are calibrated by it
+(:mod:`addon_server.reasoning.calibration`).
+"""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 from aiohttp import web
 
 from addon_server.api.errors import ApiError
-from addon_server.api.params import aware_datetime, camera_id, risk_level
+from addon_server.api.params import aware_datetime, bad, camera_id, risk_level
 from addon_server.api.routes import (
+    STORAGE_FULL,
     STORAGE_UNAVAILABLE,
     Route,
     error,
@@ -14,7 +23,14 @@ from addon_server.api.routes import (
     path_param,
     query,
 )
-from addon_server.api.schemas import BINARY, ref
+from addon_server.api.schemas import (
+    BINARY,
+    FEEDBACK_NOTE_MAX_LENGTH,
+    SCHEMAS,
+    WITHDRAW_VERDICT,
+    ref,
+)
+from addon_server.reasoning.calibration import Verdict
 from addon_server.services import SERVICES_KEY
 
 MAX_LIMIT = 500
@@ -72,6 +88,55 @@ async def get_snapshot(request: web.Request) -> web.Response:
     )
 
 
+_FEEDBACK_KEYS = tuple(SCHEMAS["FeedbackRequest"]["properties"])
+_VERDICTS = (*(str(v) for v in Verdict), WITHDRAW_VERDICT)
+
+
+async def _feedback_body(request: web.Request) -> tuple[Verdict | None, str | None]:
+    """The request's verdict (``None``: withdraw) and note; a 400 naming the field if bad."""
+    try:
+        body: Any = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "bad_json", "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_json", "the body must be a JSON object")
+    if unknown := sorted(set(body) - set(_FEEDBACK_KEYS)):
+        raise bad(f"{unknown[0]}: unknown key (expected {' or '.join(_FEEDBACK_KEYS)})")
+    raw = body.get("verdict")
+    if raw not in _VERDICTS:
+        expected = f"{', '.join(_VERDICTS[:-1])} or {_VERDICTS[-1]}"
+        got = "nothing" if raw is None else repr(raw)
+        raise bad(f"verdict must be {expected}, got {got}")
+    note = body.get("note")
+    if note is not None and (not isinstance(note, str) or len(note) > FEEDBACK_NOTE_MAX_LENGTH):
+        raise bad(f"note must be a string of at most {FEEDBACK_NOTE_MAX_LENGTH} characters")
+    return (None if raw == WITHDRAW_VERDICT else Verdict(raw)), note
+
+
+async def _answer_feedback(
+    request: web.Request, verdict: Verdict | None, note: str | None
+) -> web.Response:
+    event_id = request.match_info["event_id"]
+    event = await request.app[SERVICES_KEY].store.set_feedback(event_id, verdict, note)
+    if event is None:
+        raise ApiError(404, "unknown_event", f"no event {event_id!r}")
+    return web.json_response(event)
+
+
+async def post_feedback(request: web.Request) -> web.Response:
+    verdict, note = await _feedback_body(request)
+    return await _answer_feedback(request, verdict, note)
+
+
+async def delete_feedback(request: web.Request) -> web.Response:
+    return await _answer_feedback(request, None, None)
+
+
+_FEEDBACK_ERRORS = {
+    "404": error("Unknown event"),
+    "503": STORAGE_UNAVAILABLE,
+    "507": STORAGE_FULL,
+}
 EVENT_ID = path_param("event_id", "Event id", ref("Id"))
 
 ROUTES = [
@@ -130,6 +195,37 @@ ROUTES = [
             },
             "404": error("Unknown event"),
             "503": STORAGE_UNAVAILABLE,
+        },
+        tags=("events",),
+    ),
+    Route(
+        "POST",
+        "/v1/events/{event_id}/feedback",
+        post_feedback,
+        "Give (or replace) the user's verdict on an event; it calibrates the camera",
+        "post_feedback",
+        parameters=(EVENT_ID,),
+        request_body={
+            "required": True,
+            "content": {"application/json": {"schema": ref("FeedbackRequest")}},
+        },
+        responses={
+            "200": json_response("The event with its feedback", "Event"),
+            "400": error("Not a JSON object, or a bad verdict or note (names the field)"),
+            **_FEEDBACK_ERRORS,
+        },
+        tags=("events",),
+    ),
+    Route(
+        "DELETE",
+        "/v1/events/{event_id}/feedback",
+        delete_feedback,
+        "Withdraw the user's verdict on an event",
+        "delete_feedback",
+        parameters=(EVENT_ID,),
+        responses={
+            "200": json_response("The event, without feedback", "Event"),
+            **_FEEDBACK_ERRORS,
         },
         tags=("events",),
     ),

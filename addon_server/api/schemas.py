@@ -20,6 +20,7 @@ from typing import Any, Final
 from addon_server.api.images import IMAGE_FIELD
 from addon_server.config import CAMERA_ID, CAMERA_ID_RULE, DEVICE_ID, SERVICES
 from addon_server.imaging import CONTENT_TYPES
+from addon_server.reasoning.calibration import Verdict
 from addon_server.reasoning.levels import SCORE_MAX, SCORE_MIN, RiskLevel
 from addon_server.reasoning.reasoner import LLMMode
 from addon_server.reasoning.risk import LLMStatus, SummarySource
@@ -28,6 +29,9 @@ from addon_server.reasoning.supervisor import ServerState
 JsonSchema = dict[str, Any]
 
 ZONE_MAX_LENGTH: Final = 64
+FEEDBACK_NOTE_MAX_LENGTH: Final = 500
+WITHDRAW_VERDICT: Final = "none"
+"""The request verdict that withdraws the feedback (as ``DELETE`` does)."""
 PERSON_NAME_MAX_LENGTH: Final = 64
 ID_PATTERN: Final = "^[0-9a-f]{24}$"
 """``store.new_id``: 12 hex digits of milliseconds, then 12 random hex digits."""
@@ -199,6 +203,17 @@ SCHEMAS["Enrichments"] = closed(
         },
     }
 )
+SCHEMAS["Feedback"] = closed(
+    {
+        "verdict": enum(Verdict),
+        "note": nullable({"type": "string", "maxLength": FEEDBACK_NOTE_MAX_LENGTH}),
+        "ts": {"type": "number", "description": "When it was given, Unix seconds"},
+    }
+) | {"description": "The user's verdict on the event; it calibrates the camera's next events"}
+SCHEMAS["FeedbackRequest"] = closed(
+    {"verdict": enum((*Verdict, WITHDRAW_VERDICT))},
+    {"note": {"type": "string", "maxLength": FEEDBACK_NOTE_MAX_LENGTH}},
+) | {"description": f"{WITHDRAW_VERDICT!r} withdraws the event's feedback"}
 SCHEMAS["EventCounts"] = closed({"person": COUNT, "vehicle": COUNT, "animal": COUNT})
 SCHEMAS["Event"] = closed(
     {
@@ -234,7 +249,7 @@ SCHEMAS["Event"] = closed(
             "description": "Milliseconds per stage (decode, detect, reid, reason, ...)",
         },
     },
-    {"body_reid": array(ref("BodyMatch"))},
+    {"body_reid": array(ref("BodyMatch")), "feedback": ref("Feedback")},
 )
 SCHEMAS["EventList"] = closed({"events": array(ref("Event"))})
 SCHEMAS["TritonStatistics"] = closed(

@@ -15,6 +15,7 @@ import importlib.metadata
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from addon_server.errors import ModelNotInstalledError
 from addon_server.served import ModelInfo, NotUnloadableError
 
+from .calibration import FeedbackRecord, calibrate
 from .context import SceneContext
 from .grounding import check_answer
 from .llm import LLMAnswer, LLMClient, LLMClientConfig, LLMError, LLMErrorKind
@@ -173,10 +175,20 @@ class Reasoner:
         if self.server is not None:
             await self.server.stop()
 
-    async def assess(self, context: SceneContext, use_llm: bool = True) -> Assessment:
-        """Score a scene. Always returns; LLM problems become ``llm_status: "fallback"``."""
+    async def assess(
+        self,
+        context: SceneContext,
+        use_llm: bool = True,
+        feedback: Sequence[FeedbackRecord] = (),
+    ) -> Assessment:
+        """Score a scene. Always returns; LLM problems become ``llm_status: "fallback"``.
+
+        ``feedback`` is the camera's stored verdicts: the rules' verdict is calibrated by them
+        (:func:`.calibration.calibrate`) before the LLM sees it, so the damping is one factor
+        of the rule score like any other.
+        """
         t0 = time.perf_counter()
-        rules = self.engine.evaluate(context)
+        rules = calibrate(self.engine.evaluate(context), context.timestamp.timestamp(), feedback)
         t_rules = time.perf_counter()
         counts = ", ".join(plural(n, name) for name, n in context.class_counts().items())
         self.stats.assessments += 1

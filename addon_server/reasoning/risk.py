@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BANDS",
+    "LLM_ADJUSTMENT",
     "Assessment",
     "BlendWeights",
     "LLMStatus",
@@ -38,6 +39,10 @@ __all__ = [
     "clamp_score",
     "level_for",
 ]
+
+
+LLM_ADJUSTMENT = "llm_adjustment"
+"""The factor by which the blend moved the rule score (not something the rules saw)."""
 
 
 class SummarySource(StrEnum):
@@ -204,7 +209,7 @@ def blend(
         factors = (
             *rules.factors,
             Factor(
-                "llm_adjustment",
+                LLM_ADJUSTMENT,
                 delta,
                 f"model scored {llm_score}; blended {weights.rules:g}:{weights.llm:g}"
                 f" with rules {rules.score}",

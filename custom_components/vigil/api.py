@@ -941,6 +941,21 @@ class VigilClient:
             )
         )
 
+    async def feedback(self, event_id: str, verdict: str, note: str | None = None) -> AnalysisEvent:
+        """POST /v1/events/{id}/feedback: the user's verdict on an event (`none` withdraws it);
+        the add-on calibrates the camera's later events by it and answers the event."""
+        body: dict[str, str] = {"verdict": verdict}
+        if note:
+            body["note"] = note
+        return AnalysisEvent.from_dict(
+            await self._request(
+                "POST",
+                f"/v1/events/{event_id}/feedback",
+                data=json.dumps(body),
+                headers={"Content-Type": "application/json"},
+            )
+        )
+
     async def unload_model(self, name: str) -> Model:
         """POST /v1/models/{name}/unload."""
         return Model.from_dict(await self._request("POST", f"/v1/models/{name}/unload"))

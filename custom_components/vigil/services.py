@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,19 +34,25 @@ from .api import (
     VigilModelNotInstalledError,
     VigilNotFoundError,
 )
-from .const import DOMAIN
+from .const import ATTR_EVENT_ID, DOMAIN
 from .coordinator import VigilCameraCoordinator, VigilConfigEntry, enrichment_attributes
 
 SERVICE_ANALYZE = "analyze"
 SERVICE_ENROLL_PERSON = "enroll_person"
 SERVICE_LOAD_MODEL = "load_model"
 SERVICE_UNLOAD_MODEL = "unload_model"
+SERVICE_FEEDBACK = "feedback"
 
 ATTR_NAME = "name"
 ATTR_CAMERAS = "cameras"
 ATTR_FILES = "files"
 ATTR_MODEL = "model"
 ATTR_PIN = "pin"
+ATTR_VERDICT = "verdict"
+ATTR_NOTE = "note"
+
+VERDICTS = ("false_alarm", "confirmed", "none")
+"""The add-on's feedback verdicts; ``none`` withdraws the event's feedback."""
 
 MODEL_ERRORS = ("zoo_busy", "model_load_failed", "not_unloadable")
 """The add-on's error codes for a model it cannot load or unload (each has a message here)."""
@@ -72,6 +78,18 @@ MODEL_SCHEMA = probatio.Schema(
         ),
     }
 )
+FEEDBACK_SCHEMA = probatio.Schema(
+    {
+        probatio.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
+        # Ids go into the URL path: letters and digits only, nothing that could leave it.
+        probatio.Required(ATTR_EVENT_ID): probatio.All(
+            cv.string, probatio.Strip, probatio.Match(r"^[A-Za-z0-9]{1,64}$")
+        ),
+        probatio.Required(ATTR_VERDICT): probatio.In(VERDICTS),
+        probatio.Optional(ATTR_NOTE): probatio.All(cv.string, probatio.Length(max=500)),
+    }
+)
+
 LOAD_MODEL_SCHEMA = MODEL_SCHEMA.extend({probatio.Optional(ATTR_PIN): cv.boolean})
 
 
@@ -271,6 +289,29 @@ async def _async_unload_model(call: ServiceCall) -> ServiceResponse:
     return await _async_model(call, load=False)
 
 
+async def _async_feedback(call: ServiceCall) -> ServiceResponse:
+    """Tell the add-on whether an event was a real threat (it calibrates the camera)."""
+    hass = call.hass
+    entry: VigilConfigEntry = async_get_config_entry(
+        hass, DOMAIN, call.data.get(ATTR_CONFIG_ENTRY_ID)
+    )
+    event_id: str = call.data[ATTR_EVENT_ID]
+    with _addon_errors(hass, entry):
+        try:
+            event = await entry.runtime_data.client.feedback(
+                event_id, call.data[ATTR_VERDICT], call.data.get(ATTR_NOTE)
+            )
+        except VigilNotFoundError as err:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="unknown_event",
+                translation_placeholders={"event_id": event_id},
+            ) from err
+    feedback = event.raw.get("feedback")  # absent once withdrawn
+    verdict = feedback.get(ATTR_VERDICT) if isinstance(feedback, Mapping) else None
+    return {ATTR_EVENT_ID: event.id, ATTR_VERDICT: verdict or "none"}
+
+
 @callback
 def async_setup_services(hass: HomeAssistant) -> None:
     """Register the Vigil actions."""
@@ -300,5 +341,12 @@ def async_setup_services(hass: HomeAssistant) -> None:
         SERVICE_UNLOAD_MODEL,
         _async_unload_model,
         schema=MODEL_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
+    )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_FEEDBACK,
+        _async_feedback,
+        schema=FEEDBACK_SCHEMA,
         supports_response=SupportsResponse.OPTIONAL,
     )

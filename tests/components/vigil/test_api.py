@@ -61,6 +61,7 @@ class StandIn:
         app.router.add_get("/v1/events", self.events)
         app.router.add_get("/v1/events/{id}/snapshot.jpg", self.snapshot)
         app.router.add_post("/v1/people", self.people)
+        app.router.add_post("/v1/events/{id}/feedback", self.feedback)
         app.router.add_post("/v1/models/{name}/{action}", self.model)
         app.router.add_get("/broken", self.broken)
         return app
@@ -119,6 +120,17 @@ class StandIn:
         if request.match_info["id"] == "nope":
             return error(404, "unknown_event", "no such event")
         return web.Response(body=b"\xff\xd8jpeg", content_type="image/jpeg")
+
+    async def feedback(self, request: web.Request) -> web.Response:
+        """Record the JSON body; answer the event with its feedback, 404 for an unknown id."""
+        if request.match_info["id"] == "nope":
+            return error(404, "unknown_event", "no event 'nope'")
+        body = await request.json()
+        self.requests.append({"feedback": body, "content_type": request.content_type})
+        event = load_json("event.json")
+        if body["verdict"] != "none":
+            event["feedback"] = {"verdict": body["verdict"], "note": body.get("note"), "ts": 1.0}
+        return web.json_response(event)
 
     async def people(self, request: web.Request) -> web.Response:
         """Answer an enrolment with as many embeddings as images."""
@@ -227,6 +239,18 @@ async def test_routes(stand_in: tuple[StandIn, TestServer], session: ClientSessi
     )
     assert (person.name, person.embeddings) == ("Alex", 2)
     addon.requests.clear()
+    marked = await client.feedback(event.id, "false_alarm", "the bus")
+    assert marked.id == event.id and marked.raw["feedback"]["verdict"] == "false_alarm"
+    withdrawn = await client.feedback(event.id, "none")
+    assert "feedback" not in withdrawn.raw
+    assert addon.requests == [
+        {
+            "feedback": {"verdict": "false_alarm", "note": "the bus"},
+            "content_type": "application/json",
+        },
+        {"feedback": {"verdict": "none"}, "content_type": "application/json"},
+    ]
+    addon.requests.clear()
     assert (await client.load_model("pose")).loaded is True
     assert (await client.load_model("pose", pin=True)).pinned is True
     assert (await client.load_model("pose", pin=False)).pinned is False
@@ -273,6 +297,9 @@ async def test_errors(stand_in: tuple[StandIn, TestServer], session: ClientSessi
     assert (err.value.code, err.value.message) == ("http_500", "HTTP 500")
     with pytest.raises(VigilNotFoundError):
         await client.snapshot("nope")
+    with pytest.raises(VigilNotFoundError) as err:
+        await client.feedback("nope", "false_alarm")
+    assert (err.value.code, err.value.message) == ("unknown_event", "no event 'nope'")
     with pytest.raises(VigilResponseError, match="not JSON"):
         await client._request("GET", "/broken")
 

@@ -46,13 +46,14 @@ async def automation(
 
 @pytest.mark.usefixtures("automation")
 async def test_notifies_high_with_snapshot(
-    hass: HomeAssistant, mock_vigil_client: MagicMock
+    hass: HomeAssistant, mock_vigil_client: MagicMock, mock_config_entry: MockConfigEntry
 ) -> None:
     """An event marked notify notifies with the snapshot; one not marked does not.
 
     The blueprint has no level threshold of its own: the add-on marked the event from the
     camera's notify level, so a medium event marked notify notifies too.
     """
+    entry = mock_config_entry
     calls = async_mock_service(hass, "notify", "mobile_app_phone")
     hass.states.async_set(TRIGGER_ENTITY, STATE_ON, {"device_class": "motion"})
     await hass.async_block_till_done(wait_background_tasks=True)
@@ -66,6 +67,12 @@ async def test_notifies_high_with_snapshot(
             "image": "/api/image_proxy/image.front_door_last_snapshot",
             "entity_id": "camera.front_door",
             "tag": f"vigil-{event['id']}",
+            "actions": [
+                {
+                    "action": f"VIGIL_NOT_A_THREAT|{entry.entry_id}|{event['id']}",
+                    "title": "Not a threat",
+                }
+            ],
         },
     }
 
@@ -82,3 +89,22 @@ async def test_notifies_high_with_snapshot(
     assert len(calls) == 2
     assert calls[1].data["title"] == "Front door Risk event: medium risk (40)"
     assert calls[1].data["data"]["tag"] == "vigil-01MARKED"
+
+
+@pytest.mark.usefixtures("automation")
+async def test_not_a_threat_button_gives_feedback(
+    hass: HomeAssistant, mock_vigil_client: MagicMock, mock_config_entry: MockConfigEntry
+) -> None:
+    """The notification's "Not a threat" button marks that event a false alarm in the add-on;
+    other apps' notification actions are left alone."""
+    event = load_json("event.json")
+    mock_vigil_client.feedback.return_value = AnalysisEvent.from_dict(
+        event | {"feedback": {"verdict": "false_alarm", "note": None, "ts": 1.0}}
+    )
+    hass.bus.async_fire("mobile_app_notification_action", {"action": "OTHER_APP|x|y"})
+    await hass.async_block_till_done()
+    mock_vigil_client.feedback.assert_not_awaited()
+    action = f"VIGIL_NOT_A_THREAT|{mock_config_entry.entry_id}|{event['id']}"
+    hass.bus.async_fire("mobile_app_notification_action", {"action": action})
+    await hass.async_block_till_done()
+    mock_vigil_client.feedback.assert_awaited_once_with(event["id"], "false_alarm", None)

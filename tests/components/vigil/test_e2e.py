@@ -41,7 +41,7 @@ from homeassistant.const import (
 )
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
-from homeassistant.exceptions import HomeAssistantError
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import issue_registry as ir
 from PIL import Image
 from pytest_homeassistant_custom_component.common import async_capture_events
@@ -335,4 +335,54 @@ async def test_load_pin_unload_a_zoo_model(hass: HomeAssistant) -> None:
             )
         assert err.value.translation_key == "model_not_installed"
         assert err.value.translation_placeholders["model"] == absent[0]
+    assert await hass.config_entries.async_unload(entry_id)
+
+
+async def test_feedback_round_trip(hass: HomeAssistant, fake_camera: FakeCamera) -> None:
+    """vigil.feedback on the real add-on: stored on the event, the camera's next similar event
+    is damped by a calibration factor, "none" withdraws it, an unknown event is named."""
+    paths = await addon_paths()
+    if "/v1/events/{event_id}/feedback" not in paths:
+        pytest.fail(f"the add-on at {E2E_URL} serves no feedback route ({sorted(paths)})")
+    # One unknown person: medium by day or night, so no hard floor keeps calibration off
+    # (bus.jpg's four strangers at night are high: calibration rightly never touches them).
+    fake_camera.image = one_person_jpeg(fake_camera.image)
+    entry_id = await set_up_through_the_flows(hass)
+    bus_events = async_capture_events(hass, EVENT_RISK)
+    hass.states.async_set(TRIGGER_ENTITY, STATE_ON, {"device_class": "motion"})
+    await wait_for(hass, lambda: bool(bus_events), "the first analysis")
+    first = bus_events[0].data["event_id"]
+
+    async def feedback(event_id: str, verdict: str) -> dict[str, Any]:
+        response = await hass.services.async_call(
+            DOMAIN,
+            "feedback",
+            {"event_id": event_id, "verdict": verdict},
+            blocking=True,
+            return_response=True,
+        )
+        assert response is not None
+        return dict(response)
+
+    assert await feedback(first, "false_alarm") == {"event_id": first, "verdict": "false_alarm"}
+    stored = await addon_get(f"/v1/events/{first}")
+    assert stored["feedback"]["verdict"] == "false_alarm"
+
+    hass.states.async_set(TRIGGER_ENTITY, STATE_OFF, {"device_class": "motion"})
+    hass.states.async_set(TRIGGER_ENTITY, STATE_ON, {"device_class": "motion"})
+    await wait_for(hass, lambda: len(bus_events) > 1, "the second analysis")
+    second = await addon_get(f"/v1/events/{bus_events[1].data['event_id']}")
+    names = {f["name"] for f in stored["factors"]}
+    calibration = [f for f in second["factors"] if f["name"] == "calibration"]
+    # The same image a moment later fires the same rules.
+    assert {f["name"] for f in second["factors"]} - {"calibration"} == names, second["factors"]
+    assert [(f["points"], f["detail"]) for f in calibration] == [
+        (-5, "1 similar event marked not a threat")
+    ]
+
+    assert await feedback(first, "none") == {"event_id": first, "verdict": "none"}
+    assert "feedback" not in await addon_get(f"/v1/events/{first}")
+    with pytest.raises(ServiceValidationError) as err:
+        await feedback("0123456789abcdef01234567", "confirmed")
+    assert err.value.translation_key == "unknown_event"
     assert await hass.config_entries.async_unload(entry_id)

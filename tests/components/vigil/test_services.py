@@ -9,6 +9,7 @@ from unittest.mock import MagicMock
 import probatio
 import pytest
 from custom_components.vigil.api import (
+    AnalysisEvent,
     ImageUpload,
     Model,
     VigilAuthenticationError,
@@ -21,6 +22,7 @@ from custom_components.vigil.const import DOMAIN
 from custom_components.vigil.services import (
     SERVICE_ANALYZE,
     SERVICE_ENROLL_PERSON,
+    SERVICE_FEEDBACK,
     SERVICE_LOAD_MODEL,
     SERVICE_UNLOAD_MODEL,
 )
@@ -236,6 +238,17 @@ async def test_pin_a_zoo_model(hass: HomeAssistant, mock_vigil_client: MagicMock
     assert (response["kind"], response["state"], response["pinned"]) == ("zoo", "loaded", True)
 
 
+ADDON_ERRORS = [
+    (VigilConnectionError("down"), HomeAssistantError, "cannot_connect"),
+    (
+        VigilResponseError("boom", code="internal_error", status=500),
+        HomeAssistantError,
+        "addon_error",
+    ),
+    (VigilAuthenticationError("401"), HomeAssistantError, "invalid_auth"),
+]
+"""How every action maps the add-on's generic failures (down, 5xx, refused token)."""
+
 ZOO_MODELS = [m["name"] for m in load_json("models.json")["models"] if m["kind"] == "zoo"]
 
 
@@ -296,13 +309,7 @@ async def test_model_not_listed(hass: HomeAssistant, mock_vigil_client: MagicMoc
             HomeAssistantError,
             "not_unloadable",
         ),
-        (VigilConnectionError("down"), HomeAssistantError, "cannot_connect"),
-        (
-            VigilResponseError("boom", code="internal_error", status=500),
-            HomeAssistantError,
-            "addon_error",
-        ),
-        (VigilAuthenticationError("401"), HomeAssistantError, "invalid_auth"),
+        *ADDON_ERRORS,
     ],
 )
 async def test_model_errors(
@@ -353,3 +360,90 @@ async def test_unknown_config_entry(hass: HomeAssistant, mock_vigil_client: Magi
         await hass.services.async_call(
             DOMAIN, SERVICE_LOAD_MODEL, {"model": "x", "config_entry_id": "nope"}, blocking=True
         )
+
+
+def _answer(verdict: str | None) -> AnalysisEvent:
+    """The add-on's answer to feedback: the event, with its feedback unless withdrawn."""
+    event = load_json("event.json")
+    if verdict is not None:
+        event["feedback"] = {"verdict": verdict, "note": None, "ts": 1764330000.0}
+    return AnalysisEvent.from_dict(event)
+
+
+@pytest.mark.parametrize(
+    ("verdict", "answered"),
+    [("false_alarm", "false_alarm"), ("confirmed", "confirmed"), ("none", None)],
+)
+async def test_feedback(
+    hass: HomeAssistant,
+    mock_vigil_client: MagicMock,
+    mock_config_entry: MockConfigEntry,
+    verdict: str,
+    answered: str | None,
+) -> None:
+    """vigil.feedback passes the verdict (and note) on and answers what the add-on stored."""
+    event_id = load_json("event.json")["id"]
+    mock_vigil_client.feedback.return_value = _answer(answered)
+    response = await hass.services.async_call(
+        DOMAIN,
+        SERVICE_FEEDBACK,
+        {
+            "config_entry_id": mock_config_entry.entry_id,
+            "event_id": event_id,
+            "verdict": verdict,
+            "note": "the dog walker",
+        },
+        blocking=True,
+        return_response=True,
+    )
+    mock_vigil_client.feedback.assert_awaited_once_with(event_id, verdict, "the dog walker")
+    assert response == {"event_id": event_id, "verdict": verdict}
+
+
+@pytest.mark.parametrize(
+    ("side_effect", "error", "key"),
+    [
+        (
+            VigilNotFoundError("no event", code="unknown_event", status=404),
+            ServiceValidationError,
+            "unknown_event",
+        ),
+        *ADDON_ERRORS,
+    ],
+)
+async def test_feedback_errors(
+    hass: HomeAssistant,
+    mock_vigil_client: MagicMock,
+    side_effect: Exception,
+    error: type[Exception],
+    key: str,
+) -> None:
+    """Each add-on failure maps to its translated error; an unknown event is named."""
+    mock_vigil_client.feedback.side_effect = side_effect
+    with pytest.raises(error) as err:
+        await hass.services.async_call(
+            DOMAIN,
+            SERVICE_FEEDBACK,
+            {"event_id": "0123456789abcdef01234567", "verdict": "false_alarm"},
+            blocking=True,
+        )
+    assert err.value.translation_key == key
+    if key == "unknown_event":
+        assert err.value.translation_placeholders == {"event_id": "0123456789abcdef01234567"}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"event_id": "../people/x", "verdict": "false_alarm"},
+        {"event_id": "0123456789abcdef01234567", "verdict": "maybe"},
+        {"event_id": "0123456789abcdef01234567"},
+    ],
+)
+async def test_feedback_validated(
+    hass: HomeAssistant, mock_vigil_client: MagicMock, data: dict[str, str]
+) -> None:
+    """An id that is not an id, or a verdict that is not one, is refused before sending."""
+    with pytest.raises((probatio.Invalid, ServiceValidationError)):
+        await hass.services.async_call(DOMAIN, SERVICE_FEEDBACK, data, blocking=True)
+    mock_vigil_client.feedback.assert_not_awaited()
