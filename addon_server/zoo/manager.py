@@ -502,14 +502,19 @@ class ZooManager:
             return model
 
         for runtime in spec.requires:
-            primer = self._primers.get(runtime)
-            if primer is not None:
-                self._set_up_once(runtime, functools.partial(primer, self.device))
+            self._set_up_runtime(runtime)
         if isinstance(spec.loader, str):
             # The loader's Python module stays imported after every unload: its own line too.
             module = spec.loader.partition(":")[0]
             self._set_up_once(f"module {module}", lambda: importlib.import_module(module))
         return self.probe.measure(work, settle=lambda: self._wait_quiet(spec.name))
+
+    def _set_up_runtime(self, runtime: str) -> None:
+        """On the loader thread: prime ``runtime`` here once (a runtime with no primer needs
+        nothing)."""
+        primer = self._primers.get(runtime)
+        if primer is not None:
+            self._set_up_once(runtime, functools.partial(primer, self.device))
 
     def _set_up_once(self, what: str, work: Callable[[], Any]) -> None:
         """On the loader thread: set ``what`` up if it is not yet, measured on its own (see
@@ -538,9 +543,8 @@ class ZooManager:
         loop = asyncio.get_running_loop()
         async with self._loader_lock:
             for runtime in needed:
-                work = functools.partial(self._primers[runtime], self.device)
                 try:
-                    await loop.run_in_executor(self._loader, self._set_up_once, runtime, work)
+                    await loop.run_in_executor(self._loader, self._set_up_runtime, runtime)
                 except Exception:
                     _LOGGER.exception("zoo on %s: %s failed to set up", self.device, runtime)
         self._publish()
