@@ -22,11 +22,12 @@ from addon_server.reid.gallery import SeenOn, match
 from addon_server.store import EventStore, StoredEmbedding, Vector
 from addon_server.zoo.interface import Enrichment
 from addon_server.zoo.models.appearance import AppearanceResult
-from addon_server.zoo.models.boxes import Box
+from addon_server.zoo.models.boxes import Box, overlapping
 
 BODY = "body"
+_PERSON = frozenset({"person"})
 SAME_BOX_IOU = 0.5
-"""A body vector belongs to the person detection whose box it overlaps at least this much (the
+"""A body vector belongs to the person detection whose box it overlaps more than this (the
 zoo crops the detections' own boxes, so the boxes are normally identical)."""
 
 
@@ -56,14 +57,7 @@ class BodyMatch:
 
 
 def _object_index(box: Box, detections: Sequence[Detection]) -> int | None:
-    best, best_iou = None, SAME_BOX_IOU
-    for index, d in enumerate(detections):
-        if d.class_name != "person":
-            continue
-        overlap = box.iou(Box(d.x, d.y, d.width, d.height))
-        if overlap >= best_iou:
-            best, best_iou = index, overlap
-    return best
+    return overlapping(box, detections, _PERSON, above=SAME_BOX_IOU)
 
 
 class BodyGallery:

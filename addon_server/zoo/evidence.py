@@ -16,7 +16,7 @@ from addon_server.detector.base import Detection
 from addon_server.reasoning.context import Animal, Attribute, Posture, Threat, VehicleKind
 from addon_server.reasoning.context import Enrichment as Record
 from addon_server.zoo.interface import Enrichment
-from addon_server.zoo.models.boxes import Box
+from addon_server.zoo.models.boxes import Box, overlapping
 
 GUNS = frozenset({"revolver", "rifle", "assault rifle", "pistol", "gun", "firearm", "handgun"})
 """ImageNet and YOLO weapon class names that the rules score as ``gun``."""
@@ -48,16 +48,7 @@ def _box(item: Any) -> Box | None:
 
 def _index(item: Any, detections: Sequence[Detection], classes: frozenset[str]) -> int | None:
     box = _box(item)
-    if box is None:
-        return None
-    best, best_iou = None, 0.3
-    for index, detection in enumerate(detections):
-        if classes and detection.class_name not in classes:
-            continue
-        overlap = box.iou(Box(detection.x, detection.y, detection.width, detection.height))
-        if overlap > best_iou:
-            best, best_iou = index, overlap
-    return best
+    return None if box is None else overlapping(box, detections, classes, above=0.3)
 
 
 def _unit(value: Any) -> float:

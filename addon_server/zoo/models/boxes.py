@@ -59,6 +59,22 @@ class Box:
         return {"x": self.x, "y": self.y, "width": self.width, "height": self.height}
 
 
+def overlapping(
+    box: Box, detections: Sequence[Detection], classes: frozenset[str], above: float
+) -> int | None:
+    """The index of the detection (of ``classes``, or any when empty) whose box overlaps
+    ``box`` most, if that overlap (IoU) is more than ``above``: which detection a model's
+    result is about."""
+    best, best_iou = None, above
+    for index, detection in enumerate(detections):
+        if classes and detection.class_name not in classes:
+            continue
+        overlap = box.iou(Box(detection.x, detection.y, detection.width, detection.height))
+        if overlap > best_iou:
+            best, best_iou = index, overlap
+    return best
+
+
 def crop_limit(options: Mapping[str, Any]) -> int:
     """The zoo's ``max_crops`` (the service passes it to every loader), else :data:`MAX_CROPS`."""
     return max(1, int(options.get("max_crops", MAX_CROPS)))
