@@ -37,6 +37,8 @@ $(STAMP): $(REQS)
 	@echo "setup: torch (CUDA build; runs on the CPU where there is no GPU)"
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q -r requirements/addon.txt -r requirements/addon-test.txt
+	@# scale-out (issue 16): Ray Serve, MLflow + S3, OpenTelemetry
+	$(PIP) install -q -r requirements/addon-scale.txt
 	@# ultralytics pulls opencv-python 5.x, which dropped the Darknet importer: keep headless 4.x only
 	$(PIP) uninstall -q -y opencv-python opencv-contrib-python 2>/dev/null || true
 	$(PIP) install -q --force-reinstall --no-deps 'opencv-python-headless>=4.10,<5'
