@@ -21,6 +21,7 @@ from addon_server.reid.embedders import FACE_EMBEDDERS, OnnxFaceEmbedder
 from addon_server.reid.gallery import ReidService
 from addon_server.services import SERVICES_KEY, Services, instance_id
 from addon_server.store import EventStore
+from addon_server.zoo.mlflow_source import RegistrySource
 from addon_server.zoo.service import ZooService
 
 _LOGGER = logging.getLogger(__name__)
@@ -73,8 +74,15 @@ def create_app(
     """
     metrics = Metrics()
     devices = DeviceTable(settings.devices, discover() if discovered is None else discovered)
+    registry = settings.registry  # mlflow is imported only when a models:/ path is loaded
+    model_registry = RegistrySource(registry.tracking_uri, registry.cache_dir, registry.timeout_s)
     detection = DetectionService(
-        settings.detector, settings.batching, devices, metrics, detector=detector
+        settings.detector,
+        settings.batching,
+        devices,
+        metrics,
+        detector=detector,
+        model_registry=model_registry,
     )
     store = EventStore(
         settings.store.path,
@@ -93,6 +101,7 @@ def create_app(
         settings.reid.models_dir,
         metrics,
         cotenants_busy=lambda: detection.batcher is not None and detection.batcher.busy,
+        model_registry=model_registry,
     )
     services = Services(
         settings=settings,

@@ -146,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         return run(settings, args.out, args.host_gpus)
     if args.command == "export":
         return _export(args, settings)
+    if args.command == "models" and args.models_command == "publish":
+        from addon_server.zoo.mlflow_source import run_publish
+
+        return run_publish(args, settings.registry.tracking_uri)
     if args.command == "models":
         from addon_server.zoo import pull
 

@@ -117,6 +117,22 @@ def _name_list(value: Any) -> list[str]:
 
 _NAME_LIST = _name_list
 
+
+def _registry_sources(value: Any) -> dict[str, str]:
+    """Zoo model → ``models:/…`` URI; a mapping, or ``name=uri,…`` (how an env var carries it)."""
+    if isinstance(value, str):
+        pairs = [part.strip().partition("=") for part in value.split(",") if part.strip()]
+        if any(not sep for _name, sep, _uri in pairs):
+            raise vol.Invalid("expected name=models:/<name>@<alias>, comma-separated")
+        value = {name.strip(): uri.strip() for name, _sep, uri in pairs}
+    if not isinstance(value, dict):
+        raise vol.Invalid("expected a mapping of zoo model name to models:/ URI")
+    for name, uri in value.items():
+        if not isinstance(uri, str) or not uri.startswith("models:/"):
+            raise vol.Invalid(f"{name}: expected a models:/<name>@<alias> URI, got {uri!r}")
+    return {str(k): v for k, v in value.items()}
+
+
 _DEVICE_SCHEMA = vol.Schema(
     {
         vol.Optional("budget_gb"): vol.All(vol.Coerce(float), vol.Range(min=0.0)),
@@ -329,6 +345,14 @@ SCHEMA = vol.Schema(
             ),
             vol.Optional("margin_mb", default=256): vol.All(vol.Coerce(int), vol.Range(min=0)),
             vol.Optional("max_crops", default=8): _POSITIVE_INT,
+            vol.Optional("sources", default=dict): _registry_sources,
+        },
+        vol.Optional("registry", default=dict): {
+            vol.Optional("tracking_uri", default=None): vol.Any(
+                None, vol.All(str, vol.Length(min=1))
+            ),
+            vol.Optional("cache_dir", default=None): vol.Any(None, vol.All(str, vol.Length(min=1))),
+            vol.Optional("timeout_s", default=5.0): _SECONDS,
         },
         vol.Optional("reid", default=dict): {
             vol.Optional("enabled", default=True): _BOOL,
@@ -386,6 +410,9 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "ENRICHMENT_DISABLED_MODELS": ("zoo", "disabled_models"),
     "ENRICHMENT_IDLE_TTL_S": ("zoo", "idle_ttl_s"),
     "ENRICHMENT_DEADLINE_S": ("zoo", "deadline_s"),
+    "ZOO_MODEL_SOURCES": ("zoo", "sources"),
+    "MLFLOW_TRACKING_URI": ("registry", "tracking_uri"),
+    "VIGIL_REGISTRY_CACHE": ("registry", "cache_dir"),
     "VIGIL_OVERRIDE_DIR": ("deploy", "override_dir"),
     "DETECTOR_HALF": ("detector", "gpu_path", "half"),
     "PINNED_MEMORY": ("detector", "gpu_path", "pinned_memory"),
@@ -537,6 +564,19 @@ class ZooSettings:
     idle_ttl_s: float | None = None
     margin_bytes: int = 256 * 1024**2
     max_crops: int = 8
+    sources: Mapping[str, str] = field(default_factory=dict)
+    """Zoo model name → the ``models:/`` URI its weights come from (the MLflow registry)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySettings:
+    """The MLflow model registry that ``models:/`` weights paths are resolved from."""
+
+    tracking_uri: str | None = None
+    cache_dir: Path = Path("data/registry")
+    """Verified copies, by name and version (default: ``<data_dir>/registry``)."""
+    timeout_s: float = 5.0
+    """How long the tracking server may take to answer before the cache is used."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,6 +613,7 @@ class Settings:
     reid: ReidSettings
     deploy: DeploySettings
     zoo: ZooSettings = field(default_factory=ZooSettings)
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
     source: str = field(default="defaults", compare=False)
 
 
@@ -598,7 +639,7 @@ def _check_zoo_names(zoo: Mapping[str, Any]) -> None:
     from addon_server.zoo.registry import Registry  # the registry owns the names
 
     known = Registry().names()
-    for key in ("preload", "disabled_models"):
+    for key in ("preload", "disabled_models", "sources"):
         unknown = [name for name in zoo[key] if name not in known]
         if unknown:
             raise ConfigError(f"zoo.{key}: unknown model {unknown[0]!r}; known: {', '.join(known)}")
@@ -706,6 +747,12 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             idle_ttl_s=data["zoo"]["idle_ttl_s"],
             margin_bytes=data["zoo"]["margin_mb"] * 1024**2,
             max_crops=data["zoo"]["max_crops"],
+            sources=dict(data["zoo"]["sources"]),
+        ),
+        registry=RegistrySettings(
+            tracking_uri=data["registry"]["tracking_uri"],
+            cache_dir=Path(data["registry"]["cache_dir"] or Path(server["data_dir"]) / "registry"),
+            timeout_s=data["registry"]["timeout_s"],
         ),
         source=source,
     )

@@ -41,6 +41,8 @@ class ModelInfo:
     unload_pending: bool = False
     triton: dict[str, Any] | None = None
     """The Triton server's health, metadata and statistics, for a model served there."""
+    registry: dict[str, Any] | None = None
+    """The MLflow registry version it came from, for weights named ``models:/…``."""
 
     @property
     def loaded(self) -> bool:
@@ -68,6 +70,7 @@ class ModelInfo:
             "unload_pending": self.unload_pending,
             "error": self.error,
             **({"triton": self.triton} if self.triton is not None else {}),
+            **({"registry": self.registry} if self.registry is not None else {}),
         }
 
 

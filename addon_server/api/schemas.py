@@ -279,6 +279,16 @@ SCHEMAS["TritonHealth"] = closed(
         "error": nullable(STRING),
     }
 )
+SCHEMAS["RegistrySource"] = closed(
+    {
+        "uri": TEXT | {"description": "The models:/<name>@<alias> (or /<version>) it resolves"},
+        "version": TEXT | {"description": "The registry version served (or last loaded)"},
+        "path": TEXT,
+        "cached": BOOLEAN | {"description": "Nothing was downloaded for this load"},
+        "note": nullable(STRING)
+        | {"description": "Set when the registry was unreachable and the cache answered"},
+    }
+)
 _MODEL_STATES = ("not_installed", "unloaded", "loading", "loaded", "unloading", "failed")
 _PRIORITIES = ("low", "medium", "high", "critical")
 _OPTIONAL_BYTES = nullable(BYTES)
@@ -304,7 +314,7 @@ SCHEMAS["Model"] = closed(
         "unload_pending": BOOLEAN,
         "error": nullable(STRING),
     },
-    {"triton": ref("TritonHealth")},
+    {"triton": ref("TritonHealth"), "registry": ref("RegistrySource")},
 )
 SCHEMAS["ZooModel"] = closed(
     {
@@ -328,7 +338,8 @@ SCHEMAS["ZooModel"] = closed(
         "triggers": array(TEXT),
         "description": STRING,
         "error": nullable(STRING),
-    }
+    },
+    {"registry": ref("RegistrySource")},
 )
 _MB = {"type": "number", "minimum": 0}
 SCHEMAS["ZooDevice"] = closed(

@@ -35,6 +35,7 @@ from addon_server.imaging import DecodedImage
 from addon_server.metrics import Metrics
 from addon_server.served import ModelInfo, NotUnloadableError
 from addon_server.zoo.memory import Probe
+from addon_server.zoo.mlflow_source import RegistrySource, Resolved, is_registry_uri
 
 _LOGGER = logging.getLogger(__name__)
 SERVICE = "detector"
@@ -77,8 +78,12 @@ class DetectionService:
         devices: DeviceTable,
         metrics: Metrics,
         detector: Detector | None = None,
+        model_registry: RegistrySource | None = None,
     ) -> None:
         self.settings = settings
+        self.model_registry = model_registry
+        self.source: Resolved | None = None
+        """The registry version loaded, when ``model_path`` is a ``models:/`` URI."""
         self.batching = batching
         self.devices = devices
         self.metrics = metrics
@@ -181,7 +186,16 @@ class DetectionService:
         await self.batcher.start()
 
     def _load_and_warm(self) -> Detector:
-        detector = load_detector(self.settings, self.device)
+        settings = self.settings
+        if is_registry_uri(settings.model_path):
+            # Resolved at every (re)load: a moved alias is picked up by the next start.
+            if self.model_registry is None:
+                raise ModelNotInstalledError(f"{settings.model_path} needs registry.tracking_uri")
+            self.source = self.model_registry.resolve(str(settings.model_path))
+            settings = replace(settings, model_path=str(self.source.path))
+        detector = load_detector(settings, self.device)
+        if self.source is not None:  # events and /v1/models name the version served
+            detector.name = f"models:/{self.source.name}/{self.source.version}"
         if self.settings.warmup:
             self._warmup(detector)
         return detector
@@ -296,6 +310,7 @@ class DetectionService:
             unloadable=False,
             error=self.load_error,
             triton=self.triton_health(),
+            registry=self.source.as_json() if self.source is not None else None,
         )
 
     async def load(self, *, pin: bool | None = None) -> None:

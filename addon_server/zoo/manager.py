@@ -54,6 +54,7 @@ from addon_server.zoo.interface import (
     ZooModel,
 )
 from addon_server.zoo.memory import Measured, MemoryProbe, Probe, is_out_of_memory
+from addon_server.zoo.mlflow_source import RegistrySource, Resolved, is_registry_uri
 from addon_server.zoo.policy import Candidate, choose_victims, evictable
 from addon_server.zoo.registry import ModelSpec, missing
 from addon_server.zoo.runtimes import PRIMERS
@@ -96,6 +97,8 @@ class Entry:
     loads: int = 0
     evictions: int = 0
     margins: tuple[float, float] = (1.0, 1.0)
+    source: Resolved | None = None
+    """The registry version the loaded (or last loaded) model came from, for ``models:/`` files."""
 
     @property
     def need(self) -> int:
@@ -165,6 +168,7 @@ class ZooManager:
         margins: tuple[float, float] = (ESTIMATE_MARGIN, MEASURED_MARGIN),
         cotenants_busy: Callable[[], bool] = lambda: False,
         primers: Mapping[str, Callable[[str], Any]] = PRIMERS,
+        registry: RegistrySource | None = None,
     ) -> None:
         self.device = device
         self.budget_bytes = budget_bytes
@@ -175,6 +179,7 @@ class ZooManager:
         self._cotenants = cotenant_bytes
         self._cotenants_busy = cotenants_busy
         self._primers = primers
+        self.registry = registry
         self.runtimes: dict[str, tuple[Any, int]] = {}
         """Runtime → (the primer's handle, kept alive; the bytes its set-up took here)."""
         self._clock = clock
@@ -468,7 +473,7 @@ class ZooManager:
         async with self._loader_lock:
             for attempt in (1, 2):
                 try:
-                    model, measured = await loop.run_in_executor(
+                    model, measured, entry.source = await loop.run_in_executor(
                         self._loader, self._load_blocking, entry.spec
                     )
                     break
@@ -493,8 +498,8 @@ class ZooManager:
                     return
         self._finish_load(entry, model, measured)
 
-    def _load_blocking(self, spec: ModelSpec) -> tuple[ZooModel, Measured]:
-        context = LoadContext(self.models_dir, self.device, dict(spec.options))
+    def _load_blocking(self, spec: ModelSpec) -> tuple[ZooModel, Measured, Resolved | None]:
+        context, source = self._context(spec)
 
         def work() -> ZooModel:
             model = spec.resolve_loader()(context)
@@ -507,7 +512,22 @@ class ZooManager:
             # The loader's Python module stays imported after every unload: its own line too.
             module = spec.loader.partition(":")[0]
             self._set_up_once(f"module {module}", lambda: importlib.import_module(module))
-        return self.probe.measure(work, settle=lambda: self._wait_quiet(spec.name))
+        model, measured = self.probe.measure(work, settle=lambda: self._wait_quiet(spec.name))
+        return model, measured, source
+
+    def _context(self, spec: ModelSpec) -> tuple[LoadContext, Resolved | None]:
+        """On the loader thread: a ``models:/`` file is resolved again at every load (so an
+        alias switch takes effect now) and the loader gets the verified copy as its ``file``
+        (or ``folder``) and its folder as the models dir."""
+        uri = next((f for f in spec.files if is_registry_uri(f)), None)
+        if uri is None:
+            return LoadContext(self.models_dir, self.device, dict(spec.options)), None
+        if self.registry is None:
+            raise ModelNotInstalledError(f"{spec.name}: {uri} needs registry.tracking_uri")
+        found = self.registry.resolve(uri)
+        folder = found.path if found.path.is_dir() else found.path.parent
+        options = {**spec.options, "file": str(found.path), "folder": str(found.path)}
+        return LoadContext(folder, self.device, options), found
 
     def _set_up_runtime(self, runtime: str) -> None:
         """On the loader thread: prime ``runtime`` here once (a runtime with no primer needs
@@ -837,6 +857,7 @@ class ZooManager:
             "triggers": sorted(spec.triggers),
             "description": spec.description,
             "error": entry.error,
+            **({"registry": entry.source.as_json()} if entry.source is not None else {}),
         }
 
     def get_status(self) -> dict[str, Any]:

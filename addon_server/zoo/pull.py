@@ -325,6 +325,9 @@ def add_parser(sub: Any, config_help: str) -> None:
         default=None,
         help=f"base URL serving every file as BASE_URL/<file> (default: ${MIRROR_ENV})",
     )
+    from addon_server.zoo import mlflow_source  # imports no mlflow until a command runs
+
+    mlflow_source.add_parser(actions, config_help)
 
 
 def run(args: argparse.Namespace, models_dir: Path) -> int:

@@ -81,7 +81,9 @@ def resolve_file(file: str, models_dir: Path) -> Path:
 
 def missing(spec: ModelSpec, models_dir: Path) -> list[str]:
     """What the model lacks on this machine: files (their expected paths) and Python modules."""
-    absent = [str(resolve_file(f, models_dir)) for f in spec.files]
+    # A ``models:/`` file is the MLflow registry's to provide at load (zoo/mlflow_source.py).
+    local = [f for f in spec.files if not f.startswith("models:/")]
+    absent = [str(resolve_file(f, models_dir)) for f in local]
     absent = [p for p in absent if not Path(p).exists()]  # a file, or a checkpoint folder
     for module in spec.requires:
         try:

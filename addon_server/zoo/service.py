@@ -36,6 +36,7 @@ from addon_server.zoo.interface import (
     ZooBusyError,
 )
 from addon_server.zoo.manager import ZooManager
+from addon_server.zoo.mlflow_source import RegistrySource
 from addon_server.zoo.registry import SUSPICIOUS_POSE, ModelSpec, Registry
 
 _LOGGER = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class ZooModelHandle:
             refcount=entry.refcount,
             pinned=entry.pinned,
             unload_pending=entry.evicting and entry.state is ModelState.LOADED,
+            registry=entry.source.as_json() if entry.source is not None else None,
         )
 
     async def load(self, *, pin: bool | None = None) -> None:
@@ -132,6 +134,7 @@ class ZooService:
         metrics: Metrics,
         registry: Registry | None = None,
         cotenants_busy: Callable[[], bool] = lambda: False,
+        model_registry: RegistrySource | None = None,
     ) -> None:
         self.settings = settings
         self.devices = devices
@@ -143,6 +146,7 @@ class ZooService:
                 s,
                 idle_ttl_s=s.idle_ttl_s if settings.idle_ttl_s is None else settings.idle_ttl_s,
                 options=MappingProxyType({"max_crops": settings.max_crops, **s.options}),
+                files=(settings.sources[s.name],) if s.name in settings.sources else s.files,
             )
             for s in self.registry.specs.values()
             if s.name not in settings.disabled_models
@@ -162,6 +166,7 @@ class ZooService:
                 metrics=metrics,
                 on_change=self._book,
                 cotenants_busy=cotenants_busy,
+                registry=model_registry,
             )
         self._where = {name: m for m in self.managers.values() for name in m.entries}
 

