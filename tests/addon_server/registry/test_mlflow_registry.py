@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from addon_server.app import create_app
 from addon_server.cli import main
+from addon_server.config import ConfigError, parse
 from addon_server.zoo.interface import Frame
 from addon_server.zoo.manager import ZooManager
 from addon_server.zoo.mlflow_source import (
@@ -80,6 +81,20 @@ def zoo_for(uri: str, source: RegistrySource, tmp_path: Path) -> ZooManager:
     return ZooManager(
         "cpu", [spec], budget_bytes=4 * GiB, models_dir=tmp_path / "empty-models", registry=source
     )
+
+
+def test_registry_settings_and_sources_are_checked(tmp_path: Path) -> None:
+    data = {"server": {"data_dir": str(tmp_path)}}
+    settings = parse(data, environ={"ZOO_MODEL_SOURCES": "pose=models:/pose@prod"})
+    assert settings.zoo.sources == {"pose": "models:/pose@prod"}
+    assert settings.registry.cache_dir == tmp_path / "registry"
+    assert settings.registry.tracking_uri is None
+    with pytest.raises(ConfigError, match=r"zoo\.sources.*expected a models:/"):
+        parse({"zoo": {"sources": {"pose": "/models/pose.onnx"}}}, environ={})
+    with pytest.raises(ConfigError, match=r"zoo\.sources: unknown model 'posse'"):
+        parse({}, environ={"ZOO_MODEL_SOURCES": "posse=models:/pose@prod"})
+    with pytest.raises(RegistryError, match="expected models:/<name>@<alias>"):
+        RegistrySource(None, tmp_path).resolve("models:/pose@prod/extra")
 
 
 async def test_publish_then_alias_switch_rolls_out_at_the_next_load(
