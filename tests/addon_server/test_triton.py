@@ -8,7 +8,6 @@ ports, so it runs last.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -27,23 +26,13 @@ from tests.addon_server.conftest import (
     HANG_TIMEOUT_S,
     CountingDetector,
     addon_process_env,
+    free_ports,
     persons,
 )
 
 pytest.importorskip("pytriton", reason="needs nvidia-pytriton (requirements/addon-test.txt)")
 pytestmark = pytest.mark.slow
 PROTOCOLS = ("grpc", "http")
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture(scope="module")

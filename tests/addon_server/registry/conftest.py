@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,21 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.addon_server.conftest import HANG_TIMEOUT_S
+from tests.addon_server.conftest import HANG_TIMEOUT_S, free_ports
 
 BUCKET = "vigil-models"
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "vigil-test", "AWS_SECRET_ACCESS_KEY": "vigil-test-secret"}
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -91,7 +79,7 @@ def registry_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
     root = tmp_path_factory.mktemp("registry")
     bindir = Path(sys.executable).parent
     names = ("master", "volume", "filer", "s3", "admin")
-    ports = _free_ports(2 * len(names) + 1)
+    ports = free_ports(2 * len(names) + 1)
     http = dict(zip(names, ports[: len(names)], strict=True))
     grpc = dict(zip(names, ports[len(names) : 2 * len(names)], strict=True))
     mlflow_port = ports[-1]

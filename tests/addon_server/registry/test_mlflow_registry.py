@@ -31,6 +31,7 @@ from addon_server.zoo.mlflow_source import (
 from addon_server.zoo.models.boxes import Box
 from addon_server.zoo.models.emotion import EMOTIONS
 from addon_server.zoo.registry import Registry
+from tests.addon_server.conftest import HANG_TIMEOUT_S
 from tests.addon_server.registry.conftest import BUCKET, RegistryStack
 
 GiB = 1024**3
@@ -110,7 +111,7 @@ async def test_publish_then_alias_switch_rolls_out_at_the_next_load(
     source = RegistrySource(uri, tmp_path / "cache")
     manager = zoo_for("models:/emotion-roll@prod", source, tmp_path)
     try:
-        async with manager.use("emotion") as model:
+        async with manager.use("emotion", deadline_s=HANG_TIMEOUT_S) as model:
             assert expression(model) == "happy"
         status = manager.model_status(manager.entry("emotion"))
         assert status["registry"]["version"] == "1" and status["registry"]["cached"] is False
@@ -120,7 +121,7 @@ async def test_publish_then_alias_switch_rolls_out_at_the_next_load(
         # A second version without the alias changes nothing; a reload comes from the cache.
         assert publish(sad, "emotion-roll", uri).version == "2"
         await manager.unload("emotion")
-        async with manager.use("emotion") as model:
+        async with manager.use("emotion", deadline_s=HANG_TIMEOUT_S) as model:
             assert expression(model) == "happy"
         assert manager.model_status(manager.entry("emotion"))["registry"]["cached"] is True
 
@@ -129,10 +130,10 @@ async def test_publish_then_alias_switch_rolls_out_at_the_next_load(
         from mlflow import MlflowClient
 
         MlflowClient(uri, uri).set_registered_model_alias("emotion-roll", "prod", "2")
-        async with manager.use("emotion") as model:
+        async with manager.use("emotion", deadline_s=HANG_TIMEOUT_S) as model:
             assert expression(model) == "happy"  # still loaded: no swap under a caller
         await manager.unload("emotion")
-        async with manager.use("emotion") as model:
+        async with manager.use("emotion", deadline_s=HANG_TIMEOUT_S) as model:
             assert expression(model) == "sad"
         assert manager.model_status(manager.entry("emotion"))["registry"]["version"] == "2"
     finally:
@@ -149,7 +150,12 @@ async def test_the_add_on_loads_registry_models_and_names_the_version_served(
     uri = registry_stack.tracking_uri
     publish(emotion_onnx(tmp_path / "v1", "surprise"), "emotion-app", uri, alias="live")
     settings = make_settings(
-        {"detector": {"warmup": False}, "reid": {"models_dir": str(tmp_path / "none")}},
+        {
+            "detector": {"warmup": False},
+            "reid": {"models_dir": str(tmp_path / "none")},
+            # The first load imports mlflow and downloads: a busy machine must not time it out.
+            "zoo": {"deadline_s": HANG_TIMEOUT_S},
+        },
         ZOO_MODEL_SOURCES="emotion=models:/emotion-app@live",
         MLFLOW_TRACKING_URI=uri,
     )
@@ -252,12 +258,12 @@ async def test_a_registry_outage_serves_the_cached_version_and_says_so(
     source = RegistrySource(uri, tmp_path / "cache", timeout_s=2.0)
     manager = zoo_for("models:/emotion-outage@prod", source, tmp_path)
     try:
-        async with manager.use("emotion") as model:
+        async with manager.use("emotion", deadline_s=HANG_TIMEOUT_S) as model:
             assert expression(model) == "neutral"
         await manager.unload("emotion")
 
         registry_stack.stop_mlflow()
-        async with manager.use("emotion") as model:
+        async with manager.use("emotion", deadline_s=HANG_TIMEOUT_S) as model:
             assert expression(model) == "neutral"
         served = manager.model_status(manager.entry("emotion"))["registry"]
         assert served["cached"] is True and served["version"] == "1"
