@@ -113,6 +113,8 @@ class DetectionService:
         detector = self.detector
         if detector is None:
             try:
+                # Outside the measurement: the download (and mlflow's import) is not the model.
+                await asyncio.to_thread(self._resolve_registry)
                 detector, measured = await asyncio.to_thread(
                     Probe(self.device).measure, self._load_and_warm
                 )
@@ -185,13 +187,18 @@ class DetectionService:
         self.batcher = DynamicBatcher(detector, batching, on_batch=self._on_batch)
         await self.batcher.start()
 
+    def _resolve_registry(self) -> None:
+        """A ``models:/`` model path is resolved at every (re)load: a moved alias is picked up
+        by the next start."""
+        if not is_registry_uri(self.settings.model_path):
+            return
+        if self.model_registry is None:
+            raise ModelNotInstalledError(f"{self.settings.model_path} needs registry.tracking_uri")
+        self.source = self.model_registry.resolve(str(self.settings.model_path))
+
     def _load_and_warm(self) -> Detector:
         settings = self.settings
-        if is_registry_uri(settings.model_path):
-            # Resolved at every (re)load: a moved alias is picked up by the next start.
-            if self.model_registry is None:
-                raise ModelNotInstalledError(f"{settings.model_path} needs registry.tracking_uri")
-            self.source = self.model_registry.resolve(str(settings.model_path))
+        if self.source is not None:
             settings = replace(settings, model_path=str(self.source.path))
         detector = load_detector(settings, self.device)
         if self.source is not None:  # events and /v1/models name the version served

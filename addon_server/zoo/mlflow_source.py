@@ -33,6 +33,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -288,7 +289,7 @@ class RegistrySource:
         aliases[alias] = version
         path = self.cache_dir / name / ALIASES_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(f"{ALIASES_FILE}.{os.getpid()}.part")
+        part = path.with_name(f"{ALIASES_FILE}.{os.getpid()}.{threading.get_ident()}.part")
         part.write_text(json.dumps(aliases, sort_keys=True))
         os.replace(part, path)
 
