@@ -115,6 +115,7 @@ class Reasoner:
             repeat_penalty=settings.resolved_repeat_penalty(),
             parallel=settings.parallel,
             queue_timeout_s=settings.queue_timeout_s,
+            local_only=settings.local_only,
         )
         if settings.mode is LLMMode.EXTERNAL:
             assert settings.url is not None  # checked by ReasoningSettings
