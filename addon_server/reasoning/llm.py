@@ -316,9 +316,15 @@ class LLMClient:
         if self._session is None or self._session.closed:
             # Fresh connections per request: after a server restart a pooled keep-alive socket
             # would fail the first request for no reason.
-            resolver = LocalOnlyResolver(self.config.resolve) if self.config.local_only else None
+            # Local-only: every connection resolves afresh (no DNS cache), so a name that
+            # starts resolving to a public address is refused from that moment on.
+            local = self.config.local_only
+            resolver = LocalOnlyResolver(self.config.resolve) if local else None
+            connector = aiohttp.TCPConnector(
+                force_close=True, resolver=resolver, use_dns_cache=not local
+            )
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(force_close=True, resolver=resolver),
+                connector=connector,
                 headers=self._headers(),
             )
         return self._session
