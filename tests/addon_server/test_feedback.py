@@ -156,14 +156,26 @@ async def test_feedback_needs_the_token(client) -> None:
     assert (await resp.json())["error"]["code"] == "unauthorized"
 
 
-async def test_a_database_from_before_feedback_gains_the_table(tmp_path: Path) -> None:
-    """An add-on upgraded in place opens its old events.db and can store feedback in it."""
+def _old_store(tmp_path: Path, document: dict[str, Any], more_sql: str = "") -> EventStore:
+    """A store on a database written by an older add-on: its events table holding
+    ``document``, plus whatever ``more_sql`` creates."""
     path = tmp_path / "events.db"
     old = sqlite3.connect(path)
     old.executescript(
         "CREATE TABLE events (id TEXT PRIMARY KEY, camera TEXT NOT NULL, ts REAL NOT NULL, "
-        "level_rank INTEGER NOT NULL, document TEXT NOT NULL, snapshot BLOB);"
+        "level_rank INTEGER NOT NULL, document TEXT NOT NULL, snapshot BLOB);" + more_sql
     )
+    old.execute(
+        "INSERT INTO events VALUES (?, ?, ?, 1, ?, NULL)",
+        (document["id"], document["camera"], document["ts"], json.dumps(document)),
+    )
+    old.commit()
+    old.close()
+    return EventStore(path, max_age_days=30, max_events=100)
+
+
+async def test_a_database_from_before_feedback_gains_the_table(tmp_path: Path) -> None:
+    """An add-on upgraded in place opens its old events.db and can store feedback in it."""
     document = {
         "id": UNKNOWN_ID,
         "camera": "gate",
@@ -171,13 +183,7 @@ async def test_a_database_from_before_feedback_gains_the_table(tmp_path: Path) -
         "risk_level": "medium",
         "factors": [{"name": "person_present", "points": 10, "detail": "1 person in view"}],
     }
-    old.execute(
-        "INSERT INTO events VALUES (?, 'gate', ?, 1, ?, NULL)",
-        (UNKNOWN_ID, document["ts"], json.dumps(document)),
-    )
-    old.commit()
-    old.close()
-    store = EventStore(path, max_age_days=30, max_events=100)
+    store = _old_store(tmp_path, document)
     await store.open()
     try:
         event = await store.set_feedback(UNKNOWN_ID, Verdict.FALSE_ALARM, "postman")
@@ -209,17 +215,6 @@ async def test_a_verdict_keeps_what_the_event_looked_like(
 async def test_a_feedback_table_from_before_appearance_gains_the_column(tmp_path: Path) -> None:
     """An older database's verdicts read back without looks (compared as before); new ones
     get them."""
-    path = tmp_path / "events.db"
-    old = sqlite3.connect(path)
-    old.executescript(
-        "CREATE TABLE events (id TEXT PRIMARY KEY, camera TEXT NOT NULL, ts REAL NOT NULL, "
-        "level_rank INTEGER NOT NULL, document TEXT NOT NULL, snapshot BLOB);"
-        "CREATE TABLE feedback (event_id TEXT PRIMARY KEY, camera TEXT NOT NULL, "
-        "verdict TEXT NOT NULL, ts REAL NOT NULL, note TEXT, event_ts REAL NOT NULL, "
-        "factors TEXT NOT NULL);"
-        "INSERT INTO feedback VALUES ('old', 'gate', 'false_alarm', 1.0, NULL, 1.0, "
-        "'[\"pets_only\"]');"
-    )
     document = {
         "id": UNKNOWN_ID,
         "camera": "gate",
@@ -227,13 +222,15 @@ async def test_a_feedback_table_from_before_appearance_gains_the_column(tmp_path
         "factors": [{"name": "pets_only", "points": -10, "detail": "only animals: cat"}],
         "detections": [{"class": "cat", "confidence": 0.9, "bbox": {}}],
     }
-    old.execute(
-        "INSERT INTO events VALUES (?, 'gate', ?, 0, ?, NULL)",
-        (UNKNOWN_ID, document["ts"], json.dumps(document)),
+    store = _old_store(
+        tmp_path,
+        document,
+        "CREATE TABLE feedback (event_id TEXT PRIMARY KEY, camera TEXT NOT NULL, "
+        "verdict TEXT NOT NULL, ts REAL NOT NULL, note TEXT, event_ts REAL NOT NULL, "
+        "factors TEXT NOT NULL);"
+        "INSERT INTO feedback VALUES ('old', 'gate', 'false_alarm', 1.0, NULL, 1.0, "
+        "'[\"pets_only\"]');",
     )
-    old.commit()
-    old.close()
-    store = EventStore(path, max_age_days=30, max_events=100)
     await store.open()
     try:
         await store.set_feedback(UNKNOWN_ID, Verdict.FALSE_ALARM)

@@ -10,13 +10,7 @@ takes; the connection itself is aiohttp's real one.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -31,9 +25,7 @@ from addon_server.reasoning.locality import (
     check_url,
     is_local,
 )
-from addon_server.reasoning.reasoner import embedded_model_path
-from addon_server.reasoning.supervisor import free_port
-from tests.addon_server.conftest import HANG_TIMEOUT_S, LLM_HANG_TIMEOUT_S
+from tests.addon_server.conftest import llama_server, wait_serving
 
 PUBLIC = "93.184.215.14"
 """A public address (example.com's); never contacted: local-only refuses it first."""
@@ -59,40 +51,12 @@ class Names:
 @pytest.fixture(scope="module")
 def llama_port() -> Iterator[int]:
     """A real llama.cpp server (llama-cpp-python) on loopback, started by the test."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(embedded_model_path()),
-            "--host", "127.0.0.1", "--port", str(port),
-            "--n_ctx", "512", "--n_threads", "2", "--verbose", "false",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={
-            **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")},
-            "OMP_WAIT_POLICY": "PASSIVE",
-        },
-    )  # fmt: skip
-    try:
+    with llama_server("--n_ctx", "512") as port:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 async def _serving(port: int) -> None:
-    deadline = time.monotonic() + LLM_HANG_TIMEOUT_S
-    async with LLMClient(f"http://127.0.0.1:{port}", LLMClientConfig()) as client:
-        while True:
-            with contextlib.suppress(LLMError):
-                if await client.list_models(HANG_TIMEOUT_S):
-                    return
-            assert time.monotonic() < deadline, "the llama.cpp server did not start"
-            await asyncio.sleep(0.25)
+    await wait_serving(f"http://127.0.0.1:{port}")
 
 
 def _client(url: str, names: Names | None = None) -> LLMClient:
