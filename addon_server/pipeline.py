@@ -193,12 +193,16 @@ class Analyzer:
                 timings[f"enrich_{name}"] = ms
 
             started = time.perf_counter()
+            searched = self.reid.available  # and still after: else no face search ran
             matches = await self.reid.identify(request.camera, ts, image)
             timings["reid"] = _ms(started)
 
             started = time.perf_counter()
             hidden = faces_to_blur(  # before encoding: the snapshot is what the disk gets
-                self.privacy, matches, detected.detections, searched=self.reid.available
+                self.privacy,
+                matches,
+                detected.detections,
+                searched=searched and self.reid.available,
             )
             snapshot = await asyncio.to_thread(
                 annotate_jpeg, image, _boxes(detected, matches), hidden

@@ -105,6 +105,12 @@ async def test_unknown_faces_are_blurred_and_the_enrolled_face_is_not(
 
     health = await (await client.get("/health")).json()
     assert health["privacy"] == {"blur_unknown_faces": True, "local_only": False}
+    # The upload reached no file: no piece of it is in the data dir (SQLite, WAL, anything).
+    stored_files = [p for p in settings.server.data_dir.rglob("*") if p.is_file()]
+    assert any(p.name.startswith("vigil.db") for p in stored_files)
+    for path in stored_files:
+        content = path.read_bytes()
+        assert all(zidane_jpg[at : at + 512] not in content for at in range(1024, 40960, 4096))
 
 
 @needs_shared_models("faceres.onnx")
