@@ -112,7 +112,14 @@ def create_app(
         reid=reid,
         reasoner=reasoner,
         analyzer=Analyzer(
-            detection, reid, reasoner, store, settings.analysis, settings.images, zoo=zoo
+            detection,
+            reid,
+            reasoner,
+            store,
+            settings.analysis,
+            settings.images,
+            zoo=zoo,
+            privacy=settings.privacy,
         ),
         zoo=zoo,
         instance_id=instance_id(settings.server.data_dir),

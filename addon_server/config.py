@@ -9,6 +9,7 @@ the seed services can keep their ``.env`` files.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -20,6 +21,12 @@ import voluptuous as vol
 import yaml
 
 from addon_server.reasoning.endpoint import normalise_base_url, redact
+from addon_server.reasoning.locality import (
+    NotLocalError,
+    UnresolvedHostError,
+    check_url,
+    resolve_blocking,
+)
 from addon_server.reasoning.rules import RULE_NAMES, RuleConfig
 from addon_server.reasoning.settings import LLMMode, ReasoningSettings, ResponseFormat
 
@@ -368,6 +375,11 @@ SCHEMA = vol.Schema(
                 None, vol.All(str, vol.Length(min=1))
             ),
         },
+        # Keys and types only: an absent key takes PrivacySettings' default.
+        vol.Optional("privacy", default=dict): {
+            vol.Optional("blur_unknown_faces"): _BOOL,
+            vol.Optional("local_only"): _BOOL,
+        },
     },
     extra=vol.PREVENT_EXTRA,
 )
@@ -419,6 +431,8 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "CUDA_STREAMS_ENABLED": ("detector", "gpu_path", "cuda_streams"),
     "CUDA_STREAMS_POOL_SIZE": ("detector", "gpu_path", "cuda_streams_pool_size"),
     "TORCH_COMPILE": ("detector", "gpu_path", "compile"),
+    "BLUR_UNKNOWN_FACES": ("privacy", "blur_unknown_faces"),
+    "LOCAL_ONLY": ("privacy", "local_only"),
 }
 
 
@@ -600,6 +614,19 @@ class DeploySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PrivacySettings:
+    """What the add-on keeps and whom it talks to (issue 15 item 6); both off by default."""
+
+    blur_unknown_faces: bool = False
+    """Stored snapshots show enrolled people's faces only; every other face is blurred before
+    the snapshot is encoded (the upload itself is never written anywhere)."""
+    local_only: bool = False
+    """The LLM may only be reached on loopback or the private LAN (see
+    :mod:`addon_server.reasoning.locality`): checked here at load time and again on every
+    connection, after name resolution."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings
     devices: DevicesSettings
@@ -614,6 +641,7 @@ class Settings:
     deploy: DeploySettings
     zoo: ZooSettings = field(default_factory=ZooSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
     source: str = field(default="defaults", compare=False)
 
 
@@ -674,6 +702,8 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             "(use 'auto' or 'triton')"
         )
     _check_zoo_names(data["zoo"])
+    privacy = _privacy(data["privacy"], reasoning)
+    reasoning = dataclasses.replace(reasoning, local_only=privacy.local_only)
     if detector["backend"] == "darknet" and detector["model_path"] and not detector["cfg_path"]:
         raise ConfigError("detector.cfg_path: required with backend 'darknet' and a model_path")
     return Settings(
@@ -754,8 +784,27 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             cache_dir=Path(data["registry"]["cache_dir"] or Path(server["data_dir"]) / "registry"),
             timeout_s=data["registry"]["timeout_s"],
         ),
+        privacy=privacy,
         source=source,
     )
+
+
+def _privacy(data: Mapping[str, Any], reasoning: ReasoningSettings) -> PrivacySettings:
+    """The ``privacy`` section; with ``local_only``, an external LLM URL must be local.
+
+    An address that is surely outside the LAN (a public literal, or a name that resolves to
+    one) stops the start here; a name that does not resolve yet (mDNS may still be starting)
+    is let through and refused at every connection until it resolves to a local address.
+    """
+    privacy = PrivacySettings(**data)
+    if privacy.local_only and reasoning.mode is LLMMode.EXTERNAL and reasoning.url:
+        try:
+            check_url(reasoning.url, resolve=resolve_blocking)
+        except UnresolvedHostError:
+            pass
+        except NotLocalError as err:
+            raise ConfigError(f"privacy.local_only: llm.url {err.strerror}") from None
+    return privacy
 
 
 def parse(

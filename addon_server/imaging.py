@@ -227,24 +227,64 @@ class Box:
 _PALETTE = ((56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207))
 
 
-def annotate_jpeg(image: DecodedImage, boxes: Iterable[Box], quality: int = 85) -> bytes:
+BLUR_CELLS = 8
+"""A blurred region keeps at most this many cells across its longer side: a face 8 cells wide
+has no eyes, nose or mouth left to recognise, while the snapshot still shows where a head was."""
+
+
+def obscure(canvas: BGRImage, box: Box) -> None:
+    """Pixelate and then blur ``box`` of ``canvas`` in place (clipped to the image).
+
+    Pixelation throws the detail away (a Gaussian blur alone can be partly undone by
+    deconvolution); the blur over it hides the cell edges, so the region reads as "blurred"
+    rather than as a mosaic that draws the eye.
+    """
+    height, width = canvas.shape[:2]
+    x1, y1 = max(0, box.x), max(0, box.y)
+    x2, y2 = min(width, box.x + box.width), min(height, box.y + box.height)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return
+    region = canvas[y1:y2, x1:x2]
+    w, h = x2 - x1, y2 - y1
+    cell = max(w, h) / BLUR_CELLS
+    small = cv2.resize(
+        region,
+        (max(1, round(w / cell)), max(1, round(h / cell))),
+        interpolation=cv2.INTER_AREA,
+    )
+    coarse = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+    region[:] = cv2.GaussianBlur(coarse, (0, 0), sigmaX=max(1.0, cell / 2))
+
+
+def _on_canvas(box: Box, sx: float, sy: float) -> Box:
+    """``box`` (in the original image's pixels) in the decoded pixels' coordinates."""
+    return Box(
+        box.label,
+        round(box.x / sx),
+        round(box.y / sy),
+        round(box.width / sx),
+        round(box.height / sy),
+    )
+
+
+def annotate_jpeg(
+    image: DecodedImage, boxes: Iterable[Box], blur: Iterable[Box] = (), quality: int = 85
+) -> bytes:
     """Draw ``boxes`` with labels on a copy of ``image.pixels`` and return it as JPEG bytes.
 
     Boxes are in the original image's pixels (as every result is reported); the snapshot has the
     decoded pixels' size, so after a reduced decode the boxes are scaled onto it and a 36 Mpx
     upload is stored at the analysis' working size rather than copied at full size to draw on.
+    The ``blur`` regions (faces that must not be kept, see :mod:`addon_server.privacy`) are
+    obscured on the copy before anything is drawn or encoded.
     """
     canvas = image.pixels.copy()
     sx, sy = image.to_original()
+    for region in blur:
+        obscure(canvas, _on_canvas(region, sx, sy))
     thickness = max(1, round(min(canvas.shape[:2]) / 400))
     for index, original in enumerate(boxes):
-        box = Box(
-            original.label,
-            round(original.x / sx),
-            round(original.y / sy),
-            round(original.width / sx),
-            round(original.height / sy),
-        )
+        box = _on_canvas(original, sx, sy)
         color = _PALETTE[index % len(_PALETTE)]
         top_left = (box.x, box.y)
         cv2.rectangle(canvas, top_left, (box.x + box.width, box.y + box.height), color, thickness)

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from addon_server.config import AnalysisSettings, ImageSettings
+from addon_server.config import AnalysisSettings, ImageSettings, PrivacySettings
 from addon_server.detector.base import DetectionResult, Selection
 from addon_server.detector.service import DetectionService
 from addon_server.imaging import Box, annotate_jpeg, decode
+from addon_server.privacy import faces_to_blur
 from addon_server.reasoning.context import (
     BBox,
     DetectedObject,
@@ -129,8 +130,10 @@ class Analyzer:
         images: ImageSettings,
         *,
         zoo: ZooService | None = None,
+        privacy: PrivacySettings | None = None,
     ) -> None:
         self.detection = detection
+        self.privacy = privacy or PrivacySettings()
         self.zoo = zoo
         self.reid = reid
         self.bodies = BodyGallery(store, reid.window_seconds)
@@ -190,11 +193,20 @@ class Analyzer:
                 timings[f"enrich_{name}"] = ms
 
             started = time.perf_counter()
+            searched = self.reid.available  # and still after: else no face search ran
             matches = await self.reid.identify(request.camera, ts, image)
             timings["reid"] = _ms(started)
 
             started = time.perf_counter()
-            snapshot = await asyncio.to_thread(annotate_jpeg, image, _boxes(detected, matches))
+            hidden = faces_to_blur(  # before encoding: the snapshot is what the disk gets
+                self.privacy,
+                matches,
+                detected.detections,
+                searched=searched and self.reid.available,
+            )
+            snapshot = await asyncio.to_thread(
+                annotate_jpeg, image, _boxes(detected, matches), hidden
+            )
             timings["annotate"] = _ms(started)
             size = {"width": image.width, "height": image.height}
             del image  # the pixels go with the slot

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from addon_server.reasoning.calibration import FeedbackRecord, Verdict, signature
+from addon_server.reasoning.calibration import FeedbackRecord, Verdict, appearance, signature
 from addon_server.reasoning.levels import LEVEL_RANK
 
 _LOGGER = logging.getLogger(__name__)
@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     ts        REAL NOT NULL,
     note      TEXT,
     event_ts  REAL NOT NULL,
-    factors   TEXT NOT NULL
+    factors   TEXT NOT NULL,
+    appearance TEXT
 );
 CREATE INDEX IF NOT EXISTS feedback_camera_ts ON feedback (camera, ts);
 """
@@ -206,10 +207,24 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(_SCHEMA)
+        _add_missing_columns(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+_ADDED_COLUMNS = (("feedback", "appearance", "TEXT"),)
+"""Columns added to a table after it first shipped: ``CREATE TABLE IF NOT EXISTS`` leaves an
+existing table as it is, so a database written before them gains them here (NULL in old rows).
+"""
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, kind in _ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 @contextlib.contextmanager
@@ -429,11 +444,13 @@ class EventStore:
                 if verdict is None:
                     conn.execute("DELETE FROM feedback WHERE event_id = ?", (event_id,))
                 else:
-                    names = signature(f["name"] for f in json.loads(row[2])["factors"])
+                    document = json.loads(row[2])
+                    names = signature(f["name"] for f in document["factors"])
+                    looks = appearance(d["class"] for d in document.get("detections", ()))
                     conn.execute(
                         "INSERT OR REPLACE INTO feedback "
-                        "(event_id, camera, verdict, ts, note, event_ts, factors) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "(event_id, camera, verdict, ts, note, event_ts, factors, appearance) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             event_id,
                             row[0],
@@ -442,6 +459,7 @@ class EventStore:
                             note,
                             row[1],
                             json.dumps(sorted(names)),
+                            json.dumps(sorted(looks)),
                         ),
                     )
             return _read_event(conn, event_id)
@@ -453,11 +471,19 @@ class EventStore:
 
         def read(conn: sqlite3.Connection) -> list[FeedbackRecord]:
             rows = conn.execute(
-                "SELECT verdict, event_ts, factors FROM feedback WHERE camera = ? "
+                "SELECT verdict, event_ts, factors, appearance FROM feedback WHERE camera = ? "
                 "ORDER BY ts DESC LIMIT ?",
                 (camera, MAX_FEEDBACK_PER_CAMERA),
             ).fetchall()
-            return [FeedbackRecord(Verdict(r[0]), r[1], frozenset(json.loads(r[2]))) for r in rows]
+            return [
+                FeedbackRecord(
+                    Verdict(r[0]),
+                    r[1],
+                    frozenset(json.loads(r[2])),
+                    None if r[3] is None else frozenset(json.loads(r[3])),
+                )
+                for r in rows
+            ]
 
         return await self._run(read)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -95,6 +96,7 @@ async def health_document(services: Services) -> dict[str, Any]:
         "services": devices.placements_as_health(),
         "models": models,
         "llm": await services.reasoner.health(),
+        "privacy": dataclasses.asdict(services.settings.privacy),
         "batcher": {
             "queue_depth": batcher.queue_depth,
             "requests": batcher.stats.requests,

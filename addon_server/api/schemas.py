@@ -475,6 +475,18 @@ SCHEMAS["HealthIssue"] = closed(
         "path": {**TEXT, "description": "The data dir, for storage issues"},
     },
 )
+SCHEMAS["PrivacyHealth"] = closed(
+    {
+        "blur_unknown_faces": {
+            **BOOLEAN,
+            "description": "Faces of people not enrolled are blurred in stored snapshots",
+        },
+        "local_only": {
+            **BOOLEAN,
+            "description": "The LLM is only reached on loopback or the private LAN",
+        },
+    }
+)
 SCHEMAS["Health"] = closed(
     {
         "status": enum(("healthy", "degraded", "unhealthy")),
@@ -491,6 +503,7 @@ SCHEMAS["Health"] = closed(
         },
         "models": array(ref("Model")),
         "llm": ref("LlmHealth"),
+        "privacy": ref("PrivacyHealth"),
         "batcher": nullable(ref("BatcherHealth")),
         "issues": array(ref("HealthIssue")),
     }

@@ -4,9 +4,11 @@ A camera that keeps raising the same benign alarm (the neighbour walking the dog
 at 7 am) should quiet down once the user has said so a few times, without anyone writing a
 rule for it. The user's verdicts (``false_alarm`` / ``confirmed``, stored per event by
 :mod:`addon_server.store`) are matched against a new scene by what the rules saw: the same
-camera, an hour of day within :attr:`Calibration.hour_window`, and the same set of rule factor
-names. Each similar false alarm damps the new event by :attr:`Calibration.points_per_event`, up
-to :attr:`Calibration.max_points`, as one named factor that says how many events stand behind
+camera, an hour of day within :attr:`Calibration.hour_window`, the same set of rule factor
+names, and the same look (:func:`appearance`: the set of detector classes in view, so the
+neighbour's cat dismissed every morning does not quiet a dog, nor a car a truck). Each
+similar false alarm damps the new event by :attr:`Calibration.points_per_event`, up to
+:attr:`Calibration.max_points`, as one named factor that says how many events stand behind
 it; one similar ``confirmed`` verdict cancels the damping (a real incident outweighs any number
 of dismissals), and withdrawing a verdict undoes its effect on the next event.
 
@@ -32,6 +34,7 @@ __all__ = [
     "Calibration",
     "FeedbackRecord",
     "Verdict",
+    "appearance",
     "calibrate",
     "signature",
 ]
@@ -58,6 +61,9 @@ class FeedbackRecord:
     verdict: Verdict
     event_ts: float
     factors: frozenset[str]
+    appearance: frozenset[str] | None = None
+    """What the event showed (:func:`appearance`); None for a verdict stored before looks were
+    kept, which is then compared by camera, hours and factors only, as it was when given."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,16 @@ class Calibration:
 def signature(names: Iterable[str]) -> frozenset[str]:
     """The rule factor names of an event: what two events must share to be "similar"."""
     return frozenset(n for n in names if n not in (CALIBRATION_FACTOR, LLM_ADJUSTMENT))
+
+
+def appearance(classes: Iterable[str]) -> frozenset[str]:
+    """What an event looked like, as calibration compares it: the detector classes in view.
+
+    The class is the finest label both sides of the comparison have: a new scene knows its
+    detections, and a stored event keeps them in its document (``detections[].class``) long
+    after its pixels are gone. Counts are left out (``group`` among the factors says that).
+    """
+    return frozenset(classes)
 
 
 def _protected(names: Iterable[str]) -> bool:
@@ -103,11 +119,13 @@ def calibrate(
     ts: float,
     feedback: Sequence[FeedbackRecord],
     settings: Calibration | None = None,
+    looks: frozenset[str] | None = None,
 ) -> RuleResult:
     """The rule verdict with a ``calibration`` factor added when feedback says it is benign.
 
     ``feedback`` is this camera's stored verdicts; ``ts`` the new event's Unix time (hours are
-    compared in UTC on both sides, so the camera's offset cancels out).
+    compared in UTC on both sides, so the camera's offset cancels out); ``looks`` the new
+    event's :func:`appearance` (None: not compared).
     """
     settings = settings or Calibration()
     names = signature(f.name for f in rules.factors)
@@ -118,6 +136,7 @@ def calibrate(
         record
         for record in feedback
         if record.factors == names
+        and (looks is None or record.appearance is None or record.appearance == looks)
         and _hours_apart(_utc_hour(record.event_ts), hour) <= settings.hour_window
     ]
     if any(r.verdict is Verdict.CONFIRMED for r in similar):

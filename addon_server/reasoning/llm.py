@@ -26,8 +26,10 @@ from enum import StrEnum
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from .endpoint import Endpoint, normalise_base_url
+from .locality import LocalOnlyResolver, NotLocalError, Resolve, check_literal
 from .risk import RiskLevel
 from .rules import Factor
 from .settings import DEFAULTS, ResponseFormat
@@ -247,6 +249,11 @@ class LLMClientConfig:
     repeat_penalty: float | None = None
     parallel: int = DEFAULTS.parallel
     queue_timeout_s: float = DEFAULTS.queue_timeout_s
+    local_only: bool = DEFAULTS.local_only
+    """Connect only to loopback / private-LAN addresses (:mod:`.locality`), checked after
+    name resolution on every connection."""
+    resolve: Resolve | None = field(default=None, repr=False, compare=False)
+    """The name lookup local-only mode checks; None: the system resolver."""
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0 or self.connect_timeout_s <= 0 or self.queue_timeout_s < 0:
@@ -309,8 +316,15 @@ class LLMClient:
         if self._session is None or self._session.closed:
             # Fresh connections per request: after a server restart a pooled keep-alive socket
             # would fail the first request for no reason.
+            # Local-only: every connection resolves afresh (no DNS cache), so a name that
+            # starts resolving to a public address is refused from that moment on.
+            local = self.config.local_only
+            resolver = LocalOnlyResolver(self.config.resolve) if local else None
+            connector = aiohttp.TCPConnector(
+                force_close=True, resolver=resolver, use_dns_cache=not local
+            )
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(force_close=True),
+                connector=connector,
                 headers=self._headers(),
             )
         return self._session
@@ -425,6 +439,8 @@ class LLMClient:
         url = self.base_url + path
         session = self._get_session()
         try:
+            if self.config.local_only:  # names are checked by the resolver, literals here
+                check_literal(URL(url).host or "")
             async with session.request(method, url, json=body, timeout=client_timeout) as resp:
                 text = await resp.text()
                 if resp.status >= 400:
@@ -435,6 +451,8 @@ class LLMClient:
             raise LLMError(
                 LLMErrorKind.TIMEOUT, f"{method} {path} took longer than {client_timeout.total}s"
             ) from exc
+        except NotLocalError as exc:
+            raise LLMError(LLMErrorKind.CONNECTION, f"{method} {url}: {exc.strerror}") from exc
         except aiohttp.ClientError as exc:
             # str(), not repr(): this text reaches /health and Home Assistant's repair.
             reason = str(exc) or type(exc).__name__

@@ -23,7 +23,7 @@ from typing import Any
 from addon_server.errors import ModelNotInstalledError
 from addon_server.served import ModelInfo, NotUnloadableError
 
-from .calibration import FeedbackRecord, calibrate
+from .calibration import FeedbackRecord, appearance, calibrate
 from .context import SceneContext
 from .grounding import check_answer
 from .llm import LLMAnswer, LLMClient, LLMClientConfig, LLMError, LLMErrorKind
@@ -115,6 +115,7 @@ class Reasoner:
             repeat_penalty=settings.resolved_repeat_penalty(),
             parallel=settings.parallel,
             queue_timeout_s=settings.queue_timeout_s,
+            local_only=settings.local_only,
         )
         if settings.mode is LLMMode.EXTERNAL:
             assert settings.url is not None  # checked by ReasoningSettings
@@ -188,7 +189,10 @@ class Reasoner:
         of the rule score like any other.
         """
         t0 = time.perf_counter()
-        rules = calibrate(self.engine.evaluate(context), context.timestamp.timestamp(), feedback)
+        looks = appearance(o.class_name for o in context.objects)
+        rules = calibrate(
+            self.engine.evaluate(context), context.timestamp.timestamp(), feedback, looks=looks
+        )
         t_rules = time.perf_counter()
         counts = ", ".join(plural(n, name) for name, n in context.class_counts().items())
         self.stats.assessments += 1

@@ -97,6 +97,9 @@ class ReasoningSettings:
     probe_interval_s: float = 2.0
     probe_timeout_s: float = 2.0
     probe_misses: int = 3
+    local_only: bool = False
+    """``privacy.local_only`` (config.py sets it from there): the LLM client connects only to
+    loopback / private-LAN addresses."""
     # scoring
     weights: BlendWeights = field(default_factory=BlendWeights)
     rules: RuleConfig = field(default_factory=RuleConfig)

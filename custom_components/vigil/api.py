@@ -332,6 +332,27 @@ class HealthIssue:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Privacy:
+    """The add-on's privacy options (its /health `privacy` object)."""
+
+    blur_unknown_faces: bool
+    """Faces of people not enrolled are blurred in stored snapshots."""
+    local_only: bool
+    """The language model is only reached on loopback or the private LAN."""
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Privacy | None:
+        """Parse the privacy object; None for an add-on that does not report one."""
+        if data is None:
+            return None
+        d = _dict(data, "privacy")
+        return cls(
+            blur_unknown_faces=bool(d.get("blur_unknown_faces", False)),
+            local_only=bool(d.get("local_only", False)),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Health:
     """The add-on's GET /health answer."""
 
@@ -344,6 +365,8 @@ class Health:
     devices: tuple[ComputeDevice, ...]
     models: tuple[Model, ...]
     issues: tuple[HealthIssue, ...]
+    privacy: Privacy | None = None
+    """None: an add-on from before the privacy options."""
     raw: Mapping[str, Any] = field(repr=False, compare=False)
 
     @property
@@ -373,6 +396,7 @@ class Health:
             devices=tuple(ComputeDevice.from_dict(x) for x in _list(d.get("devices"), "devices")),
             models=tuple(Model.from_dict(x) for x in _list(d.get("models"), "models")),
             issues=tuple(HealthIssue.from_dict(x) for x in _list(d.get("issues"), "issues")),
+            privacy=Privacy.from_dict(d.get("privacy")),
             raw=d,
         )
 

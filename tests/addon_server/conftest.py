@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -234,3 +237,50 @@ def llm_requests(monkeypatch: pytest.MonkeyPatch) -> list[Mapping[str, Any]]:
 
 def persons(body: dict[str, Any]) -> int:
     return sum(1 for d in body["detections"] if d["class"] == "person")
+
+
+@contextlib.contextmanager
+def llama_server(*args: str) -> Iterator[int]:
+    """A real llama.cpp server (llama-cpp-python's, with the embedded SmolLM2) on a free
+    loopback port, started by the test itself rather than by the add-on's supervisor."""
+    from addon_server.reasoning.reasoner import embedded_model_path
+    from addon_server.reasoning.supervisor import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(embedded_model_path()),
+            "--host", "127.0.0.1", "--port", str(port),
+            "--n_threads", "2", "--verbose", "false", *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={
+            **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")},
+            "OMP_WAIT_POLICY": "PASSIVE",
+        },
+    )  # fmt: skip
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def wait_serving(url: str, api_key: str | None = None) -> None:
+    """Return once the OpenAI-compatible server at ``url`` lists its models."""
+    from addon_server.reasoning.llm import LLMClient, LLMClientConfig
+
+    deadline = time.monotonic() + LLM_HANG_TIMEOUT_S
+    async with LLMClient(url, LLMClientConfig(api_key=api_key)) as client:
+        while True:
+            with contextlib.suppress(Exception):
+                if await client.list_models(HANG_TIMEOUT_S):
+                    return
+            assert time.monotonic() < deadline, f"the LLM server at {url} did not start"
+            await asyncio.sleep(0.25)

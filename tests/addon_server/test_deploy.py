@@ -567,6 +567,8 @@ SAMPLES: dict[str, Any] = {
     "llm_threads": 3,
     "reid_enabled": False,
     "store_max_age_days": 7.5,
+    "blur_unknown_faces": True,
+    "local_only": True,
 }
 """A non-default value of every option, to prove each reaches its key."""
 

@@ -11,6 +11,7 @@ import pytest
 
 from addon_server.app import create_app
 from addon_server.reasoning.calibration import Verdict
+from addon_server.services import SERVICES_KEY
 from addon_server.store import EventStore
 from tests.addon_server.conftest import CountingDetector
 
@@ -155,14 +156,26 @@ async def test_feedback_needs_the_token(client) -> None:
     assert (await resp.json())["error"]["code"] == "unauthorized"
 
 
-async def test_a_database_from_before_feedback_gains_the_table(tmp_path: Path) -> None:
-    """An add-on upgraded in place opens its old events.db and can store feedback in it."""
+def _old_store(tmp_path: Path, document: dict[str, Any], more_sql: str = "") -> EventStore:
+    """A store on a database written by an older add-on: its events table holding
+    ``document``, plus whatever ``more_sql`` creates."""
     path = tmp_path / "events.db"
     old = sqlite3.connect(path)
     old.executescript(
         "CREATE TABLE events (id TEXT PRIMARY KEY, camera TEXT NOT NULL, ts REAL NOT NULL, "
-        "level_rank INTEGER NOT NULL, document TEXT NOT NULL, snapshot BLOB);"
+        "level_rank INTEGER NOT NULL, document TEXT NOT NULL, snapshot BLOB);" + more_sql
     )
+    old.execute(
+        "INSERT INTO events VALUES (?, ?, ?, 1, ?, NULL)",
+        (document["id"], document["camera"], document["ts"], json.dumps(document)),
+    )
+    old.commit()
+    old.close()
+    return EventStore(path, max_age_days=30, max_events=100)
+
+
+async def test_a_database_from_before_feedback_gains_the_table(tmp_path: Path) -> None:
+    """An add-on upgraded in place opens its old events.db and can store feedback in it."""
     document = {
         "id": UNKNOWN_ID,
         "camera": "gate",
@@ -170,13 +183,7 @@ async def test_a_database_from_before_feedback_gains_the_table(tmp_path: Path) -
         "risk_level": "medium",
         "factors": [{"name": "person_present", "points": 10, "detail": "1 person in view"}],
     }
-    old.execute(
-        "INSERT INTO events VALUES (?, 'gate', ?, 1, ?, NULL)",
-        (UNKNOWN_ID, document["ts"], json.dumps(document)),
-    )
-    old.commit()
-    old.close()
-    store = EventStore(path, max_age_days=30, max_events=100)
+    store = _old_store(tmp_path, document)
     await store.open()
     try:
         event = await store.set_feedback(UNKNOWN_ID, Verdict.FALSE_ALARM, "postman")
@@ -188,5 +195,46 @@ async def test_a_database_from_before_feedback_gains_the_table(tmp_path: Path) -
             {"person_present"},
         )
         assert await store.feedback_on("front_door") == []
+    finally:
+        await store.close()
+
+
+async def test_a_verdict_keeps_what_the_event_looked_like(
+    aiohttp_client, settings, counting_detector: CountingDetector, bus_jpg: bytes
+) -> None:
+    """The detector classes of the judged event are stored with the verdict (calibration's
+    appearance), read back from the stored event document, not from the request."""
+    app = create_app(settings, detector=counting_detector)
+    client = await aiohttp_client(app)
+    event = await _analyze(client, bus_jpg, "2026-11-20T07:10:00+00:00")
+    await _feedback(client, event["id"], {"verdict": "false_alarm"})
+    [record] = await app[SERVICES_KEY].store.feedback_on("front_door")
+    assert record.appearance == {d["class"] for d in event["detections"]} == {"person", "bus"}
+
+
+async def test_a_feedback_table_from_before_appearance_gains_the_column(tmp_path: Path) -> None:
+    """An older database's verdicts read back without looks (compared as before); new ones
+    get them."""
+    document = {
+        "id": UNKNOWN_ID,
+        "camera": "gate",
+        "ts": 1764320000.0,
+        "factors": [{"name": "pets_only", "points": -10, "detail": "only animals: cat"}],
+        "detections": [{"class": "cat", "confidence": 0.9, "bbox": {}}],
+    }
+    store = _old_store(
+        tmp_path,
+        document,
+        "CREATE TABLE feedback (event_id TEXT PRIMARY KEY, camera TEXT NOT NULL, "
+        "verdict TEXT NOT NULL, ts REAL NOT NULL, note TEXT, event_ts REAL NOT NULL, "
+        "factors TEXT NOT NULL);"
+        "INSERT INTO feedback VALUES ('old', 'gate', 'false_alarm', 1.0, NULL, 1.0, "
+        "'[\"pets_only\"]');",
+    )
+    await store.open()
+    try:
+        await store.set_feedback(UNKNOWN_ID, Verdict.FALSE_ALARM)
+        looks = {r.event_ts: r.appearance for r in await store.feedback_on("gate")}
+        assert looks == {1.0: None, document["ts"]: {"cat"}}
     finally:
         await store.close()

@@ -28,6 +28,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "llm_threads": ("llm", "threads"),
     "reid_enabled": ("reid", "enabled"),
     "store_max_age_days": ("store", "max_age_days"),
+    "blur_unknown_faces": ("privacy", "blur_unknown_faces"),
+    "local_only": ("privacy", "local_only"),
 }
 """Option name -> (section, key) in the add-on's config."""
 

@@ -10,6 +10,7 @@ from addon_server.reasoning.calibration import (
     CALIBRATION_FACTOR,
     FeedbackRecord,
     Verdict,
+    appearance,
     calibrate,
     signature,
     threat_guard,
@@ -168,3 +169,52 @@ def test_the_evaluation_set_threats_stay_high_under_ten_dismissals() -> None:
         assert damping(after) is None, s.id
         assert level_for(after.score) is level_for(plain.score), s.id
     assert guarded >= 10, "the set has weapons, fires, falls and night intruders to check"
+
+
+def looking_like(ctx: SceneContext, n: int, looks: frozenset[str] | None) -> list[FeedbackRecord]:
+    """``records`` whose events showed ``looks`` (None: a verdict stored before looks were)."""
+    return [FeedbackRecord(r.verdict, r.event_ts, r.factors, looks) for r in records(ctx, n)]
+
+
+@pytest.mark.parametrize(
+    ("dismissed", "same", "different"),
+    [("cat", "cat", "dog"), ("car", "car", "truck"), ("dog", "dog", "bird")],
+)
+async def test_a_similar_looking_false_alarm_is_damped_and_a_different_looking_one_is_not(
+    dismissed: str, same: str, different: str
+) -> None:
+    """The neighbour's cat, dismissed four mornings, quiets the cat, not a dog at that hour."""
+    ctx, other = scene(dismissed), scene(different)
+    names = signature(f.name for f in ENGINE.evaluate(ctx).factors)
+    assert names == signature(f.name for f in ENGINE.evaluate(other).factors)  # same rules
+    feedback = looking_like(ctx, 4, appearance([dismissed]))
+    reasoner = Reasoner(ReasoningSettings(mode=LLMMode.DISABLED))
+    plain = await reasoner.assess(other)
+    unmoved = await reasoner.assess(other, feedback=feedback)
+    assert CALIBRATION_FACTOR not in [f.name for f in unmoved.factors]
+    assert unmoved.risk_score == plain.risk_score
+    damped = await reasoner.assess(scene(same), feedback=feedback)
+    factor = next(f for f in damped.factors if f.name == CALIBRATION_FACTOR)
+    assert (factor.points, factor.detail) == (-20, "4 similar events marked not a threat")
+
+
+def test_looks_are_the_set_of_classes_in_view() -> None:
+    assert appearance(["person", "car", "person"]) == {"person", "car"}
+    ctx = scene("person", "car")
+    both = looking_like(ctx, 2, appearance(["person", "car"]))
+    only_people = looking_like(ctx, 2, appearance(["person"]))
+    looks = appearance(o.class_name for o in ctx.objects)
+    assert damping(calibrate(ENGINE.evaluate(ctx), ctx.timestamp.timestamp(), both, looks=looks))
+    assert not damping(
+        calibrate(ENGINE.evaluate(ctx), ctx.timestamp.timestamp(), only_people, looks=looks)
+    )
+
+
+def test_a_verdict_stored_before_looks_were_kept_still_counts() -> None:
+    """Reversible and compatible: old verdicts keep the effect they had."""
+    ctx = scene("cat")
+    looks = appearance(["dog"])
+    result = calibrate(
+        ENGINE.evaluate(ctx), ctx.timestamp.timestamp(), looking_like(ctx, 2, None), looks=looks
+    )
+    assert damping(result) == (-10, "2 similar events marked not a threat")

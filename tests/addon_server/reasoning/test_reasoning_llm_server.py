@@ -8,13 +8,11 @@ llama.cpp: the server is killed with SIGKILL for real and comes back for real.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -27,8 +25,6 @@ from addon_server.reasoning.context import HistoryPoint, PersonSighting, Posture
 from addon_server.reasoning.grounding import check_answer
 from addon_server.reasoning.llm import (
     ANSWER_SCHEMA,
-    LLMClient,
-    LLMClientConfig,
     ResponseFormat,
     parse_answer,
 )
@@ -43,13 +39,13 @@ from addon_server.reasoning.supervisor import (
     ServerState,
     SupervisedServer,
     SupervisorConfig,
-    free_port,
 )
 from tests.addon_server.conftest import (
-    HANG_TIMEOUT_S,
     LLM_HANG_GUARDS,
     LLM_HANG_TIMEOUT_S,
     eventually,
+    llama_server,
+    wait_serving,
 )
 
 from .reasoning_scenes import DAY, NIGHT, scene
@@ -226,49 +222,15 @@ async def test_killed_mid_request_falls_back_then_recovers(
 @pytest.fixture(scope="module")
 def external_server() -> Iterator[tuple[str, str]]:
     """A second llama_cpp.server, started by the test itself (not by our supervisor)."""
-    port = free_port()
     key = "test-key-123"
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(embedded_model_path()),
-            "--host", "127.0.0.1", "--port", str(port),
-            "--n_ctx", "1024", "--n_threads", "2", "--api_key", key, "--verbose", "false",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={
-            **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")},
-            "OMP_WAIT_POLICY": "PASSIVE",
-        },
-    )  # fmt: skip
-    try:
+    with llama_server("--n_ctx", "1024", "--api_key", key) as port:
         yield f"http://127.0.0.1:{port}/v1", key
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-async def _wait_external(url: str, key: str) -> None:
-    client = LLMClient(url, LLMClientConfig(api_key=key))
-    deadline = time.monotonic() + LLM_HANG_TIMEOUT_S
-    async with client:
-        while True:
-            with contextlib.suppress(Exception):
-                if await client.list_models(HANG_TIMEOUT_S):
-                    return
-            assert time.monotonic() < deadline, "external server did not start"
-            await asyncio.sleep(0.25)
 
 
 @module_loop
 async def test_external_endpoint(external_server: tuple[str, str]) -> None:
     url, key = external_server
-    await _wait_external(url, key)
+    await wait_serving(url, key)
     ctx = SCENARIOS["gun_at_night"]
 
     # llama-cpp-python wants json_object+schema; with it, the external mode answers.
