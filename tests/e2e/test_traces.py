@@ -134,6 +134,10 @@ def test_one_trace_from_the_request_through_the_stages_to_the_llm(
     with running_addon(tmp_path, **env) as base:
         event = _analyze(base, traceparent)
         assert event["llm_status"] in ("ok", "done", "pending")
+        # The dashboard's LLM latency panel has its sample (no token here: /metrics is open).
+        with urllib.request.urlopen(f"{base}/metrics", timeout=HTTP_TIMEOUT_S) as resp:
+            exposition = resp.read().decode()
+        assert "vigil_llm_latency_seconds_count 1.0" in exposition.splitlines()
 
         def complete(spans: list[Span]) -> bool:
             names = {s.name for s in spans}
