@@ -83,14 +83,21 @@ def shutdown() -> None:
 
 
 @contextlib.contextmanager
-def stage(name: str, timings: MutableMapping[str, float], key: str | None = None) -> Iterator[None]:
-    """Time one stage into ``timings[key or name]`` (ms), in a child span when tracing is on."""
-    started = time.perf_counter()
+def span(name: str, **attributes: str | int | float) -> Iterator[None]:
+    """A child span of the current one around the block, when tracing is on."""
     if _state.tracer is None:
         yield
     else:
-        with _state.tracer.start_as_current_span(name):
+        with _state.tracer.start_as_current_span(name, attributes=attributes):
             yield
+
+
+@contextlib.contextmanager
+def stage(name: str, timings: MutableMapping[str, float], key: str | None = None) -> Iterator[None]:
+    """Time one stage into ``timings[key or name]`` (ms), in a child span when tracing is on."""
+    started = time.perf_counter()
+    with span(name):
+        yield
     timings[key or name] = (time.perf_counter() - started) * 1000
 
 

@@ -39,6 +39,8 @@ class Span:
 class Collector:
     endpoint: str
     """OTLP gRPC, as ``OTEL_EXPORTER_OTLP_ENDPOINT`` takes it."""
+    traces_http_url: str
+    """OTLP/HTTP traces, for exporters that speak HTTP (Triton's)."""
     output: Path
 
 
@@ -80,7 +82,9 @@ def running_collector(folder: Path) -> Iterator[Collector]:
                 break
             assert time.monotonic() < deadline, f"rotel not listening within {READY_TIMEOUT_S} s"
             time.sleep(0.05)
-        yield Collector(f"http://127.0.0.1:{grpc_port}", output)
+        yield Collector(
+            f"http://127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}/v1/traces", output
+        )
     finally:
         proc.terminate()
         try:

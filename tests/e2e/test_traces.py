@@ -22,12 +22,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import cv2
+import numpy as np
 import pytest
 
 from addon_server import tracing
-from addon_server.config import TracingSettings
-from tests.addon_server.conftest import addon_process_env
-from tests.e2e.otel_collector import Collector, Span, received, running_collector
+from addon_server.config import TracingSettings, parse
+from addon_server.detector import load_detector
+from addon_server.detector.triton_serve import ServerProcess
+from tests.addon_server.conftest import HANG_TIMEOUT_S, addon_process_env
+from tests.e2e.otel_collector import Collector, Span, free_port, received, running_collector
 from tests.e2e.test_addon_process import BUS, HTTP_TIMEOUT_S, running_addon
 
 WAIT_S = 120.0
@@ -155,6 +159,10 @@ def test_one_trace_from_the_request_through_the_stages_to_the_llm(
     assert not missing, f"no span for stages {sorted(missing)}; got {sorted(by_name)}"
     for name in STAGES - {"reason"}:
         assert by_name[name].parent_id == server.span_id, name
+    # The detector's forward pass runs in the batcher's thread, in the caller's trace.
+    batch = by_name["detector batch"]
+    assert batch.parent_id == by_name["detect"].span_id
+    assert batch.attributes["batch_size"] == "1"
     # Each zoo model the frame triggered ran in its own span, inside the enrich stage.
     models = [k.removeprefix("enrich_") for k in event["timings_ms"] if k.startswith("enrich_")]
     assert models, event["timings_ms"]  # bus.jpg's people and bus trigger zoo models
@@ -223,3 +231,50 @@ def test_tracing_off_records_timings_only_and_imports_nothing() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_triton_joins_the_trace_of_the_detector_call(
+    tmp_path_factory: pytest.TempPathFactory, collector: Collector, protocol: str
+) -> None:
+    """The triton backend sends ``traceparent``: a real Triton, tracing to the same collector,
+    records its request span as the child of the add-on's."""
+    grpc_port, http_port, metrics_port = (free_port() for _ in range(3))
+    server = ServerProcess(
+        tmp_path_factory.mktemp("pt"),  # short: PyTriton's socket paths must fit 107 bytes
+        grpc_port=grpc_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
+        extra=["--trace-url", collector.traces_http_url],
+        env=addon_process_env(),
+    )
+    server.start()
+    try:
+        server.wait_ready(HANG_TIMEOUT_S)
+        document = {
+            "detector": {"backend": "triton"},
+            "triton": {
+                "url": f"127.0.0.1:{grpc_port}",
+                "http_url": f"127.0.0.1:{http_port}",
+                "protocol": protocol,
+            },
+        }
+        detector = load_detector(parse(document, environ={}).detector, "cpu")
+        tracing.configure(TracingSettings(otlp_endpoint=collector.endpoint))
+        try:
+            with tracing.span("caller"):
+                carrier = tracing.inject()
+                image = cv2.imdecode(np.frombuffer(BUS.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+                assert detector.detect_batch([image])[0]
+        finally:
+            tracing.shutdown()
+            detector.close()
+        trace_id, caller = carrier["traceparent"].split("-")[1:3]
+
+        def from_triton(spans: list[Span]) -> bool:
+            return any(s.parent_id == caller for s in spans)
+
+        spans = _wait_for(collector, trace_id, from_triton)
+    finally:
+        server.stop()
+    assert from_triton(spans), [(s.name, s.parent_id) for s in spans]
