@@ -18,6 +18,8 @@ from pathlib import Path
 
 import rotel
 
+from benchmarks.addon_process import free_port
+
 AGENT = Path(rotel.__file__).parent / "rotel-agent"
 READY_TIMEOUT_S = 60.0
 """Catches a hang: the agent listens within milliseconds."""
@@ -42,12 +44,6 @@ class Collector:
     traces_http_url: str
     """OTLP/HTTP traces, for exporters that speak HTTP (Triton's)."""
     output: Path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

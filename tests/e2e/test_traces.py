@@ -30,8 +30,9 @@ from addon_server import tracing
 from addon_server.config import TracingSettings, parse
 from addon_server.detector import load_detector
 from addon_server.detector.triton_serve import ServerProcess
+from benchmarks.addon_process import free_port
 from tests.addon_server.conftest import HANG_TIMEOUT_S, addon_process_env
-from tests.e2e.otel_collector import Collector, Span, free_port, received, running_collector
+from tests.e2e.otel_collector import Collector, Span, received, running_collector
 from tests.e2e.test_addon_process import BUS, HTTP_TIMEOUT_S, running_addon
 
 WAIT_S = 120.0
