@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from addon_server import api
+from addon_server import api, tracing
 from addon_server.api.auth import auth_middleware
 from addon_server.api.errors import METRICS_KEY, error_middleware
 from addon_server.config import Settings
@@ -72,6 +72,7 @@ def create_app(
     :class:`addon_server.store.StorageError` when the data dir cannot hold the instance id.
     Everything else in ``settings`` was validated when it was loaded (``config.load``).
     """
+    tracing.configure(settings.tracing)  # first: the HTTP sessions the services open are traced
     metrics = Metrics()
     devices = DeviceTable(settings.devices, discover() if discovered is None else discovered)
     registry = settings.registry  # mlflow is imported only when a models:/ path is loaded
@@ -124,10 +125,10 @@ def create_app(
         zoo=zoo,
         instance_id=instance_id(settings.server.data_dir),
     )
-    app = web.Application(
-        client_max_size=settings.server.max_body_bytes,
-        middlewares=[error_middleware, auth_middleware(settings.server.api_token)],
-    )
+    middlewares = [error_middleware, auth_middleware(settings.server.api_token)]
+    if tracing.enabled():
+        middlewares.insert(0, tracing.middleware)
+    app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=middlewares)
     app[METRICS_KEY] = metrics
     app[SERVICES_KEY] = services
     api.register(app)
@@ -142,6 +143,7 @@ def create_app(
         await detection.stop()
         await reasoner.stop()
         await store.close()
+        tracing.shutdown()
 
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -336,6 +336,12 @@ SCHEMA = vol.Schema(
             vol.Optional("max_concurrent", default=2): _POSITIVE_INT,
             vol.Optional("max_waiting", default=8): vol.All(vol.Coerce(int), vol.Range(min=0)),
         },
+        vol.Optional("tracing", default=dict): {
+            vol.Optional("otlp_endpoint", default=None): vol.Any(
+                None, vol.All(str, vol.Length(min=1))
+            ),
+            vol.Optional("service_name", default="vigil-addon"): vol.All(str, vol.Length(min=1)),
+        },
         vol.Optional("store", default=dict): {
             vol.Optional("max_age_days", default=30): vol.All(
                 vol.Coerce(float), vol.Range(min=0.001)
@@ -392,6 +398,8 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "VIGIL_MAX_BODY_MB": ("server", "max_body_mb"),
     "VIGIL_DATA_DIR": ("server", "data_dir"),
     "LOG_LEVEL": ("server", "log_level"),
+    "OTEL_EXPORTER_OTLP_ENDPOINT": ("tracing", "otlp_endpoint"),  # OpenTelemetry's own names
+    "OTEL_SERVICE_NAME": ("tracing", "service_name"),
     "YOLO26_MODEL_PATH": ("detector", "model_path"),
     "YOLO26_CONFIDENCE": ("detector", "confidence"),
     "DETECTOR_BACKEND": ("detector", "backend"),
@@ -561,6 +569,14 @@ class AnalysisSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """OpenTelemetry traces: off (``None``) unless an OTLP gRPC collector is named."""
+
+    otlp_endpoint: str | None = None
+    service_name: str = "vigil-addon"
+
+
+@dataclass(frozen=True, slots=True)
 class StoreSettings:
     path: Path
     max_age_days: float
@@ -642,6 +658,7 @@ class Settings:
     zoo: ZooSettings = field(default_factory=ZooSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     source: str = field(default="defaults", compare=False)
 
 
@@ -769,6 +786,7 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             window_seconds=data["reid"]["window_seconds"],
         ),
         deploy=DeploySettings(override_dir=override_dir),
+        tracing=TracingSettings(**data["tracing"]),
         zoo=ZooSettings(
             enabled=data["zoo"]["enabled"],
             preload=tuple(data["zoo"]["preload"]),

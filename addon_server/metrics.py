@@ -75,6 +75,12 @@ class Metrics:
             ["level", "llm_status"],
             registry=r,
         )
+        self.llm_latency = Histogram(
+            "vigil_llm_latency_seconds",
+            "Time an analysis spent waiting for the LLM's answer (answered or fallen back)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         # Mirrors of what the Triton backend's probe last read (gauges: Triton owns the counts,
         # and they restart from zero when the server does).
         self.triton_up = Gauge(

@@ -46,6 +46,7 @@ from addon_server.reasoning.reasoner import Reasoner
 from addon_server.reid.bodies import BodyGallery, BodyMatch
 from addon_server.reid.gallery import FaceMatch, ReidService, SeenOn
 from addon_server.store import EventStore, new_id
+from addon_server.tracing import stage
 from addon_server.zoo.evidence import records
 from addon_server.zoo.interface import Frame, in_pixels
 from addon_server.zoo.registry import THREAT_CLASSES
@@ -168,60 +169,57 @@ class Analyzer:
         started = time.perf_counter()
         async with self.admission.slot():
             timings["queue"] = _ms(started)
-            started = time.perf_counter()
-            image = await asyncio.to_thread(
-                decode,
-                upload,
-                max_pixels=self.images.max_pixels,
-                content_type=content_type,
-                max_side=self.settings.max_side,
-            )
-            timings["decode"] = _ms(started)
+            with stage("decode", timings):
+                image = await asyncio.to_thread(
+                    decode,
+                    upload,
+                    max_pixels=self.images.max_pixels,
+                    content_type=content_type,
+                    max_side=self.settings.max_side,
+                )
 
-            started = time.perf_counter()
-            detected = await self.detection.detect(image, self._selection())
-            timings["detect"] = _ms(started)
+            with stage("detect", timings):
+                detected = await self.detection.detect(image, self._selection())
 
-            started = time.perf_counter()
-            outcome = EnrichOutcome()
-            frame_detections = in_pixels(detected.detections, image)
-            if self.zoo is not None:
-                frame = Frame(image.pixels, frame_detections, request.camera)
-                outcome = await self.zoo.enrich(frame)
-            timings["enrich"] = _ms(started)
+            with stage("enrich", timings):
+                outcome = EnrichOutcome()
+                frame_detections = in_pixels(detected.detections, image)
+                if self.zoo is not None:
+                    frame = Frame(image.pixels, frame_detections, request.camera)
+                    outcome = await self.zoo.enrich(frame)
             for name, ms in outcome.timings_ms.items():
                 timings[f"enrich_{name}"] = ms
 
-            started = time.perf_counter()
             searched = self.reid.available  # and still after: else no face search ran
-            matches = await self.reid.identify(request.camera, ts, image)
-            timings["reid"] = _ms(started)
+            with stage("reid", timings):
+                matches = await self.reid.identify(request.camera, ts, image)
 
-            started = time.perf_counter()
-            hidden = faces_to_blur(  # before encoding: the snapshot is what the disk gets
-                self.privacy,
-                matches,
-                detected.detections,
-                searched=searched and self.reid.available,
-            )
-            snapshot = await asyncio.to_thread(
-                annotate_jpeg, image, _boxes(detected, matches), hidden
-            )
-            timings["annotate"] = _ms(started)
+            with stage("annotate", timings):
+                hidden = faces_to_blur(  # before encoding: the snapshot is what the disk gets
+                    self.privacy,
+                    matches,
+                    detected.detections,
+                    searched=searched and self.reid.available,
+                )
+                snapshot = await asyncio.to_thread(
+                    annotate_jpeg, image, _boxes(detected, matches), hidden
+                )
             size = {"width": image.width, "height": image.height}
             del image  # the pixels go with the slot
 
-        started = time.perf_counter()  # the body vectors are computed: no pixels needed here
-        bodies = await self.bodies.identify(ts, outcome.results, frame_detections)
-        timings["reid_body"] = _ms(started)
+        with stage("reid_body", timings):  # the body vectors are computed: no pixels needed
+            bodies = await self.bodies.identify(ts, outcome.results, frame_detections)
 
-        started = time.perf_counter()
-        history = await self.store.recent_events(request.camera, ts - self.settings.history_seconds)
-        evidence = records(outcome.results, frame_detections)
-        context = _scene(request, detected, matches, bodies, history, ts, evidence)
-        feedback = await self.store.feedback_on(request.camera)  # calibration's evidence
-        assessment = await self.reasoner.assess(context, use_llm=request.use_llm, feedback=feedback)
-        timings["reason"] = _ms(started)
+        with stage("reason", timings):
+            history = await self.store.recent_events(
+                request.camera, ts - self.settings.history_seconds
+            )
+            evidence = records(outcome.results, frame_detections)
+            context = _scene(request, detected, matches, bodies, history, ts, evidence)
+            feedback = await self.store.feedback_on(request.camera)  # calibration's evidence
+            assessment = await self.reasoner.assess(
+                context, use_llm=request.use_llm, feedback=feedback
+            )
         for part, ms in (assessment.timings_ms or {}).items():
             timings[f"reason_{part}"] = ms
 
@@ -246,14 +244,13 @@ class Analyzer:
             "model": detected.model,
             "snapshot_url": f"/v1/events/{event_id}/snapshot.jpg",
         }
-        started = time.perf_counter()
-        await self.store.add_event(
-            {**document, "timings_ms": timings},
-            snapshot,
-            self.reid.sightings(matches, request.camera, ts, event_id)
-            + self.bodies.sightings(bodies, request.camera, ts, event_id),
-        )
-        timings["store"] = _ms(started)
+        with stage("store", timings):
+            await self.store.add_event(
+                {**document, "timings_ms": timings},
+                snapshot,
+                self.reid.sightings(matches, request.camera, ts, event_id)
+                + self.bodies.sightings(bodies, request.camera, ts, event_id),
+            )
         document["timings_ms"] = {k: round(v, 1) for k, v in timings.items()}
         assert level_for(document["risk_score"]) is level  # the invariant, end to end
         return document

@@ -18,8 +18,9 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from addon_server import tracing
 from addon_server.config import BatchingSettings
 from addon_server.detector.base import Detection, Detector
 from addon_server.imaging import BGRImage
@@ -44,6 +45,8 @@ class _Request:
     image: BGRImage
     future: asyncio.Future[tuple[list[Detection], int, float]]
     enqueued: float
+    trace: dict[str, str] = field(default_factory=dict)
+    """The caller's trace context (:func:`addon_server.tracing.inject`; empty when off)."""
 
 
 @dataclass(slots=True)
@@ -112,7 +115,7 @@ class DynamicBatcher:
         if self._queue is None:
             raise BatcherClosedError("the batcher is not running")
         loop = asyncio.get_running_loop()
-        request = _Request(image, loop.create_future(), time.monotonic())
+        request = _Request(image, loop.create_future(), time.monotonic(), tracing.inject())
         try:
             self._queue.put_nowait(request)
         except asyncio.QueueFull:
@@ -181,7 +184,7 @@ class DynamicBatcher:
             self._running += 1
             try:
                 results = await loop.run_in_executor(
-                    self._executor, self.detector.detect_batch, [r.image for r in live]
+                    self._executor, self._detect, [r.image for r in live], live[0].trace
                 )
             except Exception as err:  # a model failure fails this batch, not the server
                 _LOGGER.exception("detector failed on a batch of %d", len(live))
@@ -196,6 +199,11 @@ class DynamicBatcher:
             for request, detections in zip(live, results, strict=True):
                 if not request.future.done():
                     request.future.set_result((detections, len(live), elapsed * 1000))
+
+    def _detect(self, images: list[BGRImage], trace: dict[str, str]) -> list[list[Detection]]:
+        """One forward pass, traced in the first caller's trace (a backend's calls join it)."""
+        with tracing.extract(trace), tracing.span("detector batch", batch_size=len(images)):
+            return self.detector.detect_batch(images)
 
     def _record(self, size: int, seconds: float) -> None:
         stats = self.stats

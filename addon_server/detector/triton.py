@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from addon_server import tracing
 from addon_server.config import TritonSettings
 from addon_server.detector.base import Detection, canonical_class, clip_box
 from addon_server.errors import TritonUnavailableError
@@ -165,12 +166,16 @@ class _Connection:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         tensor = self.module.InferInput(INPUT_NAME, list(batch.shape), INPUT_DTYPE)
         tensor.set_data_from_numpy(batch)
+        headers = tracing.inject() or None  # traceparent: Triton's own trace joins ours
         if self.grpc:
             result = self.client.infer(
-                self.settings.model, [tensor], client_timeout=self.settings.timeout_s
+                self.settings.model,
+                [tensor],
+                client_timeout=self.settings.timeout_s,
+                headers=headers,
             )
         else:
-            result = self.client.infer(self.settings.model, [tensor])
+            result = self.client.infer(self.settings.model, [tensor], headers=headers)
         out = result.as_numpy(OUTPUT_NAME)
         if out is None:
             raise TritonUnavailableError(

@@ -96,6 +96,13 @@ def publish_parameters(model_name: str, parameters: dict[str, str]) -> None:
     Model._get_triton_model_config = with_parameters
 
 
+def _trace_config(url: str | None) -> list[str] | None:
+    """Triton's OpenTelemetry tracing of every request, continuing a ``traceparent`` it is sent."""
+    if url is None:
+        return None
+    return ["mode=opentelemetry", "rate=1", "level=TIMESTAMPS", f"opentelemetry,url={url}"]
+
+
 def serve(args: argparse.Namespace) -> None:
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
@@ -132,6 +139,7 @@ def serve(args: argparse.Namespace) -> None:
         metrics_port=args.metrics_port,
         exit_timeout_secs=2,
         log_verbose=0,
+        trace_config=_trace_config(args.trace_url),
     )
     # No restricted endpoints: the backend reads the statistics endpoint for /health.
     security = TritonSecurityConfig(restricted_endpoints=[])
@@ -274,6 +282,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-queue-delay-us", type=int, default=2000)
     parser.add_argument("--null", action="store_true", help="also serve a null model")
+    parser.add_argument(
+        "--trace-url", default=None, help="OTLP/HTTP traces URL: Triton exports its spans there"
+    )
     logging.basicConfig(level=logging.INFO)
     serve(parser.parse_args(argv))
 

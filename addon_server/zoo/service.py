@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -28,6 +27,7 @@ from addon_server.devices import DeviceTable
 from addon_server.errors import ModelNotInstalledError
 from addon_server.metrics import Metrics
 from addon_server.served import ModelInfo
+from addon_server.tracing import stage
 from addon_server.zoo.interface import (
     Enrichment,
     Frame,
@@ -229,19 +229,18 @@ class ZooService:
         names = list(models) if models is not None else self.triggered(frame)
 
         async def one(name: str) -> None:
-            started = time.perf_counter()
-            try:
-                outcome.results[name] = await self.run(name, frame)
-            except ZooBusyError as err:
-                outcome.skipped[name] = Skipped("zoo_busy", f"{err.reason}: {err}")
-            except ModelNotInstalledError as err:
-                outcome.skipped[name] = Skipped("not_installed", str(err))
-            except ModelLoadError as err:
-                outcome.skipped[name] = Skipped("load_failed", str(err))
-            except Exception as err:  # a model's bug must not cost the analysis its answer
-                _LOGGER.exception("zoo model %s failed on a frame", name)
-                outcome.skipped[name] = Skipped("error", f"{type(err).__name__}: {err}")
-            outcome.timings_ms[name] = (time.perf_counter() - started) * 1000
+            with stage(f"enrich {name}", outcome.timings_ms, key=name):
+                try:
+                    outcome.results[name] = await self.run(name, frame)
+                except ZooBusyError as err:
+                    outcome.skipped[name] = Skipped("zoo_busy", f"{err.reason}: {err}")
+                except ModelNotInstalledError as err:
+                    outcome.skipped[name] = Skipped("not_installed", str(err))
+                except ModelLoadError as err:
+                    outcome.skipped[name] = Skipped("load_failed", str(err))
+                except Exception as err:  # a model's bug must not cost the analysis its answer
+                    _LOGGER.exception("zoo model %s failed on a frame", name)
+                    outcome.skipped[name] = Skipped("error", f"{type(err).__name__}: {err}")
 
         await asyncio.gather(*(one(n) for n in names))
         if frame.camera is not None:
