@@ -21,7 +21,7 @@ from addon_server.reid.embedders import FACE_EMBEDDERS, OnnxFaceEmbedder
 from addon_server.reid.gallery import ReidService
 from addon_server.services import SERVICES_KEY, Services, instance_id
 from addon_server.store import EventStore
-from addon_server.zoo.service import ZooService
+from addon_server.zoo.service import Enricher, ZooService
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -103,7 +103,13 @@ def create_app(
         reid=reid,
         reasoner=reasoner,
         analyzer=Analyzer(
-            detection, reid, reasoner, store, settings.analysis, settings.images, zoo=zoo
+            detection,
+            reid,
+            reasoner,
+            store,
+            settings.analysis,
+            settings.images,
+            zoo=_enricher(settings, zoo),
         ),
         zoo=zoo,
         instance_id=instance_id(settings.server.data_dir),
@@ -129,3 +135,12 @@ def create_app(
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+def _enricher(settings: Settings, zoo: ZooService) -> Enricher:
+    """The enrich stage: this process's zoo, or the zoo on the Ray cluster (``BACKEND=ray``)."""
+    if settings.detector.backend != "ray":
+        return zoo
+    from addon_server.ray_serve.client import RayZoo
+
+    return RayZoo(settings.detector.ray)
