@@ -46,6 +46,7 @@ from addon_server.detector.base import Detection
 from addon_server.imaging import ImageError, decode
 from addon_server.ray_serve.client import detection_of, detection_row
 from addon_server.ray_serve.placement import AppArgs, models_per_replica, parse_args
+from addon_server.reasoning.supervisor import ServerState, SupervisedServer, SupervisorConfig
 from addon_server.zoo.interface import Enrichment, Frame, ZooModel
 from addon_server.zoo.manager import Lease, ZooManager
 from addon_server.zoo.registry import ModelSpec, Registry
@@ -220,14 +221,44 @@ class ZooDeployment:
         }
 
 
+def _llm_device() -> str:
+    """The GPU Ray assigned, by its physical id: the supervisor sets CUDA_VISIBLE_DEVICES to it
+    for llama.cpp (Ray's own CUDA_VISIBLE_DEVICES in this replica would otherwise be replaced
+    by ``0``, another GPU); ``cpu`` without one or without CUDA."""
+    import ray
+
+    gpus = ray.get_gpu_ids()
+    return f"cuda:{gpus[0]}" if gpus and _device() != "cpu" else "cpu"
+
+
 @serve.deployment(name="LLM")
 class LLMDeployment:
-    """A pass-through to an OpenAI-compatible server, on the host the placement names."""
+    """The LLM stage on its host: a pass-through to an OpenAI-compatible server (``llm_url``),
+    or a llama.cpp server this replica supervises (``llm_model_path``; ``embedded`` is the
+    add-on's bundled SmolLM2) on the GPU share Ray assigned, restarted when it dies."""
 
-    def __init__(self, url: str | None, timeout_s: float) -> None:
+    def __init__(self, url: str | None, model_path: str | None, timeout_s: float) -> None:
         self.url = url.rstrip("/") if url else None
         self.timeout_s = timeout_s
         self.where = where()
+        self.server: SupervisedServer | None = None
+        if model_path is not None:
+            from addon_server.reasoning.reasoner import embedded_model_path
+
+            path = embedded_model_path() if model_path == "embedded" else Path(model_path)
+            self.server = SupervisedServer(SupervisorConfig(model_path=path, device=_llm_device()))
+        self._starting = asyncio.Lock()
+
+    async def _base_url(self) -> str | None:
+        """The server to talk to; a supervised one is started on first use."""
+        if self.server is None:
+            return self.url
+        async with self._starting:
+            if self.server.state is ServerState.STOPPED:
+                await self.server.start()
+        if not await self.server.wait_ready(self.timeout_s):
+            raise StageTimeout(f"the supervised LLM is not ready: {self.server.status().as_json()}")
+        return self.server.base_url()
 
     async def complete(
         self, body: Mapping[str, Any], trace_context: Mapping[str, str] | None = None
@@ -235,15 +266,23 @@ class LLMDeployment:
         import aiohttp
 
         with trace_scope(trace_context, "llm"):
-            if self.url is None:
-                return {"error": "no llm_url configured", **self.where}
+            base = await self._base_url()
+            if base is None:
+                return {"error": "no llm_url or llm_model_path configured", **self.where}
             timeout = aiohttp.ClientTimeout(total=self.timeout_s)
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
-                session.post(f"{self.url}/v1/chat/completions", json=dict(body)) as response,
+                session.post(f"{base}/v1/chat/completions", json=dict(body)) as response,
             ):
                 answer: dict[str, Any] = await response.json(content_type=None)
                 return {"status": response.status, "answer": answer, **self.where}
+
+    async def __del__(self) -> None:
+        """Serve's replica shutdown: stop the supervised server (its child also dies with the
+        replica's process by PR_SET_PDEATHSIG)."""
+        server = getattr(self, "server", None)  # absent when __init__ failed
+        if server is not None:
+            await server.stop()
 
 
 class StageTimeout(Exception):
@@ -460,7 +499,7 @@ def build(raw_args: dict[str, Any]) -> Any:
     llm = (
         _deployment(LLMDeployment)
         .options(**args.deployment_options("llm"))
-        .bind(args.llm_url, args.timeout("llm"))
+        .bind(args.llm_url, args.llm_model_path, args.timeout("llm"))
     )
     ingress = _deployment(VigilIngress).options(**args.deployment_options("ingress"))
     return ingress.bind(detector, zoo, llm, raw_args)

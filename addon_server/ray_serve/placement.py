@@ -86,6 +86,9 @@ ARGS_SCHEMA = vol.Schema(
         vol.Optional("zoo_budget_mb", default=2048): vol.All(vol.Coerce(int), vol.Range(min=1)),
         vol.Optional("models_dir", default="models"): str,
         vol.Optional("llm_url", default=None): vol.Any(None, vol.All(str, vol.Length(min=1))),
+        vol.Optional("llm_model_path", default=None): vol.Any(
+            None, vol.All(str, vol.Length(min=1))
+        ),
         vol.Optional("max_side", default=1920): vol.All(vol.Coerce(int), vol.Range(min=64)),
         vol.Optional("max_pixels", default=40_000_000): vol.All(vol.Coerce(int), vol.Range(min=1)),
     },
@@ -114,6 +117,9 @@ class AppArgs:
     zoo_budget_bytes: int = 2048 * MB
     models_dir: str = "models"
     llm_url: str | None = None
+    llm_model_path: str | None = None
+    """A GGUF the LLM replica runs under the add-on's llama.cpp supervisor (``embedded``: the
+    bundled SmolLM2); None with ``llm_url`` set: a pass-through."""
     max_side: int = 1920
     max_pixels: int = 40_000_000
 
@@ -148,6 +154,10 @@ def parse_args(raw: Mapping[str, Any] | None) -> AppArgs:
     """Validate the application's ``args``; :class:`PlacementError` names the bad key."""
     try:
         data = ARGS_SCHEMA(dict(raw or {}))
+        if data["llm_url"] and data["llm_model_path"]:
+            raise vol.MultipleInvalid(
+                [vol.Invalid("give llm_url or llm_model_path, not both", path=["llm_url"])]
+            )
     except vol.MultipleInvalid as err:
         first = err.errors[0]
         path = ".".join(str(p) for p in first.path) or "<args>"
@@ -167,6 +177,7 @@ def parse_args(raw: Mapping[str, Any] | None) -> AppArgs:
         zoo_budget_bytes=data["zoo_budget_mb"] * MB,
         models_dir=data["models_dir"],
         llm_url=data["llm_url"],
+        llm_model_path=data["llm_model_path"],
         max_side=data["max_side"],
         max_pixels=data["max_pixels"],
     )

@@ -39,6 +39,8 @@ pytestmark = pytest.mark.skipif(
 )
 MODELS_DIR = os.environ.get("VIGIL_MODELS_DIR", "/work/shared/models")
 ZOO_TIMEOUT_S = 10.0
+LLM_TIMEOUT_S = 280.0
+"""The first call starts llama.cpp's server (slow on a busy 2-core box)."""
 MB = 1024**2
 BUDGET_MB = 150
 """Two of the served models (pose: 60 MB, person_reid: 30 MB by estimate) per Zoo replica."""
@@ -58,7 +60,8 @@ def test_config(tmp: Path) -> Path:
         max_queued_requests={"ingress": 4},
     )
     args["replicas"]["zoo"] = 2
-    args["timeouts"].update(detector=60, zoo=ZOO_TIMEOUT_S)
+    args["timeouts"].update(detector=60, zoo=ZOO_TIMEOUT_S, llm=LLM_TIMEOUT_S)
+    args.update(llm_url=None, llm_model_path="embedded")
     args["batch"].update(wait_timeout_s=0.05)
     path = tmp / "vigil.yaml"
     path.write_text(yaml.safe_dump(document))
@@ -68,12 +71,14 @@ def test_config(tmp: Path) -> Path:
 test_config.__test__ = False  # type: ignore[attr-defined]
 
 
-def post(path: str, body: bytes, **params: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+def post(
+    path: str, body: bytes, timeout_s: float = 120, **params: str
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     query = "&".join(f"{k}={v}" for k, v in params.items())
     request = urllib.request.Request(f"{SERVE_URL}/{path}?{query}", data=body, method="POST")
     request.add_header("Content-Type", "image/jpeg" if path == "analyze" else "application/x-npz")
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status, json.loads(response.read()), dict(response.headers)
     except urllib.error.HTTPError as err:
         text = err.read()
@@ -204,6 +209,17 @@ def test_full_queue_answers_429(ray_cluster: Cluster) -> None:
     assert 429 in codes and 200 in codes, codes
     refused = next(headers for status, _, headers in answers if status == 429)
     assert "retry-after" in {k.lower() for k in refused}
+
+
+def test_supervised_llm_answers_on_its_host(ray_cluster: Cluster) -> None:
+    """The LLM replica starts the bundled GGUF under the add-on's llama.cpp supervisor."""
+    chat = {"messages": [{"role": "user", "content": "Reply with the word OK."}], "max_tokens": 4}
+    status, answer, _ = post("llm", json.dumps(chat).encode(), timeout_s=LLM_TIMEOUT_S + 20)
+    assert status == 200, answer
+    assert answer["status"] == 200, answer
+    assert answer["answer"]["choices"][0]["message"]["content"] is not None
+    assert answer["assigned"]["vigil_host_b"] > 0
+    assert "GPU" not in answer["assigned"]  # the shipped yaml gives the LLM no GPU share
 
 
 def test_lost_host_degrades_then_recovers(ray_cluster: Cluster, addon: None) -> None:

@@ -44,4 +44,4 @@ def test_vigil_on_a_three_node_ray_cluster() -> None:
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-12000:]
-    assert "5 passed" in output, output[-4000:]
+    assert "6 passed" in output, output[-4000:]

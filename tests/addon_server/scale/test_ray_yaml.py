@@ -78,3 +78,9 @@ def test_models_per_replica_follows_the_byte_budget() -> None:
     assert models_per_replica(150 * MB, specs) == 2
     assert models_per_replica(59 * MB, specs) == 1  # never zero: one model always fits
     assert models_per_replica(600 * MB, specs) == 10
+
+
+def test_llm_is_a_url_or_a_supervised_model_not_both() -> None:
+    assert parse_args({"llm_model_path": "embedded"}).llm_model_path == "embedded"
+    with pytest.raises(PlacementError, match="llm_url: give llm_url or llm_model_path"):
+        parse_args({"llm_url": "http://gpu-host:8080", "llm_model_path": "embedded"})
