@@ -22,7 +22,7 @@ from addon_server.reid.gallery import ReidService
 from addon_server.services import SERVICES_KEY, Services, instance_id
 from addon_server.store import EventStore
 from addon_server.zoo.mlflow_source import RegistrySource
-from addon_server.zoo.service import ZooService
+from addon_server.zoo.service import Enricher, ZooService
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def create_app(
             store,
             settings.analysis,
             settings.images,
-            zoo=zoo,
+            zoo=_enricher(settings, zoo),
             privacy=settings.privacy,
         ),
         zoo=zoo,
@@ -147,3 +147,12 @@ def create_app(
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+def _enricher(settings: Settings, zoo: ZooService) -> Enricher:
+    """The enrich stage: this process's zoo, or the zoo on the Ray cluster (``BACKEND=ray``)."""
+    if settings.detector.backend != "ray":
+        return zoo
+    from addon_server.ray_serve.client import RayZoo
+
+    return RayZoo(settings.detector.ray)

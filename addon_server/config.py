@@ -55,7 +55,7 @@ COMPILE_MODES: tuple[str, ...] = ("off", "default", "reduce-overhead", "max-auto
 """``detector.gpu_path.compile``: off, or the ``torch.compile`` mode (YAML booleans mean off or
 default)."""
 DEVICE_ID = re.compile(r"^(cpu|cuda:\d+)$")
-BACKENDS = ("auto", "darknet", "ultralytics", "triton")
+BACKENDS = ("auto", "darknet", "ultralytics", "triton", "ray")
 TRITON_PROTOCOLS = ("grpc", "http")
 
 
@@ -294,6 +294,16 @@ SCHEMA = vol.Schema(
             vol.Optional("probe_interval_s"): _seconds(0.05, 600),
             vol.Optional("confidence_threshold"): vol.Any(None, _PROBABILITY),
         },
+        # Keys, types and ranges only: an absent key takes RaySettings' default.
+        vol.Optional("ray", default=dict): {
+            vol.Optional("serve_url"): vol.Any(
+                None,
+                vol.All(str, vol.Match(r"^https?://[^/]")),
+                msg="expected an http(s) URL, e.g. http://head:8000/vigil",
+            ),
+            vol.Optional("detector_timeout_s"): _seconds(0.05, 600),
+            vol.Optional("zoo_timeout_s"): _seconds(0.05, 600),
+        },
         vol.Optional("batching", default=dict): {
             vol.Optional("enabled", default=True): _BOOL,
             vol.Optional("autotune", default=True): _BOOL,
@@ -403,6 +413,10 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "YOLO26_MODEL_PATH": ("detector", "model_path"),
     "YOLO26_CONFIDENCE": ("detector", "confidence"),
     "DETECTOR_BACKEND": ("detector", "backend"),
+    "BACKEND": ("detector", "backend"),
+    "RAY_SERVE_URL": ("ray", "serve_url"),
+    "RAY_DETECTOR_TIMEOUT_S": ("ray", "detector_timeout_s"),
+    "RAY_ZOO_TIMEOUT_S": ("ray", "zoo_timeout_s"),
     "TRITON_ENABLED": ("triton", "enabled"),
     "TRITON_URL": ("triton", "url"),
     "TRITON_HTTP_URL": ("triton", "http_url"),
@@ -524,6 +538,19 @@ class TritonSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RaySettings:
+    """The ``ray`` section: the model stages on a Ray Serve cluster (``BACKEND=ray``)."""
+
+    serve_url: str | None = None
+    """The Vigil application's HTTP root on the cluster, e.g. ``http://head:8000/vigil``."""
+    detector_timeout_s: float = 10.0
+    """How long one detection call may take before the analysis fails with 503."""
+    zoo_timeout_s: float = 5.0
+    """How long the enrichments may take; past it the analysis answers without them
+    (``degraded: true``, ``missing_stages: ["zoo"]``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class DetectorSettings:
     backend: str
     model_path: str | None
@@ -538,6 +565,7 @@ class DetectorSettings:
     warmup: bool
     gpu_path: GpuPathSettings = field(default_factory=GpuPathSettings)
     triton: TritonSettings = field(default_factory=TritonSettings)
+    ray: RaySettings = field(default_factory=RaySettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -718,6 +746,9 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             f"triton.enabled: conflicts with detector.backend {detector['backend']!r} "
             "(use 'auto' or 'triton')"
         )
+    ray = RaySettings(**data["ray"])
+    if detector["backend"] == "ray" and not ray.serve_url:
+        raise ConfigError("ray.serve_url: required with backend 'ray' (env RAY_SERVE_URL)")
     _check_zoo_names(data["zoo"])
     privacy = _privacy(data["privacy"], reasoning)
     reasoning = dataclasses.replace(reasoning, local_only=privacy.local_only)
@@ -754,6 +785,7 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             warmup=detector["warmup"],
             gpu_path=GpuPathSettings(**detector["gpu_path"]),
             triton=triton,
+            ray=ray,
         ),
         batching=BatchingSettings(
             enabled=batching["enabled"],

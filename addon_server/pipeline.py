@@ -50,7 +50,7 @@ from addon_server.tracing import stage
 from addon_server.zoo.evidence import records
 from addon_server.zoo.interface import Frame, in_pixels
 from addon_server.zoo.registry import THREAT_CLASSES
-from addon_server.zoo.service import EnrichOutcome, ZooService
+from addon_server.zoo.service import Enricher, EnrichOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +130,7 @@ class Analyzer:
         settings: AnalysisSettings,
         images: ImageSettings,
         *,
-        zoo: ZooService | None = None,
+        zoo: Enricher | None = None,
         privacy: PrivacySettings | None = None,
     ) -> None:
         self.detection = detection
@@ -237,6 +237,8 @@ class Analyzer:
             "detections": [d.as_json() for d in detected.detections],
             "counts": _counts(detected),
             "enrichments": outcome.as_json(),
+            "degraded": bool(outcome.missing_stages),
+            "missing_stages": list(outcome.missing_stages),
             "reid": [_match_json(m) for m in matches],
             "body_reid": [_body_json(b, detected) for b in bodies],
             "notify": LEVEL_RANK[str(level)] >= LEVEL_RANK[str(request.notify_level)],

@@ -464,6 +464,15 @@ def check_no_timing(event: dict[str, Any]) -> None:
         raise SystemExit(f"enrichments skipped for time while recording: {busy}")
 
 
+def recorded_elsewhere(manifest: Path) -> list[dict[str, Any]]:
+    """Entries another recorder wrote (they name it in ``recorded_by``), kept as they are:
+    e.g. the /health of a Ray cluster with a host gone (tests/addon_server/scale)."""
+    if not manifest.is_file():
+        return []
+    entries = json.loads(manifest.read_text(encoding="utf-8")).get("fixtures", [])
+    return [e for e in entries if "recorded_by" in e]
+
+
 def write(path: Path, document: Any) -> None:
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -505,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
             "fixtures": [
                 {"fixture": name, "method": method, "path": path, "status": status}
                 for name, (method, path, status, _) in sorted(rec.fixtures.items())
-            ],
+            ]
+            + recorded_elsewhere(args.out / "recorded.json"),
         },
     )
     print(f"wrote {len(rec.fixtures)} fixtures, openapi.json and recorded.json to {args.out}")

@@ -47,6 +47,7 @@ ISSUE_CODES: Final = (
     "triton_unavailable",
     "zoo_model_failed",
     "restart_required",
+    "stage_unavailable",
 )
 """Codes of /health ``issues``: Home Assistant has a repair text for each (its ``ISSUE_CODES``)."""
 ISSUE_SEVERITIES: Final = ("warning", "info")
@@ -183,7 +184,7 @@ SCHEMAS["BodyMatch"] = closed(
 }
 SCHEMAS["EnrichmentSkip"] = closed(
     {
-        "reason": enum(("zoo_busy", "not_installed", "load_failed", "error")),
+        "reason": enum(("zoo_busy", "not_installed", "load_failed", "error", "stage_unavailable")),
         "message": STRING,
     }
 )
@@ -249,7 +250,14 @@ SCHEMAS["Event"] = closed(
             "description": "Milliseconds per stage (decode, detect, reid, reason, ...)",
         },
     },
-    {"body_reid": array(ref("BodyMatch")), "feedback": ref("Feedback")},
+    {
+        "body_reid": array(ref("BodyMatch")),
+        "feedback": ref("Feedback"),
+        "degraded": BOOLEAN
+        | {"description": "A model stage did not answer (BACKEND=ray, a host gone)"},
+        "missing_stages": array(enum(SERVICES))
+        | {"description": "The stages this analysis went without; empty when it is complete"},
+    },
 )
 SCHEMAS["EventList"] = closed({"events": array(ref("Event"))})
 SCHEMAS["TritonStatistics"] = closed(

@@ -41,6 +41,10 @@ def resolve_backend(settings: DetectorSettings) -> str:
 def load_detector(settings: DetectorSettings, device: str) -> Detector:
     """Load the configured detector on ``device`` (blocking: call it off the event loop)."""
     backend = resolve_backend(settings)
+    if backend == "ray":
+        from addon_server.ray_serve.client import RayDetector
+
+        return RayDetector(settings.ray)
     if backend == "triton":
         from addon_server.detector.triton import TritonDetector
 

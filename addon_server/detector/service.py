@@ -282,7 +282,13 @@ class DetectionService:
         return self.detector.health() if isinstance(self.detector, TritonDetector) else None
 
     def issues(self) -> list[dict[str, Any]]:
-        """A Triton backend that cannot answer: a repair in Home Assistant until it is back."""
+        """A Triton backend or a Ray stage that cannot answer: a repair in Home Assistant
+        until it is back."""
+        if self.backend == "ray":
+            from addon_server.ray_serve.client import board_for
+
+            assert self.settings.ray.serve_url is not None  # config.py requires it
+            return board_for(self.settings.ray.serve_url).issues()
         if self.backend != "triton":
             return []
         triton = self.triton_health()

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from addon_server.config import ZooSettings
 from addon_server.devices import DeviceTable
@@ -64,6 +64,8 @@ class EnrichOutcome:
     results: dict[str, Enrichment] = field(default_factory=dict)
     skipped: dict[str, Skipped] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    missing_stages: list[str] = field(default_factory=list)
+    """Stages that did not answer (a Ray host gone): the analysis is ``degraded``."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +78,14 @@ class EnrichOutcome:
         for result in self.results.values():
             lines.extend(result.context_lines())
         return lines
+
+
+class Enricher(Protocol):
+    """The enrich stage as the pipeline calls it: this zoo, or the zoo on a Ray cluster."""
+
+    async def enrich(self, frame: Frame, models: Iterable[str] | None = None) -> EnrichOutcome:
+        """Run ``models`` (default: what the frame triggers); never raises for a model."""
+        ...
 
 
 class ZooModelHandle:

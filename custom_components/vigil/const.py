@@ -47,6 +47,7 @@ ISSUE_CODES: Final = (
     "zoo_model_failed",
     "restart_required",
     "triton_unavailable",
+    "stage_unavailable",
 )
 
 ATTR_CAMERA: Final = "camera"

@@ -252,3 +252,28 @@ async def test_triton_outage_is_a_repair_until_it_answers(
     mock_vigil_client.health.return_value = Health.from_dict(gpu_host(load_json("health.json")))
     await poll(hass, freezer)
     assert vigil_issues(issue_registry) == []
+
+
+@pytest.mark.parametrize("health_fixture", ["health.json"])
+async def test_lost_ray_stage_is_a_repair_until_it_answers(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_vigil_client: MagicMock,
+    issue_registry: ir.IssueRegistry,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A Ray host gone (the /health recorded from the add-on with BACKEND=ray after a host's
+    raylet was killed): a repair naming the stage, gone when the stage answers again."""
+    down = load_json("health_stage_unavailable.json")
+    mock_vigil_client.health.return_value = Health.from_dict(down)
+    await poll(hass, freezer)
+    (issue,) = (i for i in vigil_issues(issue_registry) if i.translation_key == "stage_unavailable")
+    assert issue.severity == ir.IssueSeverity.WARNING
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["subject"] == "zoo"
+    assert "zoo" in issue.translation_placeholders["message"]
+
+    mock_vigil_client.health.return_value = Health.from_dict(load_json("health.json"))
+    await poll(hass, freezer)
+    keys = [i.translation_key for i in vigil_issues(issue_registry)]
+    assert "stage_unavailable" not in keys

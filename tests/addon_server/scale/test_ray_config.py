@@ -1,0 +1,38 @@
+"""``BACKEND=ray``: the add-on's settings for the Serve application, and their refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from addon_server.config import ConfigError, parse
+
+
+def test_backend_ray_from_the_environment() -> None:
+    settings = parse(
+        {},
+        environ={
+            "BACKEND": "ray",
+            "RAY_SERVE_URL": "http://head:8000/vigil",
+            "RAY_ZOO_TIMEOUT_S": "2.5",
+        },
+    )
+    assert settings.detector.backend == "ray"
+    assert settings.detector.ray.serve_url == "http://head:8000/vigil"
+    assert settings.detector.ray.zoo_timeout_s == 2.5
+    assert settings.detector.ray.detector_timeout_s == 10.0  # the default
+
+
+def test_backend_ray_needs_the_serve_url() -> None:
+    with pytest.raises(ConfigError, match=r"ray\.serve_url: required with backend 'ray'"):
+        parse({}, environ={"BACKEND": "ray"})
+
+
+@pytest.mark.parametrize("url", ["head:8000", "file:///etc/passwd", "http://"])
+def test_serve_url_must_be_http(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"ray\.serve_url: expected an http\(s\) URL"):
+        parse({"ray": {"serve_url": url}}, environ={})
+
+
+def test_stage_timeout_is_bounded() -> None:
+    with pytest.raises(ConfigError, match=r"ray\.zoo_timeout_s"):
+        parse({"ray": {"zoo_timeout_s": 0}}, environ={})
