@@ -5,7 +5,8 @@ risk_event``, ``data:`` the event document): an analysis gives one message at on
 LLM refines it, a second with the same event id and ``revision: 2``. Ids are stored in SQLite
 and never reused, so a client that lost its connection — or the add-on, restarted — resumes
 with ``Last-Event-ID`` (what browsers send on their own) or ``?after=`` and misses nothing that
-retention kept. Without either, the stream starts with the next revision.
+retention kept. Without either, the stream starts with the next revision; its first message
+is an ``id:`` alone (no event), the position to resume from.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             }
         )
         await response.prepare(request)
-        await response.write(KEEPALIVE)  # the client knows at once that it is connected
+        # An id without data: the client knows at once that it is connected, and where it
+        # stands, so it can resume from here even if nothing happens before a restart.
+        await response.write(f"id: {last}\n\n".encode())
         while True:  # the stored backlog, page by page
             page = await store.revisions_after(last, BACKLOG_PAGE)
             for revision in page:

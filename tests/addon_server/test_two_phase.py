@@ -196,8 +196,9 @@ async def test_stream_auth_bad_ids_keepalive_and_cleanup(
         assert bad.status == 400
         assert (await bad.json())["error"]["code"] == "bad_parameter"
     stream = await client.get("/v1/events/stream", headers=AUTH)
-    lines = [await asyncio.wait_for(stream.content.readline(), HANG_TIMEOUT_S) for _ in range(4)]
-    assert lines == [b": keepalive\n", b"\n", b": keepalive\n", b"\n"]
+    lines = [await asyncio.wait_for(stream.content.readline(), HANG_TIMEOUT_S) for _ in range(6)]
+    # The position first (an id without an event: nothing stored yet), then keepalives.
+    assert lines == [b"id: 0\n", b"\n", b": keepalive\n", b"\n", b": keepalive\n", b"\n"]
     assert hub.clients == 1
     stream.close()  # the client goes away: its subscription goes with it
     await eventually(lambda: hub.clients == 0, "the stream handler notices the disconnect")
