@@ -171,7 +171,7 @@ async def test_two_phases(hass: HomeAssistant, socket_enabled: None) -> None:
             fired.put_nowait((time.perf_counter(), state.attributes.get("phase")))
 
     unsub = hass.bus.async_listen("state_changed", on_state)
-    first, refined, not_asked = [], [], 0
+    first, refined, not_asked, statuses = [], [], 0, {}
     for i in range(PHASE_TRIGGERS + 1):  # the first one warms up and is not counted
         start = time.perf_counter()
         hass.states.async_set(TRIGGER, "on", {"device_class": "motion"})
@@ -182,6 +182,9 @@ async def test_two_phases(hass: HomeAssistant, socket_enabled: None) -> None:
         if asked:
             at2, phase2 = await asyncio.wait_for(fired.get(), timeout=300)
             assert phase2 == "refined", phase2
+            status = coordinator.data.llm_status  # "done", or "failed" with the reason
+            if i:
+                statuses[status] = statuses.get(status, 0) + 1
         if i:
             first.append(at - start)
             if asked:
@@ -203,6 +206,7 @@ async def test_two_phases(hass: HomeAssistant, socket_enabled: None) -> None:
             {"p50": statistics.median(refined), "p95": percentile(refined, 95)} if refined else None
         ),
         "refined": len(refined),
+        "refined_llm_status": statuses,
         "not_sent_to_the_llm": not_asked,
         "goal_first_p50_s": GOAL_FIRST_P50_S,
     }
@@ -216,8 +220,8 @@ async def test_two_phases(hass: HomeAssistant, socket_enabled: None) -> None:
         f"\ntwo phases ({PHASE_TRIGGERS} triggers, LLM on): trigger->first risk event p50 "
         f"{result['trigger_to_first_event_s']['p50']:.2f} s "
         f"(goal <= {GOAL_FIRST_P50_S} s: {'met' if result['goal_met'] else 'NOT met'}); "
-        f"trigger->refined p50 {refined_p50} ({len(refined)} refined, {not_asked} not sent "
-        "to the LLM by the gate)"
+        f"trigger->refined p50 {refined_p50} ({len(refined)} refined: llm_status {statuses}; "
+        f"{not_asked} not sent to the LLM by the gate)"
     )
 
 
