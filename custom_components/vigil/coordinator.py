@@ -425,9 +425,10 @@ class VigilCameraCoordinator(DataUpdateCoordinator[AnalysisEvent | None]):
 
         The analysis' answer and the add-on's event stream both bring revision 1, and the
         stream brings the LLM's revision 2 later: each (event, revision) updates the entities
-        and fires the bus event once, and an older revision arriving late is dropped. A
-        refinement of an event older than the one shown fires its bus event without
-        replacing the newer event in the entities. Returns whether it was published.
+        and fires the bus event once, and an older revision arriving late is dropped. A new
+        event (revision 1) always takes the entities; a refinement takes them only while its
+        event is the one shown (one of an earlier event fires its bus event alone). Returns
+        whether it was published.
         """
         if event.revision <= self._revisions.get(event.id, 0):
             return False
@@ -435,7 +436,7 @@ class VigilCameraCoordinator(DataUpdateCoordinator[AnalysisEvent | None]):
         while len(self._revisions) > PUBLISHED_MEMORY:
             del self._revisions[next(iter(self._revisions))]
         current = self.data
-        if current is None or current.id == event.id or event.timestamp >= current.timestamp:
+        if current is None or event.revision == 1 or current.id == event.id:
             self.async_set_updated_data(event)
         self.hass.bus.async_fire(EVENT_RISK, self.event_data(event))
         return True

@@ -179,3 +179,26 @@ async def test_both_phases_fire_once_each_and_the_stream_resumes(
     await hass.async_block_till_done()
     assert init_integration.state is ConfigEntryState.NOT_LOADED
     await wait_until(hass, lambda: feed.closed == 2, "the stream to close")
+
+
+async def test_a_late_or_older_revision_never_replaces_a_newer_event(
+    hass: HomeAssistant, feed: StreamFeed, init_integration: MockConfigEntry
+) -> None:
+    """Revision 1 after revision 2 is dropped; an older event's refinement only goes on the
+    bus (the entities keep showing the newer event)."""
+    bus = async_capture_events(hass, EVENT_RISK)
+    coordinator = next(iter(init_integration.runtime_data.cameras.values()))
+    newer = EVENT | {"id": "0123456789ab0000000000ee", "summary": "Newer"}
+    assert coordinator.async_publish(AnalysisEvent.from_dict(REFINED))
+    assert not coordinator.async_publish(AnalysisEvent.from_dict(EVENT))  # late revision 1
+    assert coordinator.async_publish(AnalysisEvent.from_dict(newer))
+    older_refined = REFINED | {"revision": 3, "summary": "Older, refined again"}
+    assert coordinator.async_publish(AnalysisEvent.from_dict(older_refined))
+    await hass.async_block_till_done()
+    assert coordinator.data.id == newer["id"]
+    assert hass.states.get(EVENT_ENTITY).attributes["summary"] == "Newer"
+    assert [(e.data["event_id"], e.data["revision"]) for e in bus] == [
+        (EVENT["id"], 2),
+        (newer["id"], 1),
+        (EVENT["id"], 3),
+    ]
