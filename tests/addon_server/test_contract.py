@@ -222,6 +222,9 @@ async def test_every_operation_answers_what_the_document_says(
     no_gpu = {"devices": {"cuda:0": {"services": ["detector"]}}}  # this host has no GPU
     await c.call("PUT", "/v1/gpu-assignment", 400, json=no_gpu)
 
+    # The stream never ends (test_two_phase.py reads it); its documented error is called here.
+    await c.call("GET", "/v1/events/stream?after=soon", 400)
+
     documented = {(method, path) for path, ops in c.spec["paths"].items() for method in ops}
     assert c.called == documented, "every published operation is called here"
 
