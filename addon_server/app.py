@@ -132,13 +132,22 @@ def create_app(
     app[METRICS_KEY] = metrics
     app[SERVICES_KEY] = services
     api.register(app)
+    store.listen(services.hub.publish)
+    refiner = services.analyzer.refiner
+
+    async def end_streams(_: web.Application) -> None:
+        services.hub.close()  # before aiohttp waits for the open stream responses to end
+
+    app.on_shutdown.append(end_streams)
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
         await store.open()
         await reasoner.start()
         await detection.start()
         await zoo.start()
+        await refiner.start()
         yield
+        await refiner.stop()  # marks unfinished refinements failed while the store is open
         await zoo.stop()
         await detection.stop()
         await reasoner.stop()

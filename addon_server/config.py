@@ -21,6 +21,7 @@ import voluptuous as vol
 import yaml
 
 from addon_server.reasoning.endpoint import normalise_base_url, redact
+from addon_server.reasoning.gate import LLMPolicy
 from addon_server.reasoning.locality import (
     NotLocalError,
     UnresolvedHostError,
@@ -333,6 +334,8 @@ SCHEMA = vol.Schema(
                 ),
             },
             vol.Optional("rules", default=dict): _rules_schema(),
+            vol.Optional("llm_policy"): vol.In([p.value for p in LLMPolicy]),
+            vol.Optional("llm_margin"): vol.All(vol.Coerce(int), vol.Range(min=0, max=50)),
         },
         vol.Optional("analysis", default=dict): {
             vol.Optional("cameras", default=list): [vol.All(str, _camera_id)],
@@ -438,6 +441,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "LLM_URL": ("llm", "url"),
     "LLM_API_KEY": ("llm", "api_key"),
     "LLM_MODEL": ("llm", "model"),
+    "LLM_POLICY": ("reasoning", "llm_policy"),
     "VIGIL_MODELS_DIR": ("reid", "models_dir"),
     "ENRICHMENT_ENABLED": ("zoo", "enabled"),
     "ENRICHMENT_PRELOAD_MODELS": ("zoo", "preload"),

@@ -1,16 +1,21 @@
 """The analyze pipeline: one camera image, left to right, into a stored risk event.
 
 decode → detect (batcher) → enrich (zoo: what the detections trigger) → re-ID (faces, and
-bodies from the zoo's appearance vectors) → annotate → reason (rules + LLM) → store. Each
-stage hands the next a typed result; this module is the only place that knows the order, so a
-newcomer can follow one frame here from start to finish. The event is committed to SQLite
-before :meth:`Analyzer.analyze` returns — the HTTP response is only sent for an event that is
-already safe on disk.
+bodies from the zoo's appearance vectors) → annotate → reason (rules) → store → (background)
+LLM refinement. Each stage hands the next a typed result; this module is the only place that
+knows the order, so a newcomer can follow one frame here from start to finish. The event is
+committed to SQLite before :meth:`Analyzer.analyze` returns — the HTTP response is only sent
+for an event that is already safe on disk.
+
+The answer is the rules' verdict (revision 1, ``phase: "initial"``); where the gate
+(:mod:`addon_server.reasoning.gate`) says the LLM can matter, the :class:`Refiner` asks it
+afterwards and stores revision 2 of the same event, which clients follow on the event stream.
 
 Pixels are the expensive part: a frame is decoded at the analysis' working size
 (``analysis.max_side``; results are still reported in the upload's own pixels) and lives from
 decode to annotate only, inside one of ``analysis.max_concurrent`` slots (:class:`Admission`).
-Reasoning, which may wait seconds for the LLM, runs after the slot and the pixels are released.
+Reasoning runs after the slot and the pixels are released; the LLM's seconds are not waited
+for at all.
 """
 
 from __future__ import annotations
@@ -41,8 +46,9 @@ from addon_server.reasoning.context import (
 from addon_server.reasoning.context import (
     Enrichment as Record,
 )
-from addon_server.reasoning.levels import LEVEL_RANK, RiskLevel, level_for
+from addon_server.reasoning.levels import RiskLevel, level_for
 from addon_server.reasoning.reasoner import Reasoner
+from addon_server.refinement import EventLLMStatus, RefineJob, Refiner, risk_fields
 from addon_server.reid.bodies import BodyGallery, BodyMatch
 from addon_server.reid.gallery import FaceMatch, ReidService, SeenOn
 from addon_server.store import EventStore, new_id
@@ -132,6 +138,7 @@ class Analyzer:
         *,
         zoo: Enricher | None = None,
         privacy: PrivacySettings | None = None,
+        refiner: Refiner | None = None,
     ) -> None:
         self.detection = detection
         self.privacy = privacy or PrivacySettings()
@@ -143,6 +150,7 @@ class Analyzer:
         self.settings = settings
         self.images = images
         self.admission = Admission(settings.max_concurrent, settings.max_waiting)
+        self.refiner = refiner or Refiner(reasoner, store, workers=reasoner.settings.parallel)
 
     def _selection(self) -> Selection:
         """The configured classes, plus the detector's weapon classes when the zoo is on."""
@@ -217,23 +225,23 @@ class Analyzer:
             evidence = records(outcome.results, frame_detections)
             context = _scene(request, detected, matches, bodies, history, ts, evidence)
             feedback = await self.store.feedback_on(request.camera)  # calibration's evidence
-            assessment = await self.reasoner.assess(
+            verdict = self.reasoner.rule_verdict(
                 context, use_llm=request.use_llm, feedback=feedback
             )
+            assessment, decision = verdict.assessment, verdict.decision
         for part, ms in (assessment.timings_ms or {}).items():
             timings[f"reason_{part}"] = ms
 
         level = assessment.risk_level
+        status = EventLLMStatus.PENDING if decision.asked else EventLLMStatus.SKIPPED
         document: dict[str, Any] = {
             "id": event_id,
             "camera": request.camera,
             "zone": request.zone,
             "timestamp": request.timestamp.astimezone(UTC).isoformat(),
             "ts": ts,
-            **assessment.as_json(),
-            "rule_score": assessment.rule_score,
-            "llm_score": assessment.llm_score,
-            "llm_error": assessment.llm_error,
+            **risk_fields(assessment, status, request.notify_level, revision=1),
+            "llm_decision": decision.as_json(),
             "detections": [d.as_json() for d in detected.detections],
             "counts": _counts(detected),
             "enrichments": outcome.as_json(),
@@ -241,18 +249,20 @@ class Analyzer:
             "missing_stages": list(outcome.missing_stages),
             "reid": [_match_json(m) for m in matches],
             "body_reid": [_body_json(b, detected) for b in bodies],
-            "notify": LEVEL_RANK[str(level)] >= LEVEL_RANK[str(request.notify_level)],
             "image": size,
             "model": detected.model,
             "snapshot_url": f"/v1/events/{event_id}/snapshot.jpg",
         }
+        stored = {**document, "timings_ms": timings}
         with stage("store", timings):
             await self.store.add_event(
-                {**document, "timings_ms": timings},
+                stored,
                 snapshot,
                 self.reid.sightings(matches, request.camera, ts, event_id)
                 + self.bodies.sightings(bodies, request.camera, ts, event_id),
             )
+        if decision.asked:
+            await self.refiner.submit(RefineJob(stored, context, verdict, request.notify_level))
         document["timings_ms"] = {k: round(v, 1) for k, v in timings.items()}
         assert level_for(document["risk_score"]) is level  # the invariant, end to end
         return document

@@ -23,6 +23,7 @@ from addon_server.reasoning.reasoner import Reasoner
 from addon_server.reid.gallery import ReidService
 from addon_server.served import ServedModel
 from addon_server.store import EventStore, os_storage_error
+from addon_server.stream import EventHub
 from addon_server.zoo.service import ZooService
 
 
@@ -40,6 +41,8 @@ class Services:
     analyzer: Analyzer
     zoo: ZooService
     instance_id: str
+    hub: EventHub = field(default_factory=EventHub)
+    """The event stream's subscribers (``GET /v1/events/stream``)."""
     started: float = field(default_factory=time.monotonic)
 
     def served(self) -> list[ServedModel]:

@@ -76,7 +76,18 @@ CREATE TABLE IF NOT EXISTS feedback (
     appearance TEXT
 );
 CREATE INDEX IF NOT EXISTS feedback_camera_ts ON feedback (camera, ts);
+CREATE TABLE IF NOT EXISTS revisions (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id  TEXT NOT NULL,
+    revision  INTEGER NOT NULL,
+    document  TEXT NOT NULL,
+    UNIQUE (event_id, revision)
+);
 """
+# revisions: every stored revision of every event (rule verdict, LLM refinement), in the order
+# they were committed. ``seq`` is the event stream's message id: AUTOINCREMENT never reuses a
+# number, even after retention deleted the newest rows, so a client resuming "after 41" after
+# an add-on restart can never be handed a different message 42 than the one it missed.
 # feedback keeps the event's time and rule factor names (a JSON list) beside the verdict, so
 # what calibration learnt outlives the event's retention; CREATE ... IF NOT EXISTS is the
 # migration of a database written before the table existed.
@@ -88,6 +99,31 @@ def new_id(now: float | None = None) -> str:
     """A sortable id: milliseconds since the epoch in hex, then randomness."""
     millis = int((time.time() if now is None else now) * 1000)
     return f"{millis:012x}{secrets.token_hex(6)}"
+
+
+REVISION_FIELDS = (
+    "revision",
+    "phase",
+    "updated_at",
+    "risk_score",
+    "risk_level",
+    "factors",
+    "summary",
+    "llm_status",
+)
+"""What ``GET /v1/events/{id}`` lists of each stored revision (``revisions``, oldest first)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRevision:
+    """One committed revision of an event: the stream's message ``seq`` and the document."""
+
+    seq: int
+    document: dict[str, Any]
+
+
+RevisionListener = Callable[[StoredRevision], None]
+"""Told of every revision once it is committed (on the event loop), e.g. the event stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +297,15 @@ class EventStore:
         self.problem: StorageError | None = None
         """The last failure of the disk, reported in /health until the store recovers."""
         self._free_at_failure = 0
+        self._listeners: list[RevisionListener] = []
+
+    def listen(self, listener: RevisionListener) -> None:
+        """Call ``listener`` with each revision committed from now on (in commit order)."""
+        self._listeners.append(listener)
+
+    def _committed(self, revision: StoredRevision) -> None:
+        for listener in self._listeners:
+            listener(revision)
 
     @property
     def data_dir(self) -> Path:
@@ -336,8 +381,9 @@ class EventStore:
         document: dict[str, Any],
         snapshot: bytes | None,
         embeddings: Sequence[StoredEmbedding] = (),
-    ) -> None:
-        """Commit the event, its snapshot and its sightings' embeddings in one transaction.
+    ) -> StoredRevision:
+        """Commit the event (its first revision), its snapshot and its sightings' embeddings
+        in one transaction; the revision with its stream ``seq``.
 
         Raises :class:`StorageError` when the disk refuses it: then nothing was stored. The
         retention trim that follows is best effort (a failure is only logged and reported).
@@ -352,7 +398,7 @@ class EventStore:
             snapshot,
         )
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> int:
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute(
@@ -361,19 +407,91 @@ class EventStore:
                     row,
                 )
                 _insert_embeddings(conn, embeddings)
+                return _insert_revision(conn, document, row[4])
 
-        await self._run(write, write=True)
+        stored = StoredRevision(await self._run(write, write=True), document)
+        self._committed(stored)
         try:
             await self._run(lambda conn: self._trim(conn, ts), write=True)
         except StorageError as err:
             _LOGGER.warning("retention trim skipped: %s", err)
+        return stored
+
+    async def add_revision(self, document: dict[str, Any]) -> StoredRevision | None:
+        """Commit a newer revision of a stored event (the LLM's refinement): it becomes the
+        event's document and joins its history. ``None`` when the event is gone (retention
+        trimmed it meanwhile) or already has this revision (nothing is written then)."""
+        text = json.dumps(document, separators=(",", ":"))
+
+        def write(conn: sqlite3.Connection) -> int | None:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                updated = conn.execute(
+                    "UPDATE events SET document = ?, level_rank = ? WHERE id = ?",
+                    (text, LEVEL_RANK[document["risk_level"]], document["id"]),
+                ).rowcount
+                if not updated or _has_revision(conn, document["id"], document["revision"]):
+                    conn.execute("ROLLBACK")
+                    return None
+                return _insert_revision(conn, document, text)
+
+        seq = await self._run(write, write=True)
+        if seq is None:
+            return None
+        stored = StoredRevision(seq, document)
+        self._committed(stored)
+        return stored
+
+    async def revisions_after(self, seq: int, limit: int = 100) -> list[StoredRevision]:
+        """Committed revisions with a stream ``seq`` above ``seq``, oldest first."""
+
+        def read(conn: sqlite3.Connection) -> list[StoredRevision]:
+            rows = conn.execute(
+                "SELECT seq, document FROM revisions WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+            return [StoredRevision(r[0], json.loads(r[1])) for r in rows]
+
+        return await self._run(read)
+
+    async def last_seq(self) -> int:
+        """The newest stream ``seq`` handed out (0 before the first), deleted rows included."""
+
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'revisions'")
+            found = row.fetchone()
+            return int(found[0]) if found else 0
+
+        return await self._run(read)
+
+    async def pending_events(self) -> list[dict[str, Any]]:
+        """Events whose newest revision still waits for the LLM (``llm_status: pending``)."""
+
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT document FROM events "
+                "WHERE json_extract(document, '$.llm_status') = 'pending' ORDER BY ts"
+            ).fetchall()
+            return [json.loads(r[0]) for r in rows]
+
+        return await self._run(read)
 
     def _trim(self, conn: sqlite3.Connection, now: float) -> None:
         with conn:
-            conn.execute("DELETE FROM events WHERE ts < ?", (now - self.max_age_seconds,))
+            cutoff = now - self.max_age_seconds
             conn.execute(
-                "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY ts DESC "
-                "LIMIT -1 OFFSET ?)",
+                "DELETE FROM revisions WHERE event_id IN (SELECT id FROM events WHERE ts < ?)",
+                (cutoff,),
+            )
+            conn.execute("DELETE FROM events WHERE ts < ?", (cutoff,))
+            conn.execute(
+                "DELETE FROM revisions WHERE event_id IN "
+                "(SELECT id FROM events ORDER BY ts DESC LIMIT -1 OFFSET ?)",
+                (self.max_events,),
+            )
+            conn.execute(
+                "DELETE FROM events WHERE id IN "
+                "(SELECT id FROM events ORDER BY ts DESC LIMIT -1 OFFSET ?)",
                 (self.max_events,),
             )
             conn.execute(
@@ -382,8 +500,22 @@ class EventStore:
             )
 
     async def get_event(self, event_id: str) -> dict[str, Any] | None:
-        """The stored event document, with its ``feedback`` when the user gave one."""
-        return await self._run(lambda conn: _read_event(conn, event_id))
+        """The event's newest revision, with its ``feedback`` when the user gave one and its
+        stored history as ``revisions`` (oldest first; :data:`REVISION_FIELDS` of each)."""
+
+        def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            event = _read_event(conn, event_id)
+            if event is None:
+                return None
+            rows = conn.execute(
+                "SELECT document FROM revisions WHERE event_id = ? ORDER BY revision",
+                (event_id,),
+            ).fetchall()
+            history = [json.loads(r[0]) for r in rows] or [event]  # stored before revisions
+            event["revisions"] = [{key: doc.get(key) for key in REVISION_FIELDS} for doc in history]
+            return event
+
+        return await self._run(read)
 
     async def get_snapshot(self, event_id: str) -> bytes | None:
         def read(conn: sqlite3.Connection) -> bytes | None:
@@ -568,6 +700,23 @@ def _with_feedback(row: Sequence[Any]) -> dict[str, Any]:
 def _read_event(conn: sqlite3.Connection, event_id: str) -> dict[str, Any] | None:
     row = conn.execute(f"{_EVENT_SELECT} WHERE e.id = ?", (event_id,)).fetchone()
     return None if row is None else _with_feedback(row)
+
+
+def _insert_revision(conn: sqlite3.Connection, document: dict[str, Any], text: str) -> int:
+    """Add one revision row; its ``seq`` (the stream id) is SQLite's next AUTOINCREMENT."""
+    cursor = conn.execute(
+        "INSERT INTO revisions (event_id, revision, document) VALUES (?, ?, ?)",
+        (document["id"], int(document.get("revision", 1)), text),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def _has_revision(conn: sqlite3.Connection, event_id: str, revision: int) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM revisions WHERE event_id = ? AND revision = ?", (event_id, revision)
+    ).fetchone()
+    return row is not None
 
 
 def _insert_embeddings(conn: sqlite3.Connection, embeddings: Sequence[StoredEmbedding]) -> None:

@@ -447,7 +447,11 @@ def score_rules(
 
 
 async def score_llm(name: str, scenarios: Sequence[Scenario], settings: Any) -> Summary:
-    """Rules + an LLM through the real Reasoner (blend, floors and fallbacks included)."""
+    """Rules + an LLM through the real Reasoner (blend, floors and fallbacks included).
+
+    The LLM is asked only where the add-on would ask it (:mod:`addon_server.reasoning.gate`,
+    with the settings' ``llm_policy``): elsewhere the rules' verdict is the event's, as in the
+    add-on's two-phase events."""
     from addon_server.reasoning.reasoner import Reasoner
 
     reasoner = Reasoner(settings)
@@ -457,9 +461,14 @@ async def score_llm(name: str, scenarios: Sequence[Scenario], settings: Any) -> 
             raise SystemExit(f"{name}: the LLM did not become ready: {reasoner.status()}")
         t0 = time.perf_counter()
         verdicts = []
+        asked = 0
         for i, s in enumerate(scenarios, 1):
-            a = await reasoner.assess(s.context)
-            note = f"llm {a.llm_status}"
+            verdict = reasoner.rule_verdict(s.context)
+            a = verdict.assessment
+            if verdict.decision.asked:
+                asked += 1
+                a = await reasoner.refine(s.context, verdict)
+            note = f"llm {a.llm_status} ({verdict.decision.reason})"
             if a.llm_score is not None:
                 note += f", model scored {a.llm_score}, rules {a.rule_score}"
             if a.llm_error:
@@ -469,7 +478,12 @@ async def score_llm(name: str, scenarios: Sequence[Scenario], settings: Any) -> 
         summary = Summary(name, tuple(verdicts), time.perf_counter() - t0)
     finally:
         await reasoner.stop()
-    fallbacks = sum(1 for v in summary.verdicts if not v.note.startswith("llm ok"))
+    print(
+        f"  [{name}] the gate asked the LLM about {asked}/{len(scenarios)} scenes"
+        f" (llm_policy {settings.llm_policy})",
+        file=sys.stderr,
+    )
+    fallbacks = sum(1 for v in summary.verdicts if v.note.startswith("llm fallback"))
     if fallbacks:
         print(f"  [{name}] {fallbacks} scenes fell back to the rules (see notes)", file=sys.stderr)
     return summary

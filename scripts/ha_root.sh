@@ -241,7 +241,9 @@ start_addon() {
     ADDON_DATA="$data"
     log="$STATE/addon.log"
     # The same offline settings the top-level Makefile exports, for runs without make.
+    # LLM_POLICY=always (unless set): the two-phase test and bench need every event refined.
     HOST=127.0.0.1 PORT="$port" VIGIL_API_TOKEN="$token" VIGIL_DATA_DIR="$data" \
+        LLM_POLICY="${LLM_POLICY:-always}" \
         YOLO_OFFLINE="${YOLO_OFFLINE:-1}" YOLO_AUTOINSTALL="${YOLO_AUTOINSTALL:-False}" \
         YOLO_CONFIG_DIR="${YOLO_CONFIG_DIR:-$REPO/.state/ultralytics}" \
         setsid "$py" -m addon_server serve >"$log" 2>&1 &

@@ -22,6 +22,7 @@ model skipped for time (``zoo_busy``) or an add-on degraded by a failed model st
 recording. What still varies from run to run or machine to machine is normalised, and
 nothing else is touched (``recorded.json`` lists it too):
 
+* ``updated_at`` (when a revision was stored) becomes the event's ``timestamp``;
 * ids: the random second half (12 hex digits) of every event and person id becomes a counter;
   a person's first half, the enrolment time, becomes that of ``ENROLLED_AT``, as does its
   ``created``; ``snapshot_url`` follows its event id;
@@ -95,6 +96,7 @@ PINNED_MODEL = "pose"
 NORMALISED = [
     "ids: random second half -> counter; person ids' time half and created -> ENROLLED_AT",
     "snapshot_url: follows its event id",
+    "updated_at (the time a revision was stored) -> the event's timestamp, also in revisions",
     "timings_ms values, uptime_seconds, enrichment inference_time_ms, zoo load_seconds and"
     " idle_s -> 1.0 (null stays null)",
     "devices: the CPU's total_bytes (the recording machine's memory) -> 16 GiB",
@@ -163,6 +165,10 @@ def normalise_event(rec: Recording, event: dict[str, Any]) -> dict[str, Any]:
     event = dict(event)
     event["id"] = rec.stable_id(old)
     event["snapshot_url"] = event["snapshot_url"].replace(old, event["id"])
+    if "updated_at" in event:  # when the revision was stored: now, unlike the event's time
+        event["updated_at"] = event["timestamp"]
+    if "revisions" in event:
+        event["revisions"] = [r | {"updated_at": event["timestamp"]} for r in event["revisions"]]
     # The enrich_<model> stages are added as the models finish: in model-name order here.
     enrich = iter(sorted(k for k in event["timings_ms"] if k.startswith("enrich_")))
     stages = [next(enrich) if k.startswith("enrich_") else k for k in event["timings_ms"]]

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from addon_server.api import analyze, detect, enrich, events, gpu, health, models, openapi, people
+from addon_server.api import (
+    analyze,
+    detect,
+    enrich,
+    events,
+    gpu,
+    health,
+    models,
+    openapi,
+    people,
+    stream,
+)
 from addon_server.api.routes import Route
 
 ALL_ROUTES: list[Route] = [
     *health.ROUTES,
     *detect.ROUTES,
     *analyze.ROUTES,
+    *stream.ROUTES,  # before events: /v1/events/stream is not an event id
     *events.ROUTES,
     *people.ROUTES,
     *models.ROUTES,

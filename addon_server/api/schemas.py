@@ -21,10 +21,12 @@ from addon_server.api.images import IMAGE_FIELD
 from addon_server.config import CAMERA_ID, CAMERA_ID_RULE, DEVICE_ID, SERVICES
 from addon_server.imaging import CONTENT_TYPES
 from addon_server.reasoning.calibration import Verdict
+from addon_server.reasoning.gate import GateReason
 from addon_server.reasoning.levels import SCORE_MAX, SCORE_MIN, RiskLevel
 from addon_server.reasoning.reasoner import LLMMode
-from addon_server.reasoning.risk import LLMStatus, SummarySource
+from addon_server.reasoning.risk import SummarySource
 from addon_server.reasoning.supervisor import ServerState
+from addon_server.refinement import EventLLMStatus, Phase
 
 JsonSchema = dict[str, Any]
 
@@ -216,6 +218,21 @@ SCHEMAS["FeedbackRequest"] = closed(
     {"note": {"type": "string", "maxLength": FEEDBACK_NOTE_MAX_LENGTH}},
 ) | {"description": f"{WITHDRAW_VERDICT!r} withdraws the event's feedback"}
 SCHEMAS["EventCounts"] = closed({"person": COUNT, "vehicle": COUNT, "animal": COUNT})
+SCHEMAS["LlmDecision"] = closed(
+    {"asked": BOOLEAN, "reason": enum(GateReason), "detail": STRING}
+) | {"description": "Whether the LLM was asked to refine the event, and why (or why not)"}
+SCHEMAS["EventRevision"] = closed(
+    {
+        "revision": {"type": "integer", "minimum": 1},
+        "phase": enum(Phase),
+        "updated_at": nullable({"type": "string", "format": "date-time"}),
+        "risk_score": SCORE,
+        "risk_level": ref("RiskLevel"),
+        "factors": array(ref("Factor")),
+        "summary": STRING,
+        "llm_status": enum(EventLLMStatus),
+    }
+) | {"description": "One stored verdict on the event (1: the rules', 2: refined by the LLM)"}
 SCHEMAS["Event"] = closed(
     {
         "id": ref("Id"),
@@ -231,7 +248,12 @@ SCHEMAS["Event"] = closed(
         "summary_rejected": nullable(STRING)
         | {"description": "Why the LLM's text was not used (null when it was, or none came)"},
         "factors": array(ref("Factor")),
-        "llm_status": enum(LLMStatus),
+        "llm_status": enum(EventLLMStatus)
+        | {"description": "pending: the LLM will refine this event (a revision 2 follows)"},
+        "llm_decision": ref("LlmDecision"),
+        "revision": {"type": "integer", "minimum": 1},
+        "phase": enum(Phase),
+        "updated_at": {"type": "string", "format": "date-time"},
         "rule_score": SCORE,
         "llm_score": nullable(SCORE),
         "llm_error": nullable(STRING),
@@ -257,6 +279,8 @@ SCHEMAS["Event"] = closed(
         | {"description": "A model stage did not answer (BACKEND=ray, a host gone)"},
         "missing_stages": array(enum(SERVICES))
         | {"description": "The stages this analysis went without; empty when it is complete"},
+        "revisions": array(ref("EventRevision"))
+        | {"description": "The stored history, oldest first (GET /v1/events/{id} only)"},
     },
 )
 SCHEMAS["EventList"] = closed({"events": array(ref("Event"))})

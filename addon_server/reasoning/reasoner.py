@@ -1,6 +1,9 @@
-"""The reasoning stage's facade: ``Reasoner.assess(scene) -> Assessment``.
+"""The reasoning stage's facade: ``rule_verdict`` (phase 1) and ``refine`` (phase 2, the LLM).
 
-This is the one object the analyze endpoint and /health use. It owns the rule engine, the LLM
+The analysis answers with :meth:`Reasoner.rule_verdict` (rules, calibration and the gate of
+:mod:`.gate`: whether the LLM can matter); :meth:`Reasoner.refine` asks the LLM afterwards, in
+the background, and the event gets a second revision. This is the one object the analyze
+pipeline and /health use. It owns the rule engine, the LLM
 server (supervised child or external URL) and the HTTP client, and guarantees what the event
 contract needs: ``assess`` always returns an assessment whose level matches its score. When the
 LLM is disabled (globally or per request) the rules decide alone (``llm_status: "disabled"``);
@@ -25,11 +28,12 @@ from addon_server.served import ModelInfo, NotUnloadableError
 
 from .calibration import FeedbackRecord, appearance, calibrate
 from .context import SceneContext
+from .gate import LLMDecision, decide
 from .grounding import check_answer
 from .llm import LLMAnswer, LLMClient, LLMClientConfig, LLMError, LLMErrorKind
 from .prompt import build_messages
 from .risk import Assessment, LLMStatus, blend
-from .rules import RuleEngine, plural
+from .rules import RuleEngine, RuleResult, plural
 from .settings import LLMMode, ReasoningSettings
 from .supervisor import (
     ExternalServer,
@@ -46,6 +50,7 @@ __all__ = [
     "Reasoner",
     "ReasonerStats",
     "ReasoningSettings",
+    "RuleVerdict",
     "embedded_model_path",
 ]
 
@@ -74,6 +79,20 @@ def embedded_model_path(distribution: str = EMBEDDED_MODEL_DISTRIBUTION) -> Path
             if path.is_file():
                 return path
     raise ModelNotInstalledError(f"{distribution} is installed but carries no .gguf file")
+
+
+@dataclass(frozen=True, slots=True)
+class RuleVerdict:
+    """Phase 1 of an assessment: the calibrated rule result and the gate's decision.
+
+    ``assessment`` is the event's risk as the rules alone give it (what the analysis answers
+    with); :meth:`Reasoner.refine` turns the same ``rules`` into the refined assessment.
+    """
+
+    rules: RuleResult
+    counts: str
+    decision: LLMDecision
+    assessment: Assessment
 
 
 @dataclass
@@ -176,32 +195,61 @@ class Reasoner:
         if self.server is not None:
             await self.server.stop()
 
-    async def assess(
+    def rule_verdict(
         self,
         context: SceneContext,
         use_llm: bool = True,
         feedback: Sequence[FeedbackRecord] = (),
-    ) -> Assessment:
-        """Score a scene. Always returns; LLM problems become ``llm_status: "fallback"``.
+    ) -> RuleVerdict:
+        """Phase 1: the rules' verdict on a scene and whether the LLM should refine it.
 
         ``feedback`` is the camera's stored verdicts: the rules' verdict is calibrated by them
         (:func:`.calibration.calibrate`) before the LLM sees it, so the damping is one factor
-        of the rule score like any other.
+        of the rule score like any other. Cheap and synchronous: no I/O, no model.
         """
         t0 = time.perf_counter()
         looks = appearance(o.class_name for o in context.objects)
         rules = calibrate(
             self.engine.evaluate(context), context.timestamp.timestamp(), feedback, looks=looks
         )
-        t_rules = time.perf_counter()
         counts = ", ".join(plural(n, name) for name, n in context.class_counts().items())
+        decision = decide(
+            rules.score,
+            context,
+            policy=self.settings.llm_policy,
+            margin=self.settings.llm_margin,
+            llm_enabled=self.llm_enabled,
+            use_llm=use_llm,
+        )
         self.stats.assessments += 1
+        if not decision.asked:
+            self.stats.llm_disabled += 1
+        rules_ms = (time.perf_counter() - t0) * 1000
+        assessment = blend(
+            rules,
+            None,
+            self.settings.weights,
+            llm_status=LLMStatus.DISABLED,
+            counts=counts,
+            timings_ms={"rules": rules_ms},
+        )
+        return RuleVerdict(rules, counts, decision, assessment)
+
+    async def refine(self, context: SceneContext, verdict: RuleVerdict) -> Assessment:
+        """Phase 2: ask the LLM about the scene and blend its answer with the rules' verdict.
+
+        Always returns; LLM problems become ``llm_status: "fallback"`` with the rule score
+        final (the blend's 15-point cap, grounding and the level invariant live in
+        :func:`.risk.blend` and :func:`.grounding.check_answer`, as for a one-shot assessment).
+        """
+        rules, counts = verdict.rules, verdict.counts
+        t_llm = time.perf_counter()
 
         def done(
             status: LLMStatus, answer: LLMAnswer | None = None, error: str | None = None
         ) -> Assessment:
-            now = time.perf_counter()
-            timings = {"rules": (t_rules - t0) * 1000, "llm": (now - t_rules) * 1000}
+            timings = {**(verdict.assessment.timings_ms or {})}
+            timings["llm"] = (time.perf_counter() - t_llm) * 1000
             return blend(
                 rules,
                 answer,
@@ -214,8 +262,7 @@ class Reasoner:
                 timings_ms=timings,
             )
 
-        if not use_llm or not self.llm_enabled:
-            self.stats.llm_disabled += 1
+        if not self.llm_enabled:
             return done(LLMStatus.DISABLED)
         if self._client is None or self.server is None:
             self.stats.llm_fallback[LLMErrorKind.UNAVAILABLE.value] += 1
@@ -246,6 +293,23 @@ class Reasoner:
             self.server.report(True)
         self.stats.llm_ok += 1
         return done(LLMStatus.OK, answer)
+
+    async def assess(
+        self,
+        context: SceneContext,
+        use_llm: bool = True,
+        feedback: Sequence[FeedbackRecord] = (),
+    ) -> Assessment:
+        """Both phases in one call, the LLM asked whenever it is on and ``use_llm`` (ungated).
+
+        For tests and benchmarks that compare the rules with the model scene by scene; the
+        add-on's pipeline runs :meth:`rule_verdict` and, where the gate says so,
+        :meth:`refine` in the background.
+        """
+        verdict = self.rule_verdict(context, use_llm, feedback)
+        if not use_llm or not self.llm_enabled:
+            return verdict.assessment
+        return await self.refine(context, verdict)
 
     @staticmethod
     def _outage(status: ServerStatus) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .endpoint import normalise_base_url
+from .gate import DEFAULT_MARGIN, LLMPolicy
 from .risk import BlendWeights
 from .rules import RuleConfig
 
@@ -100,12 +101,16 @@ class ReasoningSettings:
     local_only: bool = False
     """``privacy.local_only`` (config.py sets it from there): the LLM client connects only to
     loopback / private-LAN addresses."""
+    # when the LLM is asked (:mod:`.gate`; seed-style env LLM_POLICY)
+    llm_policy: LLMPolicy = LLMPolicy.AUTO
+    llm_margin: int = DEFAULT_MARGIN
     # scoring
     weights: BlendWeights = field(default_factory=BlendWeights)
     rules: RuleConfig = field(default_factory=RuleConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", LLMMode(self.mode))
+        object.__setattr__(self, "llm_policy", LLMPolicy(self.llm_policy))
         if self.mode is LLMMode.EXTERNAL and not self.url:
             raise ValueError("llm.url: required when llm.mode is 'external' (set LLM_URL)")
         if self.url is not None:
@@ -145,7 +150,10 @@ class ReasoningSettings:
             rules = RuleConfig.from_mapping(reasoning.get("rules") or {})
         except ValueError as exc:
             raise ValueError(f"reasoning.rules: {exc}") from None
-        return cls(**values, weights=weights, rules=rules)
+        gate = {
+            k: reasoning[k] for k in ("llm_policy", "llm_margin") if reasoning.get(k) is not None
+        }
+        return cls(**values, **gate, weights=weights, rules=rules)
 
     def resolved_repeat_penalty(self) -> float | None:
         """1.3 for the supervised llama.cpp server (curbs a small model's loops); for an

@@ -13,7 +13,7 @@ from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.helpers.typing import ConfigType
 
-from .api import VigilClient
+from .api import AnalysisEvent, VigilClient
 from .const import (
     CONF_REQUEST_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
@@ -29,6 +29,7 @@ from .coordinator import (
 )
 from .repairs import async_clear_issues, async_sync_issues
 from .services import async_setup_services
+from .stream import VigilEventStream
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
@@ -90,6 +91,19 @@ async def async_setup_entry(hass: HomeAssistant, entry: VigilConfigEntry) -> boo
             )
 
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+
+    @callback
+    def _dispatch(event: AnalysisEvent) -> None:
+        for coordinator in runtime.cameras.values():
+            if coordinator.camera_id == event.camera:
+                coordinator.async_publish(event)
+
+    @callback
+    def _reauth() -> None:
+        entry.async_start_reauth(hass)
+
+    runtime.stream = VigilEventStream(hass, client, _dispatch, _reauth)
+    runtime.stream.async_start(entry)
     # Subentries added, changed or removed, and options changed: set up again.
     entry.async_on_unload(entry.add_update_listener(_async_update_listener))
     return True

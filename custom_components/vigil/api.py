@@ -8,7 +8,7 @@ dataclasses; a response that does not have the documented shape is an error too.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -637,6 +637,10 @@ class AnalysisEvent:
     notify: bool
     timings_ms: Mapping[str, float]
     snapshot_url: str | None
+    revision: int = 1
+    """1: the rules' verdict; 2: refined by the LLM (the same event id)."""
+    phase: str = "initial"
+    """"initial" or "refined": which revision this is."""
     enrichments: Enrichments = field(default_factory=lambda: Enrichments(results={}, skipped={}))
     raw: Mapping[str, Any] = field(repr=False, compare=False)
 
@@ -678,7 +682,9 @@ class AnalysisEvent:
             person_count=_int(counts.get("person")),
             vehicle_count=_int(counts.get("vehicle")),
             animal_count=_int(counts.get("animal")),
-            llm_status=_str(d.get("llm_status"), "disabled"),
+            llm_status=_str(d.get("llm_status"), "skipped"),
+            revision=_int(d.get("revision"), 1),
+            phase=_str(d.get("phase"), "initial"),
             notify=bool(d.get("notify", False)),
             timings_ms={str(k): _float(v) for k, v in timings.items()},
             snapshot_url=_opt_str(d.get("snapshot_url")),
@@ -753,6 +759,22 @@ class ImageUpload:
 
     content: bytes
     content_type: str = "image/jpeg"
+
+
+STREAM_SILENCE_S = 60.0
+"""A stream that sends nothing for this long (4 missed keepalives) is dead: reconnect."""
+
+
+def _stream_message(message: Mapping[str, str]) -> tuple[int, AnalysisEvent | None]:
+    """One server-sent event: its stream id and the event revision in its data (if any)."""
+    try:
+        seq = int(message["id"])
+        data = json.loads(message["data"]) if "data" in message else None
+    except ValueError as err:
+        raise VigilResponseError(
+            "the event stream sent a malformed message", code="invalid_response"
+        ) from err
+    return seq, None if data is None else AnalysisEvent.from_dict(data)
 
 
 class VigilClient:
@@ -904,6 +926,57 @@ class VigilClient:
         if llm is not None:
             form.add_field("llm", "true" if llm else "false")
         return AnalysisEvent.from_dict(await self._request("POST", "/v1/analyze", data=form))
+
+    async def stream_events(
+        self, after: int | None = None
+    ) -> AsyncIterator[tuple[int, AnalysisEvent | None]]:
+        """GET /v1/events/stream: (stream id, event revision) as the add-on stores them.
+
+        Resumes after stream id `after` (Last-Event-ID); None starts with the next revision.
+        A message with an id and no event (None) tells the position without news: the add-on
+        sends one on connecting, so a client that saw nothing yet can still resume from there.
+        Ends when the add-on ends the stream; raises VigilConnectionError when the connection
+        fails or stays silent for STREAM_SILENCE_S (the add-on sends a keepalive every 15 s).
+        """
+        headers = {"Accept": "text/event-stream"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        if after is not None:
+            headers["Last-Event-ID"] = str(after)
+        path = "/v1/events/stream"
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._health_timeout, sock_read=STREAM_SILENCE_S
+        )
+        try:
+            async with self._session.get(
+                self.base_url.with_path(path), headers=headers, timeout=timeout
+            ) as resp:
+                if resp.status >= 400:
+                    raise self._error(resp.status, await resp.read())
+                buffer = b""
+                fields: dict[str, str] = {}
+                async for chunk in resp.content.iter_any():
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for raw in lines:
+                        line = raw.decode("utf-8", "replace").rstrip("\r")
+                        if line:
+                            if not line.startswith(":"):  # a comment: the keepalive
+                                name, _, value = line.partition(":")
+                                fields[name] = value.removeprefix(" ")
+                            continue
+                        message, fields = fields, {}
+                        if "id" in message:
+                            yield _stream_message(message)
+        except TimeoutError as err:
+            raise VigilConnectionError(
+                f"GET {path}: {self.base_url} sent nothing for {STREAM_SILENCE_S:.0f} s",
+                code="timeout",
+            ) from err
+        except aiohttp.ClientError as err:
+            raise VigilConnectionError(
+                f"GET {path}: cannot reach {self.base_url}: {err}", code="cannot_connect"
+            ) from err
 
     async def latest_event(self, camera: str) -> AnalysisEvent | None:
         """GET /v1/events?camera=…&limit=1: the camera's newest event, if any."""

@@ -57,6 +57,8 @@ ATTR_SUMMARY: Final = "summary"
 ATTR_FACTORS: Final = "factors"
 ATTR_EVENT_ID: Final = "event_id"
 ATTR_NOTIFY: Final = "notify"
+ATTR_PHASE: Final = "phase"
+ATTR_REVISION: Final = "revision"
 
 # Enrichments of an event, flat for automations (event entity, bus event, analyze response);
 # each is absent when no model found it.

@@ -44,8 +44,10 @@ from .const import (
     ATTR_NOTIFY,
     ATTR_PET,
     ATTR_PET_HOUSEHOLD,
+    ATTR_PHASE,
     ATTR_PLATE,
     ATTR_POSTURES,
+    ATTR_REVISION,
     ATTR_SCORE,
     ATTR_SUMMARY,
     ATTR_THREAT,
@@ -63,6 +65,7 @@ from .const import (
     HEALTH_INTERVAL,
     LOGGER,
 )
+from .stream import VigilEventStream
 
 
 @dataclass(kw_only=True)
@@ -75,9 +78,15 @@ class VigilRuntimeData:
     """Camera coordinators by subentry id."""
     issues: set[str] = field(default_factory=set)
     """Ids of the repair issues this entry has raised."""
+    stream: VigilEventStream | None = None
+    """The add-on's event stream, followed while the entry is loaded."""
 
 
 type VigilConfigEntry = ConfigEntry[VigilRuntimeData]
+
+PUBLISHED_MEMORY = 64
+"""Events per camera whose published revision is remembered (a refinement comes seconds after
+its event, so only the newest few can still get one)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -262,6 +271,8 @@ class VigilCameraCoordinator(DataUpdateCoordinator[AnalysisEvent | None]):
         self._last_started: float | None = None
         self._failing = False
         self._snapshot: tuple[str, bytes] | None = None
+        self._revisions: dict[str, int] = {}
+        """Newest revision published per event id (the newest PUBLISHED_MEMORY events)."""
 
     @_update_errors
     async def _async_update_data(self) -> AnalysisEvent | None:
@@ -405,9 +416,30 @@ class VigilCameraCoordinator(DataUpdateCoordinator[AnalysisEvent | None]):
                 translation_key="analysis_failed",
                 translation_placeholders={"camera": self.camera_entity_id, "error": err.message},
             ) from err
-        self.async_set_updated_data(event)
-        self.hass.bus.async_fire(EVENT_RISK, self.event_data(event))
+        self.async_publish(event)
         return event
+
+    @callback
+    def async_publish(self, event: AnalysisEvent) -> bool:
+        """Publish a revision of one of this camera's events once, whichever way it came.
+
+        The analysis' answer and the add-on's event stream both bring revision 1, and the
+        stream brings the LLM's revision 2 later: each (event, revision) updates the entities
+        and fires the bus event once, and an older revision arriving late is dropped. A new
+        event (revision 1) always takes the entities; a refinement takes them only while its
+        event is the one shown (one of an earlier event fires its bus event alone). Returns
+        whether it was published.
+        """
+        if event.revision <= self._revisions.get(event.id, 0):
+            return False
+        self._revisions[event.id] = event.revision
+        while len(self._revisions) > PUBLISHED_MEMORY:
+            del self._revisions[next(iter(self._revisions))]
+        current = self.data
+        if current is None or event.revision == 1 or current.id == event.id:
+            self.async_set_updated_data(event)
+        self.hass.bus.async_fire(EVENT_RISK, self.event_data(event))
+        return True
 
     def event_data(self, event: AnalysisEvent) -> dict[str, Any]:
         """Return the data of the vigil_risk_event bus event."""
@@ -419,6 +451,8 @@ class VigilCameraCoordinator(DataUpdateCoordinator[AnalysisEvent | None]):
             ATTR_EVENT_ID: event.id,
             ATTR_NOTIFY: event.notify,
             ATTR_FACTORS: [f.as_dict() for f in event.factors],
+            ATTR_PHASE: event.phase,
+            ATTR_REVISION: event.revision,
             **enrichment_attributes(event.enrichments),
         }
 

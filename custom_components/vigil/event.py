@@ -11,6 +11,8 @@ from .const import (
     ATTR_EVENT_ID,
     ATTR_FACTORS,
     ATTR_NOTIFY,
+    ATTR_PHASE,
+    ATTR_REVISION,
     ATTR_SCORE,
     ATTR_SUMMARY,
     DOMAIN,
@@ -42,30 +44,32 @@ async def async_setup_entry(
 
 
 class VigilRiskEvent(VigilEntity[VigilCameraCoordinator], EventEntity):
-    """Fires once per new analysis, with the risk level as its event type.
+    """Fires once per phase of each analysis, with the risk level as its event type.
 
-    The event stored before this entity started (read back at setup) is not fired:
-    it happened while nobody was listening.
+    An analysis fires with `phase: initial` (the rules' verdict) and, when the add-on's LLM
+    refines it, again with `phase: refined` and `revision: 2` (same event id). The event
+    stored before this entity started (read back at setup) is not fired: it happened while
+    nobody was listening.
     """
 
-    _last_event_id: str | None = None
+    _last_fired: tuple[str, int] | None = None
 
     async def async_added_to_hass(self) -> None:
         """Take note of the latest event without firing it."""
         await super().async_added_to_hass()
         if self.coordinator.data is not None:
-            self._last_event_id = self.coordinator.data.id
+            self._last_fired = (self.coordinator.data.id, self.coordinator.data.revision)
 
     @callback
     def _handle_coordinator_update(self) -> None:
-        """Fire for an analysis not seen before."""
+        """Fire for an analysis, or a revision of one, not seen before."""
         event = self.coordinator.data
         if (
             event is not None
-            and event.id != self._last_event_id
+            and (event.id, event.revision) != self._last_fired
             and event.risk_level in RISK_LEVELS
         ):
-            self._last_event_id = event.id
+            self._last_fired = (event.id, event.revision)
             registry = er.async_get(self.hass)
             self._trigger_event(
                 event.risk_level,
@@ -75,6 +79,8 @@ class VigilRiskEvent(VigilEntity[VigilCameraCoordinator], EventEntity):
                     ATTR_FACTORS: [f.as_dict() for f in event.factors],
                     ATTR_EVENT_ID: event.id,
                     ATTR_NOTIFY: event.notify,
+                    ATTR_PHASE: event.phase,
+                    ATTR_REVISION: event.revision,
                     ATTR_CAMERA_ENTITY: self.coordinator.camera_entity_id,
                     ATTR_SNAPSHOT_ENTITY: registry.async_get_entity_id(
                         "image", DOMAIN, f"{self.coordinator.unique_id_prefix}_snapshot"

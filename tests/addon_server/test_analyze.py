@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import signal
@@ -77,7 +76,9 @@ async def test_analyze_bus_stores_a_complete_event(client, bus_jpg) -> None:
     assert event["counts"]["vehicle"] >= 1  # the bus, found on the full-resolution decode
     assert 0 <= event["risk_score"] <= 100
     assert event["risk_level"] in {"low", "medium", "high", "critical"}
-    assert event["llm_status"] == "disabled"
+    assert event["llm_status"] == "skipped"
+    assert event["llm_decision"]["reason"] == "request_off"
+    assert (event["revision"], event["phase"]) == (1, "initial")
     assert event["factors"], "every event carries the factors that drove it"
     assert all({"name", "points", "detail"} <= set(f) for f in event["factors"])
     assert set(event["timings_ms"]) >= {"decode", "detect", "reid", "reason", "store"}
@@ -341,59 +342,80 @@ async def test_multipart_fields_and_unknown_event(client, bus_jpg) -> None:
 async def test_analyze_with_the_real_llm(
     aiohttp_client, make_settings, counting_detector, bus_jpg, llm_requests
 ) -> None:
-    """SmolLM2 through the supervised llama.cpp server: the event says why, level fits score.
+    """SmolLM2 through the supervised llama.cpp server refines the event in the background.
 
-    The LLM's bounds are hang guards (LLM_HANG_GUARDS), so ``llm_status`` is "ok" however busy
-    the machine is, and the kill lands while the analysis waits on the LLM (synchronised on
-    the request, not on a guessed generation time).
+    The analysis answers with the rules' verdict (revision 1, pending); the same event id then
+    gets revision 2 from the LLM. The LLM's bounds are hang guards (LLM_HANG_GUARDS), so the
+    refinement is "done" however busy the machine is, and the kill lands while the refinement
+    waits on the LLM (synchronised on the request, not on a guessed generation time).
     """
     from addon_server.reasoning.risk import level_for
     from addon_server.services import SERVICES_KEY
 
     # max_tokens stays the default: the answer schema's bounds are sized to fit in it (200 cut
-    # a long answer mid-string: "not JSON").
+    # a long answer mid-string: "not JSON"). llm_policy always: the bus scene's rule score is
+    # not near a band boundary, and this test is about the LLM's part.
     llm = {"mode": "supervised", "ctx_size": 2048, **LLM_HANG_GUARDS}
-    settings = make_settings({"detector": {"warmup": False}, "llm": llm})
+    settings = make_settings(
+        {"detector": {"warmup": False}, "llm": llm, "reasoning": {"llm_policy": "always"}}
+    )
     app = create_app(settings, detector=counting_detector)
     client = await aiohttp_client(app)
-    reasoner = app[SERVICES_KEY].reasoner
+    services = app[SERVICES_KEY]
+    reasoner, refiner = services.reasoner, services.analyzer.refiner
     assert await reasoner.wait_ready(LLM_HANG_TIMEOUT_S), reasoner.status()
     health = await (await client.get("/health")).json()
     assert health["llm"]["state"] == "ready"
-    event = await _analyze(client, bus_jpg, "front_door")
-    assert event["llm_status"] == "ok", event.get("llm_error")
+    first = await _analyze(client, bus_jpg, "front_door")
+    assert (first["revision"], first["phase"], first["llm_status"]) == (1, "initial", "pending")
+    assert first["llm_decision"] == {
+        "asked": True,
+        "reason": "policy_always",
+        "detail": "reasoning.llm_policy is always",
+    }
+    assert first["llm_score"] is None
+    await refiner.join()
+    event = await (await client.get(f"/v1/events/{first['id']}")).json()
+    assert (event["revision"], event["phase"]) == (2, "refined")
+    assert event["llm_status"] == "done", event.get("llm_error")
     assert level_for(event["risk_score"]).value == event["risk_level"]
     assert event["summary"]
-    assert event["timings_ms"]["reason"] > 0
     assert event["llm_score"] is not None
+    assert event["updated_at"] >= first["updated_at"]
+    assert [(r["revision"], r["phase"], r["llm_status"]) for r in event["revisions"]] == [
+        (1, "initial", "pending"),
+        (2, "refined", "done"),
+    ]
+    assert event["revisions"][0]["risk_score"] == first["risk_score"]
     assert len(llm_requests) == 1
 
-    # The LLM server dies in the middle of an analysis: the event is still made, by the rules.
+    # The LLM server dies in the middle of a refinement: revision 2 says so, the rules stand.
     server = reasoner.server
     pid, restarts = server.pid, server.restarts
     assert pid is not None
-    pending = asyncio.ensure_future(_analyze(client, bus_jpg, "front_door"))
-    await eventually(lambda: len(llm_requests) == 2, "the analysis asks the LLM")
+    pending = await _analyze(client, bus_jpg, "front_door")
+    await eventually(lambda: len(llm_requests) == 2, "the refinement asks the LLM")
     os.kill(pid, signal.SIGKILL)
-    killed = await pending
-    assert killed["llm_status"] == "fallback"
+    await refiner.join()
+    killed = await (await client.get(f"/v1/events/{pending['id']}")).json()
+    assert (killed["revision"], killed["llm_status"]) == (2, "failed")
     # Cut off in flight (refused or reset), not a timeout, nor the not-ready shortcut.
     assert killed["llm_error"].startswith("connection: "), killed["llm_error"]
     assert level_for(killed["risk_score"]).value == killed["risk_level"]
-    assert killed["risk_score"] == killed["rule_score"]
+    assert killed["risk_score"] == killed["rule_score"] == pending["risk_score"]
     assert killed["factors"]
-    stored = await (await client.get(f"/v1/events/{killed['id']}")).json()
-    assert stored["llm_status"] == "fallback"
     # ... and once the supervisor has restarted it, later events use the LLM again. The
-    # analysis learns of the death from its socket, which the kernel closes before the exit is
-    # reported to the supervisor: wait for the supervisor to have seen it before asking whether
-    # the server is ready again.
+    # refinement learns of the death from its socket, which the kernel closes before the exit
+    # is reported to the supervisor: wait for the supervisor to have seen it before asking
+    # whether the server is ready again.
     await eventually(lambda: server.restarts > restarts, "the supervisor sees its child die")
     assert await reasoner.wait_ready(LLM_HANG_TIMEOUT_S), reasoner.status()
     assert server.restarts == restarts + 1
     assert server.pid not in (None, pid)
     again = await _analyze(client, bus_jpg, "front_door")
-    assert again["llm_status"] == "ok", again.get("llm_error")
+    await refiner.join()
+    again = await (await client.get(f"/v1/events/{again['id']}")).json()
+    assert again["llm_status"] == "done", again.get("llm_error")
 
 
 @needs_shared_models("faceres.onnx")

@@ -106,18 +106,21 @@ def live_addon(
 
 # The add-on also accepts the common misspelling image/jpg: send it the bytes of a JPEG.
 schemathesis.serializer.alias("image/jpg", "image/jpeg")
-schema = schemathesis.openapi.from_dict(build_spec(ALL_ROUTES))
+spec = schemathesis.openapi.from_dict(build_spec(ALL_ROUTES))
 """The document the app serves (checked below against the running add-on's /openapi.json).
 
 Built at import because schemathesis's lazy ``from_fixture`` loader does not run on pytest 9.
 """
+schema = spec.exclude(operation_id="stream_events")
+"""What is fuzzed: all but the event stream, whose answer never ends (a request would only
+time out); test_two_phase.py drives the stream, its errors included."""
 
 
 def test_the_fuzzed_document_is_the_served_one(live_addon: str) -> None:
     with urllib.request.urlopen(
         urllib.request.Request(f"{live_addon}/openapi.json", headers=AUTH), timeout=HANG_TIMEOUT_S
     ) as resp:
-        assert json.load(resp) == schema.raw_schema
+        assert json.load(resp) == spec.raw_schema
 
 
 @schema.parametrize()

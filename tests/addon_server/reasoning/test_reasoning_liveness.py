@@ -91,26 +91,30 @@ async def test_frozen_llm_is_reported_bypassed_and_replaced(
     bus_jpg: bytes,
     llm_requests: list[object],
 ) -> None:
-    settings = make_settings({"llm": LLM, "detector": {"warmup": False}})
+    settings = make_settings(
+        {"llm": LLM, "detector": {"warmup": False}, "reasoning": {"llm_policy": "always"}}
+    )
     client = await aiohttp_client(create_app(settings, detector=counting_detector))
     reasoner = client.app[SERVICES_KEY].reasoner
+    refiner = client.app[SERVICES_KEY].analyzer.refiner
     assert await reasoner.wait_ready(LLM_HANG_TIMEOUT_S), reasoner.status()
     before = (await (await client.get("/health")).json())["llm"]
     assert (before["state"], before["hangs"], before["unresponsive"]) == ("ready", 0, False)
     frozen = before["pid"]
 
-    analysis = asyncio.create_task(
-        client.post(
-            "/v1/analyze",
-            params={"camera": "front_door"},
-            data=bus_jpg,
-            headers={"Content-Type": "image/jpeg"},
-        )
+    resp = await client.post(
+        "/v1/analyze",
+        params={"camera": "front_door"},
+        data=bus_jpg,
+        headers={"Content-Type": "image/jpeg"},
     )
+    assert resp.status == 200, await resp.text()
+    initial = await resp.json()
+    assert initial["llm_status"] == "pending"
     try:
-        # Frozen while the analysis waits on it (however long detection took), so the
-        # analysis cannot reach a replacement instead.
-        await eventually(lambda: len(llm_requests) == 1, "the analysis asks the LLM")
+        # Frozen while the refinement waits on it (however long detection took), so the
+        # refinement cannot reach a replacement instead.
+        await eventually(lambda: len(llm_requests) == 1, "the refinement asks the LLM")
         os.kill(frozen, signal.SIGSTOP)
         # /health notices: the llm section and an issue (a Home Assistant repair).
         seen: dict[str, Any] = {}
@@ -128,12 +132,11 @@ async def test_frozen_llm_is_reported_bypassed_and_replaced(
         assert [i["code"] for i in issues] == ["llm_unresponsive"]
         assert "liveness" in issues[0]["message"]
 
-        # The analysis in flight fell back to the rules because the server hung, not because
-        # its timeout ran out.
-        resp = await analysis
-        assert resp.status == 200, await resp.text()
-        event = await resp.json()
-        assert event["llm_status"] == "fallback"
+        # The refinement in flight fell back to the rules because the server hung, not
+        # because its timeout ran out.
+        await refiner.join()
+        event = await (await client.get(f"/v1/events/{initial['id']}")).json()
+        assert (event["revision"], event["llm_status"]) == (2, "failed")
         assert "unresponsive" in event["llm_error"]
         assert "timeout" not in event["llm_error"]
         assert event["risk_score"] == event["rule_score"]

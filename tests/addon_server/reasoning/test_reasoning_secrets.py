@@ -22,6 +22,7 @@ from addon_server.reasoning.endpoint import Endpoint, normalise_base_url, redact
 from addon_server.reasoning.reasoner import Reasoner
 from addon_server.reasoning.risk import LLMStatus
 from addon_server.reasoning.settings import LLMMode, ReasoningSettings
+from addon_server.services import SERVICES_KEY
 
 from .reasoning_scenes import scene
 
@@ -130,7 +131,11 @@ async def test_password_in_llm_url_is_never_shown_stored_or_logged(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     settings = make_settings(
-        {"llm": {"mode": "external", "connect_timeout_s": 0.5}, "detector": {"warmup": False}},
+        {
+            "llm": {"mode": "external", "connect_timeout_s": 0.5},
+            "detector": {"warmup": False},
+            "reasoning": {"llm_policy": "always"},
+        },
         LLM_URL=f"http://vigil:{PASSWORD}@127.0.0.1:{closed_port()}/v1",
     )
     client = await aiohttp_client(create_app(settings, detector=counting_detector))
@@ -148,11 +153,13 @@ async def test_password_in_llm_url_is_never_shown_stored_or_logged(
         headers={"Content-Type": "image/jpeg"},
     )
     assert resp.status == 200, await resp.text()
-    event = await resp.json()
-    assert event["llm_status"] == "fallback"
+    initial = await resp.json()
+    await client.app[SERVICES_KEY].analyzer.refiner.join()
+    stored = await (await client.get(f"/v1/events/{initial['id']}")).text()
+    event = json.loads(stored)
+    assert event["llm_status"] == "failed"
     assert event["llm_error"]  # the failure is stated...
     assert "127.0.0.1" in event["llm_error"]  # ...with the server it concerns...
-    stored = await (await client.get(f"/v1/events/{event['id']}")).text()
-    for text in (json.dumps(event), stored):
+    for text in (json.dumps(initial), stored):
         assert PASSWORD not in text  # ...and without its password
     assert PASSWORD not in caplog.text

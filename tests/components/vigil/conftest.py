@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import Any
 from unittest.mock import AsyncMock, MagicMock, PropertyMock, patch
@@ -213,6 +214,12 @@ def zoo_document() -> dict[str, Any]:
     return result
 
 
+async def idle_stream(after: int | None = None) -> AsyncIterator[tuple[int, AnalysisEvent | None]]:
+    """The event stream of an add-on on which nothing happens (until the test ends)."""
+    await asyncio.Event().wait()
+    yield 0, None  # never reached: makes this an async generator like the client's
+
+
 @pytest.fixture
 def mock_vigil_client(
     health_document: dict[str, Any], zoo_document: dict[str, Any]
@@ -235,6 +242,7 @@ def mock_vigil_client(
             load_json("events.json")["events"][0]
         )
         client.snapshot.return_value = b"\xff\xd8annotated-snapshot\xff\xd9"
+        client.stream_events = idle_stream
         client.enroll_person.return_value = Person.from_dict(load_json("person.json"))
         client.load_model.return_value = Model.from_dict(load_json("model_loaded.json"))
         client.unload_model.return_value = Model.from_dict(

@@ -157,6 +157,8 @@ async def test_trigger_runs_analysis(hass: HomeAssistant, mock_vigil_client: Mag
         "event_id": EVENT["id"],
         "notify": True,
         "factors": EVENT["factors"],
+        "phase": "initial",
+        "revision": 1,
         **EVENT_ENRICHMENTS,
     }
 

@@ -92,6 +92,34 @@ async def test_notifies_high_with_snapshot(
 
 
 @pytest.mark.usefixtures("automation")
+async def test_the_refinement_replaces_the_notification_in_place(
+    hass: HomeAssistant, mock_vigil_client: MagicMock, mock_config_entry: MockConfigEntry
+) -> None:
+    """The LLM's revision of an event fires again: same tag, so the phone replaces it."""
+    calls = async_mock_service(hass, "notify", "mobile_app_phone")
+    await hass.services.async_call(
+        "vigil", "analyze", {"entity_id": "camera.front_door"}, blocking=True
+    )
+    await hass.async_block_till_done()
+    event = load_json("event.json")
+    refined = event | {
+        "revision": 2,
+        "phase": "refined",
+        "risk_level": "critical",
+        "risk_score": 90,
+        "summary": "Later",
+    }
+    coordinator = next(iter(mock_config_entry.runtime_data.cameras.values()))
+    coordinator.async_publish(AnalysisEvent.from_dict(refined))
+    await hass.async_block_till_done()
+    assert len(calls) == 2
+    first, second = (call.data for call in calls)
+    assert first["data"]["tag"] == second["data"]["tag"] == f"vigil-{event['id']}"
+    assert second["title"] == "Front door Risk event: critical risk (90), refined"
+    assert second["message"] == "Later"
+
+
+@pytest.mark.usefixtures("automation")
 async def test_not_a_threat_button_gives_feedback(
     hass: HomeAssistant, mock_vigil_client: MagicMock, mock_config_entry: MockConfigEntry
 ) -> None:

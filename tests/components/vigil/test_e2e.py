@@ -48,7 +48,7 @@ from pytest_homeassistant_custom_component.common import async_capture_events
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 from yarl import URL
 
-from .conftest import CAMERA_ENTITY, TRIGGER_ENTITY, FakeCamera
+from .conftest import CAMERA_ENTITY, TRIGGER_ENTITY, FakeCamera, load_bytes
 
 E2E_URL = os.environ.get("VIGIL_E2E_URL")
 E2E_TOKEN = os.environ.get("VIGIL_E2E_TOKEN")
@@ -385,4 +385,47 @@ async def test_feedback_round_trip(hass: HomeAssistant, fake_camera: FakeCamera)
     with pytest.raises(ServiceValidationError) as err:
         await feedback("0123456789abcdef01234567", "confirmed")
     assert err.value.translation_key == "unknown_event"
+    assert await hass.config_entries.async_unload(entry_id)
+
+
+@pytest.mark.usefixtures("fake_camera")
+async def test_both_phases_reach_home_assistant_over_the_stream(hass: HomeAssistant) -> None:
+    """An analysis the add-on refines reaches HA twice, in order, by the real event stream.
+
+    The image goes to the add-on directly (llm on): Home Assistant learns of the event only
+    from GET /v1/events/stream, first the rules' verdict (revision 1, `initial`), then the
+    LLM's revision 2 (`refined`: `done`, or `failed` with the reason when the embedded model
+    was not ready). scripts/ha_root.sh starts the add-on with LLM_POLICY=always, so the LLM
+    is asked whatever the rules scored.
+    """
+    entry_id = await set_up_through_the_flows(hass)
+    bus_events = async_capture_events(hass, EVENT_RISK)
+    runtime = hass.config_entries.async_get_entry(entry_id).runtime_data
+    assert runtime.stream is not None
+    await wait_for(hass, lambda: runtime.stream.last_id is not None, "the stream to connect")
+
+    headers = {"Authorization": f"Bearer {E2E_TOKEN}"} if E2E_TOKEN else {}
+    async with (
+        ClientSession() as session,
+        session.post(
+            f"{E2E_URL}/v1/analyze",
+            params={"camera": "front_door", "llm": "true"},
+            data=load_bytes("bus.jpg"),
+            headers={**headers, "Content-Type": "image/jpeg"},
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        answered = await resp.json()
+    assert (answered["revision"], answered["phase"]) == (1, "initial")
+    assert answered["llm_decision"]["asked"], answered["llm_decision"]
+
+    await wait_for(hass, lambda: len(bus_events) >= 2, "both phases on the bus")
+    phases = [(e.data["event_id"], e.data["revision"], e.data["phase"]) for e in bus_events]
+    assert phases == [(answered["id"], 1, "initial"), (answered["id"], 2, "refined")]
+    state = hass.states.get("event.front_door_risk_event")
+    assert (state.attributes["phase"], state.attributes["revision"]) == ("refined", 2)
+    stored = await addon_get(f"/v1/events/{answered['id']}")
+    assert [r["phase"] for r in stored["revisions"]] == ["initial", "refined"]
+    assert stored["llm_status"] in ("done", "failed")
+    assert int(hass.states.get("sensor.front_door_risk_score").state) == stored["risk_score"]
     assert await hass.config_entries.async_unload(entry_id)

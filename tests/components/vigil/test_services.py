@@ -57,7 +57,7 @@ async def test_analyze_returns_events(hass: HomeAssistant, mock_vigil_client: Ma
                 "factors": [f | {"points": float(f["points"])} for f in event["factors"]],
                 "counts": {"person": 3, "vehicle": 1, "animal": 0},
                 "notify": True,
-                "llm_status": "disabled",
+                "llm_status": "skipped",
                 **EVENT_ENRICHMENTS,
             }
         }
