@@ -133,6 +133,7 @@ def create_app(
     app[SERVICES_KEY] = services
     api.register(app)
     store.listen(services.hub.publish)
+    store.listen(lambda revision: metrics.revision_committed(revision.document))
     refiner = services.analyzer.refiner
 
     async def end_streams(_: web.Application) -> None:

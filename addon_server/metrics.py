@@ -6,7 +6,9 @@ in one process without colliding on global metric names.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -71,13 +73,19 @@ class Metrics:
         )
         self.events = Counter(
             "vigil_events_total",
-            "Stored risk events by level and LLM status",
+            "Stored risk events (their first revision) by level and LLM status (pending, skipped)",
             ["level", "llm_status"],
+            registry=r,
+        )
+        self.refinements = Counter(
+            "vigil_llm_refinements_total",
+            "Events the LLM was asked to refine, by outcome (done, or failed: the rules stand)",
+            ["status"],
             registry=r,
         )
         self.llm_latency = Histogram(
             "vigil_llm_latency_seconds",
-            "Time an analysis spent waiting for the LLM's answer (answered or fallen back)",
+            "Time a refinement spent waiting for the LLM's answer (answered or fallen back)",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -205,3 +213,18 @@ class Metrics:
             ["device"],
             registry=r,
         )
+
+    def revision_committed(self, document: Mapping[str, Any]) -> None:
+        """Count one stored event revision (the store tells of each, in commit order).
+
+        An event is counted once, at its first revision; the LLM's refinement (revision 2) is
+        counted by outcome and, when the LLM was actually waited for, timed. Counting here
+        rather than in the analyze route catches refinements that finish after the answer.
+        """
+        if int(document.get("revision", 1)) <= 1:
+            self.events.labels(document["risk_level"], document["llm_status"]).inc()
+            return
+        self.refinements.labels(document["llm_status"]).inc()
+        llm_ms = (document.get("timings_ms") or {}).get("reason_llm")
+        if llm_ms is not None:
+            self.llm_latency.observe(float(llm_ms) / 1000)

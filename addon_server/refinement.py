@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from addon_server import tracing
 from addon_server.reasoning.context import SceneContext
 from addon_server.reasoning.levels import LEVEL_RANK, RiskLevel
 from addon_server.reasoning.reasoner import Reasoner, RuleVerdict
@@ -100,6 +101,8 @@ class RefineJob:
     verdict: RuleVerdict
     notify_level: RiskLevel
     queued: float = field(default_factory=time.perf_counter)
+    trace: dict[str, str] = field(default_factory=tracing.inject)
+    """The analysis' trace context: the worker's LLM call joins the request's trace."""
 
 
 def _failed(document: Mapping[str, Any], reason: str) -> dict[str, Any]:
@@ -189,7 +192,8 @@ class Refiner:
 
     async def _refine(self, job: RefineJob) -> None:
         waited = (time.perf_counter() - job.queued) * 1000
-        assessment = await self.reasoner.refine(job.context, job.verdict)
+        with tracing.extract(job.trace), tracing.span("refine"):
+            assessment = await self.reasoner.refine(job.context, job.verdict)
         document = dict(job.document)
         document.update(
             risk_fields(

@@ -26,7 +26,6 @@ from addon_server.config import CAMERA_ID_RULE
 from addon_server.imaging import ImageError
 from addon_server.pipeline import AnalysisBusyError, AnalyzeRequest, utcnow
 from addon_server.reasoning.levels import RiskLevel
-from addon_server.reasoning.risk import LLMStatus
 from addon_server.services import SERVICES_KEY, Services
 
 ENDPOINT = "/v1/analyze"
@@ -87,10 +86,6 @@ async def analyze(request: web.Request) -> web.Response:
         raise ApiError(429, "busy", str(err), {"Retry-After": str(err.retry_after)}) from None
     except UNAVAILABLE as err:
         raise unavailable(err) from None
-    services.metrics.events.labels(event["risk_level"], event["llm_status"]).inc()
-    llm_ms = event["timings_ms"].get("reason_llm")
-    if llm_ms is not None and event["llm_status"] != LLMStatus.DISABLED:
-        services.metrics.llm_latency.observe(llm_ms / 1000)
     return web.json_response(event)
 
 

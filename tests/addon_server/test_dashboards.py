@@ -44,8 +44,9 @@ ASKED_FOR = {
     # detector batch sizes and latency
     "vigil_detector_batch_size_bucket",
     "vigil_detector_batch_seconds_bucket",
-    # LLM latency and fallbacks (llm_status), risk events by level
+    # LLM latency and fallbacks (refinements that failed), risk events by level
     "vigil_llm_latency_seconds_bucket",
+    "vigil_llm_refinements_total",
     "vigil_events_total",
 }
 
