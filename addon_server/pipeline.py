@@ -32,6 +32,7 @@ from addon_server.reasoning.context import (
     BBox,
     DetectedObject,
     HistoryPoint,
+    HomeState,
     PersonSighting,
     SceneContext,
     Sighting,
@@ -60,6 +61,7 @@ class AnalyzeRequest:
     zone: str | None = None
     use_llm: bool = True
     notify_level: RiskLevel = RiskLevel.HIGH
+    home: HomeState | None = None
 
 
 class AnalysisBusyError(Exception):
@@ -233,6 +235,7 @@ class Analyzer:
             "image": size,
             "model": detected.model,
             "snapshot_url": f"/v1/events/{event_id}/snapshot.jpg",
+            "home_state": None if request.home is None else request.home.as_json(),
         }
         started = time.perf_counter()
         await self.store.add_event(
@@ -354,6 +357,7 @@ def _scene(
         persons=_persons(request.camera, detected, matches, bodies),
         history=points,
         enrichments=evidence,
+        home=request.home,
     )
 
 
