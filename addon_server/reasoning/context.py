@@ -301,8 +301,9 @@ ALARM_STATES: tuple[str, ...] = (
     "armed_vacation",
     "triggered",
 )
-"""Alarm panel states a home state may carry (Home Assistant's alarm_control_panel states that
-say something about who is home; ``arming``/``pending`` are sent as the state they lead to)."""
+"""Alarm panel states a home state may carry: Home Assistant's alarm_control_panel states that
+say something about who is home (the integration leaves transitional ones, like ``arming``,
+out, and sends a custom bypass as ``armed_home``)."""
 
 _NAME_LISTS = ("household_present", "doors_open", "unlocked")
 

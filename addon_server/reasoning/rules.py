@@ -314,6 +314,21 @@ def _inside(inner: DetectedObject, outer: DetectedObject) -> float:
     return 0.0 if w <= 0 or h <= 0 or area <= 0 else (w * h) / area
 
 
+def _occupant(person: DetectedObject, vehicle: DetectedObject, cfg: RuleConfig) -> bool:
+    """A person seated in or riding a vehicle: the box lies mostly inside the vehicle's and
+    ends clearly above its bottom edge. Someone standing in front of a bus overlaps it just as
+    much, but their feet reach the ground at or below the bus's wheels."""
+    v = vehicle.bbox
+    bottom = person.bbox.y + person.bbox.height
+    return _inside(person, vehicle) >= cfg.occupant_overlap and bottom <= v.y + v.height * (
+        1 - OCCUPANT_FEET_MARGIN
+    )
+
+
+OCCUPANT_FEET_MARGIN = 0.1
+"""How far (share of the vehicle's height) above its bottom edge an occupant's box must end."""
+
+
 @dataclass(frozen=True, slots=True)
 class People:
     """The persons in a scene as the rules count them.
@@ -353,7 +368,7 @@ def people(ctx: SceneContext, cfg: RuleConfig) -> People:
     for index, obj in enumerate(objects):
         if obj.category != "person":
             continue
-        if any(_inside(obj, v) >= cfg.occupant_overlap for v in vehicles):
+        if any(_occupant(obj, v, cfg) for v in vehicles):
             occupants += 1
             set_aside.add(index)
         elif obj.confidence < cfg.faint_person_confidence and index not in vouched:

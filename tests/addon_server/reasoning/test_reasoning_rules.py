@@ -8,6 +8,8 @@ import pytest
 
 from addon_server.reasoning.context import (
     Attribute,
+    BBox,
+    DetectedObject,
     HistoryPoint,
     PersonSighting,
     Posture,
@@ -21,6 +23,13 @@ from addon_server.reasoning.rules import RULES, RuleConfig, RuleEngine
 from .reasoning_scenes import DAY, NIGHT, obj, scene
 
 UNKNOWN = PersonSighting(None, 0.2)
+
+
+def box(class_name: str, x: float, y: float, w: float, h: float) -> DetectedObject:
+    """A detection at a given place on a 1000x1000 frame (obj() puts all at one place)."""
+    return DetectedObject(class_name, 0.9, BBox(x, y, w, h), 1000, 1000)
+
+
 ALICE = PersonSighting("alice", 0.86)
 BOB = PersonSighting("bob", 0.81)
 
@@ -199,11 +208,22 @@ CASES = [
         RiskLevel.LOW,
     ),
     (
-        # The person box lies inside the car's (obj() puts both at the same place): a driver.
+        # The person box lies inside the car's and ends above its wheels: a driver.
         "driver_in_car_small_hours",
-        scene("car", "person", at=NIGHT),
+        SceneContext(
+            "cam", NIGHT, (box("car", 100, 100, 400, 300), box("person", 200, 150, 80, 100))
+        ),
         {"vehicle": 30, "vehicle_occupied": 10},
         RiskLevel.MEDIUM,
+    ),
+    (
+        # Standing in front of a bus overlaps it as much, but the feet reach the ground.
+        "pedestrian_in_front_of_a_bus_is_on_foot",
+        SceneContext(
+            "cam", DAY, (box("bus", 0, 100, 1000, 500), box("person", 300, 300, 100, 350))
+        ),
+        {"person_present": 10, "unknown_person": 25, "daytime": -10},
+        RiskLevel.LOW,
     ),
     (
         "faint_person_nothing_corroborates",
