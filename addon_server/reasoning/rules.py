@@ -503,10 +503,7 @@ def _rule_identity(ctx: SceneContext, cfg: RuleConfig) -> Iterable[Factor]:
         return
     n_unknown = found.unknown
     if n_unknown:
-        pts = min(
-            cfg.max_unknown_person_points,
-            cfg.unknown_person_points + (n_unknown - 1) * cfg.extra_unknown_person_points,
-        )
+        pts = _unknown_points(found, cfg)
         detail = (
             f"{plural(n_unknown, 'person')} not enrolled"
             if not found.n_known
