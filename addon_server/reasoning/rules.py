@@ -139,7 +139,8 @@ class RuleConfig:
     faint_person_points: int = _points(10)
     faint_corroborated_points: int = _points(-10)
     occupant_overlap: float = _setting(0.5, 0.0, 1.0)
-    """A person box at least this much inside a vehicle's box is its driver or rider."""
+    """A person box at least this much inside a vehicle's box, and ending above its wheels, is
+    its driver or rider (see :func:`_occupant`)."""
     occupant_points: int = _points(10)
 
     # Time of day: hours in the timestamp's own offset (the camera's local time).
@@ -179,6 +180,7 @@ class RuleConfig:
 
     # Vehicles, animals, zones.
     vehicle_points: int = _points(0)
+    """Any vehicle, any hour (a car by day is nothing, so none by default)."""
     vehicle_night_points: int = _points(10)
     parked_small_hours_points: int = _points(30)
     """A vehicle between midnight and five with nobody on foot: stopped outside, why?"""
