@@ -214,6 +214,8 @@ def _rules_schema() -> vol.Schema:
         validator: Any
         if isinstance(default, Mapping):
             validator = {vol.All(str, vol.Length(min=1)): vol.All(vol.Coerce(int), number)}
+        elif item.metadata.get("names"):  # zone / posture names
+            validator = [vol.All(str, vol.Length(min=1))]
         elif isinstance(default, frozenset):
             validator = [vol.In(RULE_NAMES)]
         elif isinstance(default, int):

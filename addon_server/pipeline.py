@@ -38,6 +38,7 @@ from addon_server.reasoning.context import (
     BBox,
     DetectedObject,
     HistoryPoint,
+    HomeState,
     PersonSighting,
     SceneContext,
     Sighting,
@@ -68,6 +69,7 @@ class AnalyzeRequest:
     zone: str | None = None
     use_llm: bool = True
     notify_level: RiskLevel = RiskLevel.HIGH
+    home: HomeState | None = None
 
 
 class AnalysisBusyError(Exception):
@@ -252,6 +254,7 @@ class Analyzer:
             "image": size,
             "model": detected.model,
             "snapshot_url": f"/v1/events/{event_id}/snapshot.jpg",
+            "home_state": None if request.home is None else request.home.as_json(),
         }
         stored = {**document, "timings_ms": timings}
         with stage("store", timings):
@@ -375,6 +378,7 @@ def _scene(
         persons=_persons(request.camera, detected, matches, bodies),
         history=points,
         enrichments=evidence,
+        home=request.home,
     )
 
 

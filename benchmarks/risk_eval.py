@@ -21,8 +21,14 @@ confusion matrix, and every wrong scene with its factors. The issue's goals for 
 (≤ 3 % false alarms, ≤ 2 % misses) get a PASS/FAIL line; an LLM configuration is compared with
 the rules (it should improve both to be on by default).
 
-Home state (alarm, occupancy, guests) is kept beside each scene as ``home`` but is not part of
-the SceneContext yet (issue 15, item 4), so no configuration sees it today.
+A scene's ``home`` (alarm, occupancy, doors, guests) becomes its context's
+:class:`~addon_server.reasoning.context.HomeState`, as the add-on receives it from Home Assistant.
+
+**Held-out part.** Rules tuned on the whole set would measure how well they were fitted, not how
+well they judge. A fixed quarter of the set (:func:`held_out_ids`: every 4th id in sorted
+order, photos included) was kept out of sight while the rules were tuned; the figures are
+printed for the whole set and for that quarter alone, and ``--hide-held-out`` keeps its wrong
+scenes out of the listing for whoever tunes next.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -50,6 +56,7 @@ from addon_server.reasoning.context import (
     DetectedObject,
     Enrichment,
     HistoryPoint,
+    HomeState,
     PersonSighting,
     Posture,
     SceneContext,
@@ -61,6 +68,9 @@ from addon_server.reasoning.levels import LEVEL_RANK, RiskLevel, level_for
 from addon_server.reasoning.rules import Factor, RuleConfig, RuleEngine
 
 DEFAULT_SET = Path(__file__).resolve().parent / "risk_eval" / "scenarios.yaml"
+
+HELD_OUT_EVERY = 4
+"""Every 4th scene id (sorted) is held out from tuning: see :func:`held_out_ids`."""
 
 GOAL_FALSE_ALARM_PCT = 3.0
 GOAL_MISS_PCT = 2.0
@@ -88,7 +98,6 @@ class Scenario:
     band: RiskLevel
     why: str
     context: SceneContext
-    home: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -185,6 +194,7 @@ def _context(
             enrichments=records,
             persons=persons,
             history=history,
+            home=HomeState.from_json(raw["home"]) if raw.get("home") else None,
         )
     except SetError:
         raise
@@ -225,7 +235,6 @@ def load_set(path: Path = DEFAULT_SET) -> EvalSet:
                 band=_band(raw["band"], sid),
                 why=str(raw["why"]),
                 context=_context(raw, (frame_w, frame_h), day, tz, sid),
-                home=dict(raw.get("home") or {}),
             )
         )
     photos = []
@@ -243,6 +252,14 @@ def load_set(path: Path = DEFAULT_SET) -> EvalSet:
             )
         )
     return EvalSet(tuple(scenarios), tuple(photos), tuple(doc.get("required_kinds") or ()))
+
+
+def held_out_ids(ids: Iterable[str]) -> frozenset[str]:
+    """The held-out quarter: every :data:`HELD_OUT_EVERY`-th id in sorted order (the 4th, 8th,
+    ...). A rule of the ids alone, fixed before any tuning, so nobody picks which scenes to hide
+    and a scene added later joins one part or the other by its name, not by its result."""
+    ordered = sorted(ids)
+    return frozenset(ordered[HELD_OUT_EVERY - 1 :: HELD_OUT_EVERY])
 
 
 # --- real photos through the real detector ---------------------------------------------------
@@ -405,6 +422,10 @@ class Summary:
             table[v.scenario.band.value][v.level.value] += 1
         return table
 
+    def part(self, ids: frozenset[str], name: str) -> Summary:
+        """The same verdicts restricted to some scenes (the held-out quarter)."""
+        return Summary(name, tuple(v for v in self.verdicts if v.scenario.id in ids), self.seconds)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -492,26 +513,43 @@ async def score_llm(name: str, scenarios: Sequence[Scenario], settings: Any) -> 
 # --- report ----------------------------------------------------------------------------------
 
 
-def render(summary: Summary) -> str:
-    """The figures, the confusion matrix and the wrong scenes, as text."""
-    lines = [
-        f"== {summary.name}: {len(summary.verdicts)} scenes ({summary.seconds:.1f} s)",
+def figure_lines(summary: Summary) -> list[str]:
+    """Accuracy, false alarms and misses of one configuration (or one part of the set)."""
+    return [
         f"band accuracy  {summary.correct}/{len(summary.verdicts)} = {summary.accuracy_pct:.1f} %",
         f"false alarms   {summary.false_alarms}/{summary.benign} low/medium scenes"
         f" = {summary.false_alarm_pct:.1f} %",
         f"misses         {summary.misses}/{summary.threats} high/critical scenes"
         f" = {summary.miss_pct:.1f} %",
+    ]
+
+
+def render(summary: Summary, held_out: frozenset[str] = frozenset(), hide: bool = False) -> str:
+    """The figures (whole set, then the held-out part), the confusion matrix and the wrong
+    scenes, as text; ``hide`` leaves the held-out part's wrong scenes out of the listing."""
+    lines = [
+        f"== {summary.name}: {len(summary.verdicts)} scenes ({summary.seconds:.1f} s)",
+        *figure_lines(summary),
+    ]
+    part = summary.part(held_out, f"{summary.name} [held-out]")
+    if part.verdicts:
+        lines += [f"-- held-out part: {len(part.verdicts)} scenes", *figure_lines(part)]
+    lines += [
         "",
         "confusion (rows: right band, columns: band given)",
         f"{'':>10}" + "".join(f"{g.value:>10}" for g in RiskLevel),
     ]
     for truth, row in summary.confusion().items():
         lines.append(f"{truth:>10}" + "".join(f"{row[g.value]:>10}" for g in RiskLevel))
-    wrong = [v for v in summary.verdicts if not v.right]
+    wrong = [
+        v for v in summary.verdicts if not v.right and not (hide and v.scenario.id in held_out)
+    ]
     if wrong:
         lines += ["", "wrong scenes (FA = false alarm, MISS = missed alarm):"]
     for v in wrong:
         tag = "FA  " if v.false_alarm else "MISS" if v.miss else "    "
+        if v.scenario.id in held_out:
+            tag += " [held-out]"
         factors = ", ".join(f"{f.name} {f.points:+d}" for f in v.factors) or "no factors"
         lines.append(
             f"  {tag} {v.scenario.id}: right {v.scenario.band}, given {v.level}"
@@ -524,13 +562,14 @@ def render(summary: Summary) -> str:
 
 
 def goal_lines(rules: Summary) -> list[str]:
-    """PASS/FAIL for the issue's rules-only goals."""
+    """PASS/FAIL for the issue's rules-only goals (on whichever part ``rules`` holds)."""
+    where = f" [{rules.name}]" if rules.name != "rules" else ""
     fa_ok = rules.false_alarm_pct <= GOAL_FALSE_ALARM_PCT
     miss_ok = rules.miss_pct <= GOAL_MISS_PCT
     return [
-        f"{'PASS' if fa_ok else 'FAIL'} rules false alarms {rules.false_alarm_pct:.1f} %"
+        f"{'PASS' if fa_ok else 'FAIL'} rules false alarms{where} {rules.false_alarm_pct:.1f} %"
         f" (goal ≤ {GOAL_FALSE_ALARM_PCT:g} %)",
-        f"{'PASS' if miss_ok else 'FAIL'} rules misses {rules.miss_pct:.1f} %"
+        f"{'PASS' if miss_ok else 'FAIL'} rules misses{where} {rules.miss_pct:.1f} %"
         f" (goal ≤ {GOAL_MISS_PCT:g} %)",
     ]
 
@@ -565,6 +604,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also the rules with these overrides (a YAML mapping shaped like the config's"
         " reasoning.rules section); repeatable",
     )
+    parser.add_argument(
+        "--hide-held-out",
+        action="store_true",
+        help="leave the held-out quarter's wrong scenes out of the listing (while tuning)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
 
@@ -580,15 +624,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{0 if args.no_photos else len(evalset.photos)} photos"
     )
 
+    held_out = held_out_ids(s.id for s in scenes)
     rules = score_rules(scenes)
     summaries = [rules]
-    print(render(rules))
+    print(render(rules, held_out, args.hide_held_out))
     for path in args.rules_config:
         overrides = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         engine = RuleEngine(RuleConfig.from_mapping(overrides))
         summaries.append(score_rules(scenes, engine, f"rules ({path.name})"))
         print()
-        print(render(summaries[-1]))
+        print(render(summaries[-1], held_out, args.hide_held_out))
 
     if args.llm or args.llm_url:
         from addon_server.reasoning.settings import LLMMode, ReasoningSettings
@@ -616,15 +661,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = asyncio.run(score_llm(name, scenes, settings))
             summaries.append(summary)
             print()
-            print(render(summary))
+            print(render(summary, held_out, args.hide_held_out))
 
     print()
-    lines = goal_lines(rules) + [comparison_line(rules, s) for s in summaries[1:]]
+    lines = goal_lines(rules) + goal_lines(rules.part(held_out, "held-out"))
+    lines += [comparison_line(rules, s) for s in summaries[1:]]
     print("\n".join(lines))
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"set": str(args.set), "goals": lines, "runs": [s.as_json() for s in summaries]},
+                {
+                    "set": str(args.set),
+                    "goals": lines,
+                    "held_out": sorted(held_out),
+                    "runs": [s.as_json() for s in summaries],
+                    "held_out_runs": [
+                        s.part(held_out, f"{s.name} [held-out]").as_json() for s in summaries
+                    ],
+                },
                 indent=2,
             ),
             encoding="utf-8",

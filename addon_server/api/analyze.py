@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from aiohttp import web
@@ -25,6 +26,7 @@ from addon_server.api.schemas import BOOLEAN, ZONE_MAX_LENGTH, image_body, ref
 from addon_server.config import CAMERA_ID_RULE
 from addon_server.imaging import ImageError
 from addon_server.pipeline import AnalysisBusyError, AnalyzeRequest, utcnow
+from addon_server.reasoning.context import HomeState, HomeStateError
 from addon_server.reasoning.levels import RiskLevel
 from addon_server.services import SERVICES_KEY, Services
 
@@ -70,7 +72,27 @@ def parse_request(services: Services, params: dict[str, str]) -> AnalyzeRequest:
     if raw_llm not in _TRUE | _FALSE:
         raise ApiError(400, "bad_parameter", f"llm must be true or false, got {raw_llm!r}")
     notify_level = risk_level("notify_level", params.get("notify_level", RiskLevel.HIGH))
-    return AnalyzeRequest(camera, timestamp, zone, raw_llm in _TRUE, notify_level)
+    home = home_state(params.get("home_state", "").strip())
+    return AnalyzeRequest(camera, timestamp, zone, raw_llm in _TRUE, notify_level, home)
+
+
+def home_state(raw: str) -> HomeState | None:
+    """The ``home_state`` option: a JSON object (see the HomeState schema), or absent.
+
+    Home Assistant sends what the user's alarm, presence, door, lock and guest entities say;
+    a value the rules cannot read is refused with the key named rather than ignored, because
+    a silently dropped "alarm armed away" would lower every score of that home.
+    """
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError as err:
+        raise ApiError(400, "bad_parameter", f"home_state is not valid JSON: {err}") from None
+    try:
+        return HomeState.from_json(value)
+    except HomeStateError as err:
+        raise ApiError(400, "bad_parameter", str(err)) from None
 
 
 async def analyze(request: web.Request) -> web.Response:
@@ -100,6 +122,15 @@ OPTIONS: Options = {
     "notify_level": (
         "Level from which the event is marked notify (default high)",
         ref("RiskLevel"),
+    ),
+    "home_state": (
+        "The home's state as a JSON object (alarm, people_home, household_present, doors_open,"
+        " unlocked, guests_expected; all optional): evidence the rules score",
+        {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": ref("HomeState"),
+        },
     ),
 }
 

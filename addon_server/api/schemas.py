@@ -21,6 +21,7 @@ from addon_server.api.images import IMAGE_FIELD
 from addon_server.config import CAMERA_ID, CAMERA_ID_RULE, DEVICE_ID, SERVICES
 from addon_server.imaging import CONTENT_TYPES
 from addon_server.reasoning.calibration import Verdict
+from addon_server.reasoning.context import ALARM_STATES
 from addon_server.reasoning.gate import GateReason
 from addon_server.reasoning.levels import SCORE_MAX, SCORE_MIN, RiskLevel
 from addon_server.reasoning.reasoner import LLMMode
@@ -217,6 +218,21 @@ SCHEMAS["FeedbackRequest"] = closed(
     {"verdict": enum((*Verdict, WITHDRAW_VERDICT))},
     {"note": {"type": "string", "maxLength": FEEDBACK_NOTE_MAX_LENGTH}},
 ) | {"description": f"{WITHDRAW_VERDICT!r} withdraws the event's feedback"}
+_NAMES = array(TEXT)
+SCHEMAS["HomeState"] = closed(
+    {},
+    {
+        "alarm": enum(ALARM_STATES) | {"description": "The alarm panel's state"},
+        "people_home": COUNT | {"description": "Persons home (presence entities)"},
+        "household_present": _NAMES | {"description": "Who of the household is home"},
+        "doors_open": _NAMES | {"description": "Doors or openings that are open"},
+        "unlocked": _NAMES | {"description": "Locks that are unlocked"},
+        "guests_expected": BOOLEAN | {"description": "The user's 'guests expected' toggle"},
+    },
+) | {
+    "description": "What the house says while the camera looks (all keys optional); the rules "
+    "turn it into factors (alarm_armed_away, nobody_home, door_unlocked, ...)"
+}
 SCHEMAS["EventCounts"] = closed({"person": COUNT, "vehicle": COUNT, "animal": COUNT})
 SCHEMAS["LlmDecision"] = closed(
     {"asked": BOOLEAN, "reason": enum(GateReason), "detail": STRING}
@@ -281,6 +297,8 @@ SCHEMAS["Event"] = closed(
         | {"description": "The stages this analysis went without; empty when it is complete"},
         "revisions": array(ref("EventRevision"))
         | {"description": "The stored history, oldest first (GET /v1/events/{id} only)"},
+        "home_state": nullable(ref("HomeState"))
+        | {"description": "The analysis request's home state, as the rules read it"},
     },
 )
 SCHEMAS["EventList"] = closed({"events": array(ref("Event"))})

@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
 __all__ = [
+    "ALARM_STATES",
     "ANIMAL_CLASSES",
     "MATCHED_BY",
     "PERSON_CLASSES",
@@ -31,6 +32,8 @@ __all__ = [
     "DetectedObject",
     "Enrichment",
     "HistoryPoint",
+    "HomeState",
+    "HomeStateError",
     "PersonSighting",
     "Posture",
     "SceneContext",
@@ -290,6 +293,118 @@ class HistoryPoint:
             raise ValueError("person_count must be >= 0")
 
 
+ALARM_STATES: tuple[str, ...] = (
+    "disarmed",
+    "armed_home",
+    "armed_away",
+    "armed_night",
+    "armed_vacation",
+    "triggered",
+)
+"""Alarm panel states a home state may carry: Home Assistant's alarm_control_panel states that
+say something about who is home (the integration leaves transitional ones, like ``arming``,
+out, and sends a custom bypass as ``armed_home``)."""
+
+_NAME_LISTS = ("household_present", "doors_open", "unlocked")
+
+
+class HomeStateError(ValueError):
+    """A home state key has a wrong value; ``key`` names it so the API error can say which."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"home_state.{key}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class HomeState:
+    """What the house itself says while the camera looks: alarm, occupancy, doors, guests.
+
+    Home Assistant reads these from the entities the user picked and sends them with each
+    analysis; a careful human weighs a stranger at the back door very differently when the alarm
+    is armed away and nobody is home. Every field is optional (``None`` / empty = not known), so
+    a home with only a presence sensor still sends what it has. Names are the entities'
+    friendly names, for the factors' details and the prompt.
+    """
+
+    alarm: str | None = None
+    people_home: int | None = None
+    household_present: tuple[str, ...] = ()
+    doors_open: tuple[str, ...] = ()
+    unlocked: tuple[str, ...] = ()
+    guests_expected: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.alarm is not None and self.alarm not in ALARM_STATES:
+            raise HomeStateError("alarm", f"{self.alarm!r} is not one of {', '.join(ALARM_STATES)}")
+        if self.people_home is not None and (
+            isinstance(self.people_home, bool)
+            or not isinstance(self.people_home, int)
+            or self.people_home < 0
+        ):
+            raise HomeStateError(
+                "people_home", f"must be an integer >= 0, got {self.people_home!r}"
+            )
+        if self.guests_expected is not None and not isinstance(self.guests_expected, bool):
+            raise HomeStateError(
+                "guests_expected", f"must be true or false, got {self.guests_expected!r}"
+            )
+        for key in _NAME_LISTS:
+            names = getattr(self, key)
+            if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+                raise HomeStateError(key, f"must be a list of non-empty names, got {names!r}")
+            object.__setattr__(self, key, tuple(names))
+
+    @classmethod
+    def from_json(cls, raw: Any) -> HomeState:
+        """From the analyze request's ``home_state`` object; a bad key raises
+        :class:`HomeStateError` naming it (unknown keys too: a typo must not pass silently)."""
+        if not isinstance(raw, Mapping):
+            raise HomeStateError("", f"must be a JSON object, got {type(raw).__name__}")
+        known = set(cls.__dataclass_fields__)
+        for key in raw:
+            if key not in known:
+                raise HomeStateError(str(key), f"unknown key (known: {', '.join(sorted(known))})")
+        for key in _NAME_LISTS:
+            if key in raw and not isinstance(raw[key], list):
+                raise HomeStateError(key, f"must be a list of names, got {raw[key]!r}")
+        return cls(**{str(k): v for k, v in raw.items()})
+
+    def as_json(self) -> dict[str, Any]:
+        """The event's ``home_state`` echo: only the keys that were sent (known)."""
+        out: dict[str, Any] = {}
+        for key in self.__dataclass_fields__:
+            value = getattr(self, key)
+            if value is None or value == ():
+                continue
+            out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @property
+    def nobody_home(self) -> bool:
+        """True only when occupancy is known to be zero (not when it is unknown)."""
+        return self.people_home == 0 and not self.household_present
+
+    def describe(self) -> str:
+        """One prompt line, e.g. ``alarm armed_away; nobody home; unlocked: Front door``."""
+        parts: list[str] = []
+        if self.alarm is not None:
+            parts.append(f"alarm {self.alarm}")
+        if self.nobody_home:
+            parts.append("nobody home")
+        elif self.people_home is not None:
+            parts.append(f"{self.people_home} people home")
+        if self.household_present:
+            parts.append(f"household present: {', '.join(self.household_present)}")
+        if self.doors_open:
+            parts.append(f"open: {', '.join(self.doors_open)}")
+        if self.unlocked:
+            parts.append(f"unlocked: {', '.join(self.unlocked)}")
+        if self.guests_expected is not None:
+            parts.append("guests expected" if self.guests_expected else "no guests expected")
+        return "; ".join(parts) or "nothing known"
+
+
 E = TypeVar("E", bound=Enrichment)
 
 
@@ -303,6 +418,7 @@ def _freeze_enrichments(
 class SceneContext:
     """Everything known about one analyzed frame.
 
+    ``home`` is the house's own state (alarm, occupancy, doors) when the caller sent it.
     ``timestamp`` must be timezone-aware: the time-of-day rule reads the local hour from its
     own offset (Home Assistant sends local time with offset), and a naive time would silently
     be interpreted in the add-on's zone. ``history`` is this camera's recent analyses, newest
@@ -319,6 +435,7 @@ class SceneContext:
     )
     persons: Sequence[PersonSighting] = ()
     history: Sequence[HistoryPoint] = ()
+    home: HomeState | None = None
 
     def __post_init__(self) -> None:
         if not self.camera:

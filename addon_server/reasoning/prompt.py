@@ -85,6 +85,8 @@ def context_lines(ctx: SceneContext, rules: RuleConfig | None = None) -> list[st
     lines.append(where)
     ts = ctx.timestamp
     lines.append(f"Time: {ts:%H:%M} ({time_of_day(ts.hour, cfg)})")
+    if ctx.home is not None:  # what the house says: alarm, who is home, doors, guests
+        lines.append(f"Home: {ctx.home.describe()}")
 
     counts = ctx.class_counts()
     if counts:

@@ -907,8 +907,12 @@ class VigilClient:
         timestamp: datetime | None = None,
         zone: str | None = None,
         notify_level: str | None = None,
+        home_state: Mapping[str, Any] | None = None,
     ) -> AnalysisEvent:
         """POST /v1/analyze (multipart): analyse one image, return the stored event.
+
+        `home_state` is what the user's alarm, presence, door, lock and guest entities say
+        (the add-on's HomeState object); the add-on scores it as evidence.
 
         `notify_level` is the level from which the add-on marks the event `notify`: the
         add-on alone decides `notify`, so the integration sends the camera's level with
@@ -925,6 +929,8 @@ class VigilClient:
             form.add_field("timestamp", timestamp.isoformat())
         if llm is not None:
             form.add_field("llm", "true" if llm else "false")
+        if home_state is not None:
+            form.add_field("home_state", json.dumps(home_state))
         return AnalysisEvent.from_dict(await self._request("POST", "/v1/analyze", data=form))
 
     async def stream_events(

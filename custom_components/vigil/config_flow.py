@@ -49,10 +49,15 @@ from .api import (
     VigilResponseError,
 )
 from .const import (
+    CONF_ALARM_ENTITY,
     CONF_CAMERA_ENTITY,
+    CONF_DOOR_ENTITIES,
+    CONF_GUESTS_ENTITY,
     CONF_LLM,
+    CONF_LOCK_ENTITIES,
     CONF_MIN_INTERVAL,
     CONF_NOTIFY_LEVEL,
+    CONF_PRESENCE_ENTITIES,
     CONF_REQUEST_TIMEOUT,
     CONF_TRIGGER_ENTITIES,
     DEFAULT_MIN_INTERVAL,
@@ -61,6 +66,7 @@ from .const import (
     DEFAULT_REQUEST_TIMEOUT,
     DOMAIN,
     HEALTH_TIMEOUT,
+    HOME_STATE_OPTIONS,
     LOGGER,
     RISK_LEVELS,
     SUBENTRY_CAMERA,
@@ -88,12 +94,42 @@ TOKEN_SCHEMA = probatio.Schema(
     }
 )
 
+
+def _entities(*filters: EntityWithDeviceFilterSelectorConfig, multiple: bool) -> EntitySelector:
+    return EntitySelector(EntitySelectorConfig(filter=list(filters), multiple=multiple))
+
+
 OPTIONS_SCHEMA = probatio.Schema(
     {
         probatio.Required(CONF_REQUEST_TIMEOUT, default=DEFAULT_REQUEST_TIMEOUT): NumberSelector(
             NumberSelectorConfig(
                 min=5, max=600, step=1, unit_of_measurement="s", mode=NumberSelectorMode.BOX
             )
+        ),
+        # The home's state, sent with every analysis as evidence (home_state).
+        probatio.Optional(CONF_ALARM_ENTITY): _entities(
+            EntityWithDeviceFilterSelectorConfig(domain="alarm_control_panel"), multiple=False
+        ),
+        probatio.Optional(CONF_PRESENCE_ENTITIES): _entities(
+            EntityWithDeviceFilterSelectorConfig(domain=["person", "device_tracker"]),
+            EntityWithDeviceFilterSelectorConfig(
+                domain=BINARY_SENSOR_DOMAIN, device_class=["presence", "occupancy"]
+            ),
+            multiple=True,
+        ),
+        probatio.Optional(CONF_DOOR_ENTITIES): _entities(
+            EntityWithDeviceFilterSelectorConfig(
+                domain=BINARY_SENSOR_DOMAIN,
+                device_class=["door", "garage_door", "opening", "window"],
+            ),
+            multiple=True,
+        ),
+        probatio.Optional(CONF_LOCK_ENTITIES): _entities(
+            EntityWithDeviceFilterSelectorConfig(domain="lock"), multiple=True
+        ),
+        probatio.Optional(CONF_GUESTS_ENTITY): _entities(
+            EntityWithDeviceFilterSelectorConfig(domain=["input_boolean", "switch"]),
+            multiple=False,
         ),
     }
 )
@@ -325,6 +361,7 @@ class VigilOptionsFlow(OptionsFlow):
         """Show the options."""
         if user_input is not None:
             self._options = {CONF_REQUEST_TIMEOUT: int(user_input[CONF_REQUEST_TIMEOUT])}
+            self._options |= {k: user_input[k] for k in HOME_STATE_OPTIONS if user_input.get(k)}
             self._assignment = await self._async_fetch_assignment()
             if self._assignment is None or not self._assignment.gpus:
                 return self.async_create_entry(data=self._options)

@@ -15,6 +15,20 @@ HEALTH_TIMEOUT: Final = 10
 # Config entry data / options
 CONF_REQUEST_TIMEOUT: Final = "request_timeout"
 
+# Home state (options): entities whose states are sent with every analysis as evidence.
+CONF_ALARM_ENTITY: Final = "alarm_entity"
+CONF_PRESENCE_ENTITIES: Final = "presence_entities"
+CONF_DOOR_ENTITIES: Final = "door_entities"
+CONF_LOCK_ENTITIES: Final = "lock_entities"
+CONF_GUESTS_ENTITY: Final = "guests_entity"
+HOME_STATE_OPTIONS: Final = (
+    CONF_ALARM_ENTITY,
+    CONF_PRESENCE_ENTITIES,
+    CONF_DOOR_ENTITIES,
+    CONF_LOCK_ENTITIES,
+    CONF_GUESTS_ENTITY,
+)
+
 # Camera subentries
 SUBENTRY_CAMERA: Final = "camera"
 CONF_CAMERA_ENTITY: Final = "camera_entity"

@@ -65,6 +65,7 @@ from .const import (
     HEALTH_INTERVAL,
     LOGGER,
 )
+from .home_state import read_home_state
 from .stream import VigilEventStream
 
 
@@ -397,6 +398,7 @@ class VigilCameraCoordinator(DataUpdateCoordinator[AnalysisEvent | None]):
                 llm=self.llm,
                 timestamp=dt_util.now(),
                 notify_level=self.notify_level,
+                home_state=read_home_state(self.hass, self.config_entry.options),
             )
         except VigilAuthenticationError as err:
             self.config_entry.async_start_reauth(self.hass)

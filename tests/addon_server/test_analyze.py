@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import aiohttp
 import numpy as np
@@ -207,11 +208,23 @@ async def test_retention_by_age(
 async def test_reid_matches_across_cameras_and_not_a_different_person(
     client, zidane_jpg, zidane_other_camera, astronaut_jpg
 ) -> None:
-    first = await _analyze(client, zidane_jpg, "front_door", llm="false", timestamp=_iso(-300))
+    # At night: by day, a stranger passing two cameras is a caller's round, not a factor.
+    now = datetime.now(UTC)
+    night = now.replace(hour=2, minute=0, second=0, microsecond=0)
+    night -= timedelta(days=1) if night > now else timedelta(0)
+    first = await _analyze(
+        client,
+        zidane_jpg,
+        "front_door",
+        llm="false",
+        timestamp=(night - timedelta(seconds=300)).isoformat(),
+    )
     # Zidane (turned to the camera's left, which the Haar cascade missed) and Ancelotti
     assert len(first["reid"]) == 2, "CenterFace finds both faces in zidane.jpg"
     assert all(face["seen"] == [] for face in first["reid"])
-    second = await _analyze(client, zidane_other_camera, "driveway", llm="false")
+    second = await _analyze(
+        client, zidane_other_camera, "driveway", llm="false", timestamp=night.isoformat()
+    )
     assert [[s["camera"] for s in face["seen"]] for face in second["reid"]] == [
         ["front_door"],
         ["front_door"],
@@ -283,6 +296,24 @@ async def test_enrolment_needs_a_face(client, coffee_jpg) -> None:
         ),
         ({"camera": "yard", "llm": "maybe"}, "bad_parameter", "llm must be"),
         ({"camera": "yard", "notify_level": "urgent"}, "bad_parameter", "notify_level"),
+        ({"camera": "yard", "home_state": "{alarm"}, "bad_parameter", "home_state is not valid"),
+        ({"camera": "yard", "home_state": "[1]"}, "bad_parameter", "must be a JSON object"),
+        (
+            {"camera": "yard", "home_state": '{"alarm": "on"}'},
+            "bad_parameter",
+            "home_state.alarm: 'on' is not one of",
+        ),
+        (
+            {"camera": "yard", "home_state": '{"people_home": -2}'},
+            "bad_parameter",
+            "home_state.people_home",
+        ),
+        (
+            {"camera": "yard", "home_state": '{"unlocked": "Front door"}'},
+            "bad_parameter",
+            "home_state.unlocked",
+        ),
+        ({"camera": "yard", "home_state": '{"armed": true}'}, "bad_parameter", "home_state.armed"),
     ],
 )
 async def test_bad_analyze_parameters(client, bus_jpg, params, code, fragment) -> None:
@@ -319,6 +350,50 @@ async def test_unknown_camera_with_an_allowlist(
         "/v1/analyze", params={"camera": "front_door", "llm": "false"}, data=bus_jpg, headers=JPEG
     )
     assert ok.status == 200
+
+
+async def test_home_state_is_evidence_and_echoed(client, zidane_jpg) -> None:
+    """The same two strangers at the door by day: the home state sent with the analysis
+    becomes named factors in the event and is echoed back (as a form field here, as a query
+    parameter below)."""
+    at = datetime(2026, 11, 23, 14, 0, tzinfo=timezone(timedelta(hours=1))).isoformat()
+    plain = await _analyze(
+        client, zidane_jpg, "front_door", zone="porch", llm="false", timestamp=at
+    )
+    assert plain["home_state"] is None
+    form = aiohttp.FormData()
+    home = {"alarm": "armed_away", "people_home": 0, "unlocked": ["Front door"]}
+    for name, value in (
+        ("camera", "front_door"),
+        ("zone", "porch"),
+        ("llm", "false"),
+        ("timestamp", at),
+        ("home_state", json.dumps(home)),
+    ):
+        form.add_field(name, value)
+    form.add_field("image", zidane_jpg, filename="zidane.jpg", content_type="image/jpeg")
+    resp = await client.post("/v1/analyze", data=form)
+    assert resp.status == 200, await resp.text()
+    armed = await resp.json()
+    assert armed["home_state"] == home
+    factors = {f["name"]: f for f in armed["factors"]}
+    assert factors["alarm_armed_away"]["points"] == 25
+    assert factors["alarm_armed_away"]["detail"] == "alarm armed away"
+    assert factors["door_unlocked"]["detail"] == "unlocked: Front door"
+    assert armed["risk_score"] == plain["risk_score"] + 35
+    stored = await (await client.get(f"/v1/events/{armed['id']}")).json()
+    assert stored["home_state"] == home
+    guests = await _analyze(
+        client,
+        zidane_jpg,
+        "front_door",
+        llm="false",
+        timestamp=at,
+        home_state='{"guests_expected": true, "household_present": ["Alice"]}',
+    )
+    names = {f["name"] for f in guests["factors"]}
+    assert {"guests_expected", "household_present"} <= names
+    assert guests["risk_level"] == "low"
 
 
 async def test_multipart_fields_and_unknown_event(client, bus_jpg) -> None:

@@ -196,7 +196,9 @@ def _rule_bounds(pick: int) -> dict[str, Any]:
         end = (lo, hi)[pick]
         end = end if end is not None else (0 if pick == 0 else 10_000)
         default = getattr(RuleConfig(), item.name)
-        if isinstance(default, frozenset):
+        if item.metadata.get("names"):
+            out[item.name] = ["porch", "Back Yard"] if pick else []
+        elif isinstance(default, frozenset):
             out[item.name] = list(RULE_NAMES) if pick else []
         elif isinstance(default, Mapping):
             out[item.name] = {"axe": end, "Gun": end}

@@ -9,7 +9,7 @@ from addon_server.reasoning.context import PersonSighting, Sighting
 from addon_server.reasoning.prompt import context_lines
 from addon_server.reasoning.rules import RuleEngine
 
-from .reasoning_scenes import scene
+from .reasoning_scenes import NIGHT, scene
 
 BODY = Sighting("front_door", 300, "body", 0.93, calibrated=True)
 WEAK_BODY = Sighting("front_door", 300, "body", 0.92, calibrated=False)
@@ -17,7 +17,10 @@ FACE = Sighting("garage", 60, "face", 0.81)
 
 
 def factors(*sightings: Sighting, known: str | None = None) -> dict[str, tuple[int, str]]:
-    ctx = scene("person", camera="back_yard", persons=[PersonSighting(known, 0.9, sightings)])
+    # At night: by day, walking past two cameras is the postman's round, not a factor.
+    ctx = scene(
+        "person", camera="back_yard", at=NIGHT, persons=[PersonSighting(known, 0.9, sightings)]
+    )
     return {f.name: (f.points, f.detail) for f in RuleEngine().evaluate(ctx).factors}
 
 

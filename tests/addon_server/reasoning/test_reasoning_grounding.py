@@ -104,7 +104,7 @@ def test_reasoning_is_checked_too() -> None:
 
 
 def test_rejected_text_gives_the_rule_summary_and_says_why() -> None:
-    ctx = HALLWAY
+    ctx = scene("person", zone="garden")  # an unknown person behind the house: medium
     rules = RuleEngine().evaluate(ctx)
     said = answer("The camera is a weapon; it can be used to kill people.")
     a = blend(

@@ -84,7 +84,7 @@ def test_rule_engine_verdict_closes_the_user_message() -> None:
     msgs = build_messages(ctx, result=RuleEngine().evaluate(ctx))
     last = msgs[1]["content"].splitlines()[-1]
     assert last == (
-        "Rule engine: score 55 (medium): 1 person not enrolled; time 02:14 is night; "
-        "1 person in view"
+        "Rule engine: score 60 (high): 1 person not enrolled; 02:14: nobody calls at this hour;"
+        " time 02:14 is night"
     )
     assert msgs[0]["content"] == SYSTEM_PROMPT

@@ -8,6 +8,8 @@ import pytest
 
 from addon_server.reasoning.context import (
     Attribute,
+    BBox,
+    DetectedObject,
     HistoryPoint,
     PersonSighting,
     Posture,
@@ -21,6 +23,13 @@ from addon_server.reasoning.rules import RULES, RuleConfig, RuleEngine
 from .reasoning_scenes import DAY, NIGHT, obj, scene
 
 UNKNOWN = PersonSighting(None, 0.2)
+
+
+def box(class_name: str, x: float, y: float, w: float, h: float) -> DetectedObject:
+    """A detection at a given place on a 1000x1000 frame (obj() puts all at one place)."""
+    return DetectedObject(class_name, 0.9, BBox(x, y, w, h), 1000, 1000)
+
+
 ALICE = PersonSighting("alice", 0.86)
 BOB = PersonSighting("bob", 0.81)
 
@@ -36,13 +45,19 @@ CASES = [
     (
         "unknown_person_day",
         scene("person"),
-        {"person_present": 10, "unknown_person": 25},
-        RiskLevel.MEDIUM,
+        {"person_present": 10, "unknown_person": 25, "daytime": -10},
+        RiskLevel.LOW,
     ),
     (
         "unknown_person_night",
         scene("person", at=NIGHT),
-        {"person_present": 10, "unknown_person": 25, "night": 20},
+        {"person_present": 10, "unknown_person": 25, "night": 10, "small_hours": 15},
+        RiskLevel.HIGH,
+    ),
+    (
+        "unknown_person_late_evening",
+        scene("person", at=NIGHT.replace(hour=22, minute=40)),
+        {"person_present": 10, "unknown_person": 25, "night": 10},
         RiskLevel.MEDIUM,
     ),
     (
@@ -54,20 +69,26 @@ CASES = [
     (
         "known_and_unknown",
         scene("person", "person", persons=[ALICE, UNKNOWN]),
-        {"person_present": 10, "unknown_person": 25, "known_person": -5},
-        RiskLevel.MEDIUM,
+        {"person_present": 10, "unknown_person": 25, "accompanied": -20, "daytime": -10},
+        RiskLevel.LOW,
+    ),
+    (
+        "known_and_unknown_at_3am_no_company",
+        scene("person", "person", at=NIGHT, persons=[ALICE, UNKNOWN]),
+        {"person_present": 10, "unknown_person": 25, "night": 10, "small_hours": 15},
+        RiskLevel.HIGH,
     ),
     (
         "three_unknown_capped",
         scene("person", "person", "person"),
-        {"person_present": 10, "unknown_person": 45},
+        {"person_present": 10, "unknown_person": 45, "daytime": -10},
         RiskLevel.MEDIUM,
     ),
     (
         "group_of_four",
-        scene("person", "person", "person", "person"),
-        {"person_present": 10, "unknown_person": 45, "group": 10},
-        RiskLevel.HIGH,
+        scene("person", "person", "person", "person", at=NIGHT),
+        {"person_present": 10, "unknown_person": 45, "group": 10, "night": 10, "small_hours": 15},
+        RiskLevel.CRITICAL,
     ),
     (
         "gun_critical_alone",
@@ -100,17 +121,58 @@ CASES = [
             persons=[ALICE],
             enrichments={"pose": [Posture(model="pose", confidence=0.9, posture="fallen")]},
         ),
-        {"person_present": 10, "known_person": -20, "posture_fallen": 70},
+        {"person_present": 10, "posture_fallen": 60},
         RiskLevel.HIGH,
     ),
     (
-        "fallen_unknown_critical",
+        # Someone on the ground is an emergency whoever they are and whatever the hour: the
+        # intrusion factors (unknown, night) would only push a fall into "critical".
+        "fallen_unknown_at_night_high",
         scene(
             "person",
+            at=NIGHT,
             enrichments={"pose": [Posture(model="pose", confidence=0.9, posture="fallen")]},
         ),
-        {"person_present": 10, "unknown_person": 25, "posture_fallen": 70},
+        {"person_present": 10, "posture_fallen": 60},
+        RiskLevel.HIGH,
+    ),
+    (
+        "lying_in_the_garden_by_day_is_resting",
+        scene(
+            "person",
+            zone="garden",
+            persons=[ALICE],
+            enrichments={"pose": [Posture(model="pose", confidence=0.9, posture="lying")]},
+        ),
+        {"person_present": 10, "known_person": -20},
+        RiskLevel.LOW,
+    ),
+    (
+        "crouching_by_day_is_nothing_at_night_it_counts",
+        scene(
+            "person",
+            at=NIGHT,
+            zone="window",
+            enrichments={"pose": [Posture(model="pose", confidence=0.8, posture="crouching")]},
+        ),
+        {
+            "person_present": 10,
+            "unknown_person": 25,
+            "night": 10,
+            "small_hours": 15,
+            "posture_crouching": 25,
+        },
         RiskLevel.CRITICAL,
+    ),
+    (
+        "crouching_by_day",
+        scene(
+            "person",
+            zone="porch",
+            enrichments={"pose": [Posture(model="pose", confidence=0.8, posture="crouching")]},
+        ),
+        {"person_present": 10, "unknown_person": 25, "daytime": -10},
+        RiskLevel.LOW,
     ),
     (
         "low_confidence_posture_ignored",
@@ -132,8 +194,82 @@ CASES = [
         {"person_present": 10, "known_person": -20},
         RiskLevel.LOW,
     ),
-    ("car_day", scene("car"), {"vehicle": 5}, RiskLevel.LOW),
-    ("car_night", scene("car", "truck", at=NIGHT), {"vehicle": 10}, RiskLevel.LOW),
+    ("car_day", scene("car"), {}, RiskLevel.LOW),
+    (
+        "car_small_hours_nobody_on_foot",
+        scene("car", "truck", at=NIGHT),
+        {"vehicle": 30},
+        RiskLevel.MEDIUM,
+    ),
+    (
+        "car_late_evening",
+        scene("car", at=NIGHT.replace(hour=23)),
+        {"vehicle": 10},
+        RiskLevel.LOW,
+    ),
+    (
+        # The person box lies inside the car's and ends above its wheels: a driver.
+        "driver_in_car_small_hours",
+        SceneContext(
+            "cam", NIGHT, (box("car", 100, 100, 400, 300), box("person", 200, 150, 80, 100))
+        ),
+        {"vehicle": 30, "vehicle_occupied": 10},
+        RiskLevel.MEDIUM,
+    ),
+    (
+        # Standing in front of a bus overlaps it as much, but the feet reach the ground.
+        "pedestrian_in_front_of_a_bus_is_on_foot",
+        SceneContext(
+            "cam", DAY, (box("bus", 0, 100, 1000, 500), box("person", 300, 300, 100, 350))
+        ),
+        {"person_present": 10, "unknown_person": 25, "daytime": -10},
+        RiskLevel.LOW,
+    ),
+    (
+        "faint_person_nothing_corroborates",
+        SceneContext("cam", NIGHT, (obj("person", confidence=0.55),), zone="garden"),
+        {"faint_person": 10},
+        RiskLevel.LOW,
+    ),
+    (
+        "faint_person_vouched_for_by_posture",
+        SceneContext(
+            "cam",
+            NIGHT,
+            (obj("person", confidence=0.55),),
+            zone="window",
+            enrichments={
+                "pose": [Posture(model="pose", confidence=0.6, posture="crouching", object_index=0)]
+            },
+        ),
+        {
+            "person_present": 10,
+            "unknown_person": 25,
+            "night": 10,
+            "small_hours": 15,
+            "posture_crouching": 25,
+            "faint_detection": -10,
+        },
+        RiskLevel.HIGH,
+    ),
+    (
+        "public_pavement_cancels_the_unknown_face",
+        scene("person", at=NIGHT.replace(hour=22, minute=40), zone="pavement"),
+        {"person_present": 10, "unknown_person": 25, "night": 10, "public_area": -25},
+        RiskLevel.LOW,
+    ),
+    (
+        "unknown_behind_the_house_by_day",
+        scene("person", zone="garden"),
+        {"person_present": 10, "unknown_person": 25, "daytime": -10, "private_area": 10},
+        RiskLevel.MEDIUM,
+    ),
+    (
+        "fire_at_night",
+        scene(enrichments={"f": [Threat(model="f", confidence=0.8, label="smoke")]}, at=NIGHT),
+        {"threat_smoke": 36, "night_fire": 30},
+        RiskLevel.HIGH,
+    ),
     ("pets_only", scene("dog", "cat"), {"pets_only": -10}, RiskLevel.LOW),
     (
         "pet_with_person_not_pets_only",
@@ -148,36 +284,61 @@ CASES = [
             at=NIGHT,
             history=[HistoryPoint(30, 1), HistoryPoint(70, 1), HistoryPoint(130, 1)],
         ),
-        {"person_present": 10, "unknown_person": 25, "night": 20, "loitering": 15},
+        {
+            "person_present": 10,
+            "unknown_person": 25,
+            "night": 10,
+            "small_hours": 15,
+            "loitering": 25,
+        },
+        RiskLevel.CRITICAL,
+    ),
+    (
+        "long_stay_at_the_door_by_day",
+        scene("person", zone="porch", history=[HistoryPoint(s, 1) for s in range(60, 361, 60)]),
+        {"person_present": 10, "unknown_person": 25, "daytime": -10, "loitering": 45},
         RiskLevel.HIGH,
     ),
     (
-        "long_loitering",
+        "long_stay_by_day_elsewhere_is_work",
         scene("person", history=[HistoryPoint(s, 1) for s in range(60, 361, 60)]),
-        {"person_present": 10, "unknown_person": 25, "loitering": 25},
-        RiskLevel.HIGH,
+        {
+            "person_present": 10,
+            "unknown_person": 25,
+            "daytime": -10,
+            "loitering": 10,
+            "working": -20,
+        },
+        RiskLevel.LOW,
     ),
     (
         "dwell_broken_by_empty_frame",
         scene("person", history=[HistoryPoint(30, 1), HistoryPoint(60, 0), HistoryPoint(200, 1)]),
-        {"person_present": 10, "unknown_person": 25},
-        RiskLevel.MEDIUM,
+        {"person_present": 10, "unknown_person": 25, "daytime": -10},
+        RiskLevel.LOW,
     ),
     (
         "dwell_broken_by_gap",
         scene("person", history=[HistoryPoint(30, 1), HistoryPoint(300, 1)]),
-        {"person_present": 10, "unknown_person": 25},
-        RiskLevel.MEDIUM,
+        {"person_present": 10, "unknown_person": 25, "daytime": -10},
+        RiskLevel.LOW,
     ),
     (
         "unknown_seen_on_other_camera",
         scene(
             "person",
             camera="back_yard",
+            at=NIGHT,
             persons=[PersonSighting(None, 0.4, (Sighting("front_door", 300),))],
         ),
-        {"person_present": 10, "unknown_person": 25, "seen_on_other_cameras": 10},
-        RiskLevel.MEDIUM,
+        {
+            "person_present": 10,
+            "unknown_person": 25,
+            "night": 10,
+            "small_hours": 15,
+            "seen_on_other_cameras": 10,
+        },
+        RiskLevel.HIGH,
     ),
     (
         "known_seen_elsewhere_no_points",
@@ -188,8 +349,8 @@ CASES = [
     (
         "old_sighting_outside_window",
         scene("person", persons=[PersonSighting(None, 0.4, (Sighting("garage", 3600),))]),
-        {"person_present": 10, "unknown_person": 25},
-        RiskLevel.MEDIUM,
+        {"person_present": 10, "unknown_person": 25, "daytime": -10},
+        RiskLevel.LOW,
     ),
     (
         "attribute_is_not_scored",
@@ -197,8 +358,8 @@ CASES = [
             "person",
             enrichments={"m": [Attribute(model="m", confidence=0.9, name="mask", value="yes")]},
         ),
-        {"person_present": 10, "unknown_person": 25},
-        RiskLevel.MEDIUM,
+        {"person_present": 10, "unknown_person": 25, "daytime": -10},
+        RiskLevel.LOW,
     ),
 ]
 
@@ -234,7 +395,8 @@ def test_strongest_threat_per_label_counts_once() -> None:
 
 def test_night_window_wraps_midnight_and_is_configurable() -> None:
     cfg = RuleConfig()
-    assert [h for h in range(24) if cfg.is_night(h)] == [0, 1, 2, 3, 4, 5, 22, 23]
+    assert [h for h in range(24) if cfg.is_night(h)] == [0, 1, 2, 3, 4, 22, 23]
+    assert [h for h in range(24) if cfg.is_small_hours(h)] == [0, 1, 2, 3, 4]
     late = RuleConfig(night_start_hour=1, night_end_hour=4)
     assert [h for h in range(24) if late.is_night(h)] == [1, 2, 3]
     assert not any(RuleConfig(night_start_hour=3, night_end_hour=3).is_night(h) for h in range(24))
@@ -263,11 +425,17 @@ def test_weights_from_config_merge_tables_and_disable_rules() -> None:
     )
     assert cfg.threat_points["gun"] == 100
     assert cfg.threat_points["axe"] == 80
+    zones = RuleConfig.from_mapping({"public_zones": ["Lane"]})
+    assert zones.public_zones == frozenset({"lane"})  # a name set replaces the default
     engine = RuleEngine(cfg)
-    ctx = scene("person", "car", zone="backyard")
+    ctx = scene("person", "car", zone="backyard")  # "vehicles" is disabled: no vehicle factor
+    assert "vehicle" not in {f.name for f in engine.evaluate(ctx).factors}
+    ctx = scene("person", zone="backyard")
     assert {f.name: f.points for f in engine.evaluate(ctx).factors} == {
         "person_present": 10,
         "unknown_person": 40,
+        "daytime": -10,
+        "private_area": 10,
         "zone": 15,
     }
 

@@ -14,18 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from addon_server.reasoning.context import SceneContext
+from addon_server.reasoning.context import HomeState, SceneContext
 from addon_server.reasoning.levels import LEVEL_RANK, RiskLevel
 from addon_server.reasoning.rules import RuleEngine
 from benchmarks.risk_eval import (
     ALARM_RANK,
     DEFAULT_SET,
+    GOAL_FALSE_ALARM_PCT,
+    GOAL_MISS_PCT,
     EvalSet,
     SetError,
+    held_out_ids,
     load_set,
     main,
     photo_bytes,
     photo_scenarios,
+    render,
     score_rules,
 )
 
@@ -99,11 +103,39 @@ def test_scenes_use_every_part_of_the_context(evalset: EvalSet) -> None:
     assert hours & {10, 11, 12, 13, 14, 15}
 
 
-def test_home_state_is_kept_beside_the_scene(evalset: EvalSet) -> None:
-    homes = [s for s in evalset.scenarios if s.home]
-    assert homes
-    assert all(isinstance(s.context, SceneContext) for s in homes)
-    assert any(s.home.get("alarm") == "armed_away" for s in homes)
+def test_home_state_becomes_the_scenes_home(evalset: EvalSet) -> None:
+    homes = [s.context.home for s in evalset.scenarios if s.context.home is not None]
+    assert len(homes) >= 10
+    assert all(isinstance(h, HomeState) for h in homes)
+    assert {h.alarm for h in homes} >= {"armed_away", "armed_night"}
+    assert any(h.unlocked for h in homes) and any(h.doors_open for h in homes)
+    assert any(h.guests_expected for h in homes) and any(h.household_present for h in homes)
+
+
+def test_a_bad_home_state_is_refused_by_id(tmp_path: Path) -> None:
+    path = tmp_path / "set.yaml"
+    scene = "{id: s1, kind: empty, band: low, why: x, at: '12:00', camera: c, home: {alarm: on}}"
+    path.write_text(HEADER + f"  - {scene}\n", encoding="utf-8")
+    with pytest.raises(SetError, match=r"s1: .*home_state.alarm"):
+        load_set(path)
+
+
+def test_the_held_out_quarter_is_a_fixed_rule_of_the_ids() -> None:
+    ids = [f"s{i:02d}" for i in range(12)]
+    assert held_out_ids(reversed(ids)) == {"s03", "s07", "s11"}
+    assert held_out_ids(ids[:3]) == set()
+
+
+def test_the_rules_meet_the_issues_goals_on_the_set(evalset: EvalSet) -> None:
+    """Issue 15: rules alone <= 3 % false alarms and <= 2 % misses, on the whole set and on the
+    held-out quarter that was not looked at while the rules were tuned (photos, which need the
+    detector, are in the benchmark's figures, not here)."""
+    summary = score_rules(evalset.scenarios)
+    held_out = summary.part(held_out_ids(s.id for s in evalset.scenarios), "held-out")
+    for part in (summary, held_out):
+        assert part.false_alarm_pct <= GOAL_FALSE_ALARM_PCT, render(part)
+        assert part.miss_pct <= GOAL_MISS_PCT, render(part)
+    assert held_out.threats >= 3 and held_out.benign >= 15
 
 
 def test_photos_are_labelled_and_their_images_exist(evalset: EvalSet) -> None:
@@ -196,3 +228,6 @@ def test_benchmark_cli_writes_figures(tmp_path: Path) -> None:
         default["accuracy_pct"] * default["scenes"] / 100
     )
     assert doc["goals"][0].startswith(("PASS", "FAIL"))
+    assert any("[held-out]" in line for line in doc["goals"])
+    assert doc["held_out"] == sorted(held_out_ids(s.id for s in load_set().scenarios))
+    assert doc["held_out_runs"][0]["scenes"] == len(doc["held_out"])

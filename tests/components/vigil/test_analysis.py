@@ -117,6 +117,7 @@ async def test_trigger_runs_analysis(hass: HomeAssistant, mock_vigil_client: Mag
     assert kwargs["llm"] is True
     assert kwargs["timestamp"].tzinfo is not None
     assert kwargs["notify_level"] == "high"  # the camera's: the add-on decides `notify`
+    assert kwargs["home_state"] is None  # no home-state entity picked in the options
 
     assert hass.states.get("sensor.front_door_risk_score").state == str(EVENT["risk_score"])
     assert hass.states.get("sensor.front_door_risk_level").state == EVENT["risk_level"]

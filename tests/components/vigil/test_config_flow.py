@@ -11,10 +11,15 @@ from custom_components.vigil.api import (
     VigilConnectionError,
 )
 from custom_components.vigil.const import (
+    CONF_ALARM_ENTITY,
     CONF_CAMERA_ENTITY,
+    CONF_DOOR_ENTITIES,
+    CONF_GUESTS_ENTITY,
     CONF_LLM,
+    CONF_LOCK_ENTITIES,
     CONF_MIN_INTERVAL,
     CONF_NOTIFY_LEVEL,
+    CONF_PRESENCE_ENTITIES,
     CONF_REQUEST_TIMEOUT,
     CONF_TRIGGER_ENTITIES,
     DOMAIN,
@@ -206,6 +211,37 @@ async def test_options_flow(hass: HomeAssistant, mock_config_entry: MockConfigEn
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert mock_config_entry.options == {CONF_REQUEST_TIMEOUT: 90}
+
+
+@pytest.mark.usefixtures("mock_setup_entry")
+async def test_options_flow_home_state_entities(
+    hass: HomeAssistant, mock_config_entry: MockConfigEntry
+) -> None:
+    """The home-state entities are picked in the options; an emptied picker is dropped."""
+    mock_config_entry.add_to_hass(hass)
+    home = {
+        CONF_ALARM_ENTITY: "alarm_control_panel.house",
+        CONF_PRESENCE_ENTITIES: ["person.alice", "device_tracker.bob_phone"],
+        CONF_DOOR_ENTITIES: ["binary_sensor.back_door"],
+        CONF_LOCK_ENTITIES: ["lock.front_door"],
+        CONF_GUESTS_ENTITY: "input_boolean.guests",
+    }
+    result = await hass.config_entries.options.async_init(mock_config_entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_REQUEST_TIMEOUT: 60, **home}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert mock_config_entry.options == {CONF_REQUEST_TIMEOUT: 60, **home}
+    # Shown again, the form suggests what is set; clearing the locks drops the key.
+    result = await hass.config_entries.options.async_init(mock_config_entry.entry_id)
+    schema = result["data_schema"].schema
+    suggested = {str(k): (k.description or {}).get("suggested_value") for k in schema}
+    assert suggested[CONF_ALARM_ENTITY] == "alarm_control_panel.house"
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_REQUEST_TIMEOUT: 60, **home, CONF_LOCK_ENTITIES: []}
+    )
+    assert CONF_LOCK_ENTITIES not in mock_config_entry.options
+    assert mock_config_entry.options[CONF_GUESTS_ENTITY] == "input_boolean.guests"
 
 
 CAMERA_INPUT = {

@@ -14,15 +14,21 @@ import io
 import os
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiohttp import ClientSession
 from custom_components.vigil.const import (
+    CONF_ALARM_ENTITY,
     CONF_CAMERA_ENTITY,
+    CONF_GUESTS_ENTITY,
     CONF_LLM,
+    CONF_LOCK_ENTITIES,
     CONF_MIN_INTERVAL,
     CONF_NOTIFY_LEVEL,
+    CONF_PRESENCE_ENTITIES,
+    CONF_REQUEST_TIMEOUT,
     CONF_TRIGGER_ENTITIES,
     DEFAULT_REQUEST_TIMEOUT,
     DOMAIN,
@@ -43,6 +49,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.setup import async_setup_component
 from PIL import Image
 from pytest_homeassistant_custom_component.common import async_capture_events
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
@@ -148,6 +155,28 @@ async def set_up_through_the_flows(hass: HomeAssistant) -> str:
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
     return entry.entry_id
+
+
+async def local_early_afternoon(hass: HomeAssistant) -> None:
+    """Put Home Assistant in a time zone where it is 13:xx now.
+
+    The add-on's rules weigh the hour (the integration sends local time with its offset): a
+    stranger by day is a caller, at 3 am an alarm. Fixing the local hour keeps these tests'
+    expected bands true whenever they run.
+    """
+    offset = (13 - datetime.now(UTC).hour + 12) % 24 - 12  # -12 .. 11 hours
+    zone = "Etc/UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+    await hass.config.async_set_time_zone(zone)  # POSIX Etc/ zones count west as +
+
+
+async def set_home_options(hass: HomeAssistant, entry_id: str, home: dict[str, Any]) -> None:
+    """Pick the home-state entities in the options flow, as a user would."""
+    result = await hass.config_entries.options.async_init(entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_REQUEST_TIMEOUT: DEFAULT_REQUEST_TIMEOUT, **home}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY, result
+    await hass.async_block_till_done()  # the entry reloads with its new options
 
 
 @pytest.mark.usefixtures("fake_camera")
@@ -260,10 +289,10 @@ async def test_trigger_analyses_bus_jpg(
 
 
 def one_person_jpeg(image: bytes) -> bytes:
-    """Return bus.jpg with only its leftmost person: one unknown person, a medium scene.
+    """Return bus.jpg with only its leftmost person: one unknown person.
 
-    Whatever the hour (a night adds points), one unknown person scores in the medium band
-    with the add-on's default rules, below the add-on's own default notify level (high).
+    By day the add-on's default rules take a lone stranger for a caller (low); the home state
+    moves that (nobody home: medium, below the add-on's own default notify level, high).
     """
     with Image.open(io.BytesIO(image)) as photo:
         canvas = Image.new("RGB", photo.size, (128, 128, 128))
@@ -280,8 +309,12 @@ async def test_notify_from_the_cameras_level(hass: HomeAssistant, fake_camera: F
     The add-on alone decides `notify`; it does so from the level the integration sent.
     Without it the add-on would use its default (high) and not mark this event.
     """
+    await local_early_afternoon(hass)
     fake_camera.image = one_person_jpeg(fake_camera.image)
     entry_id = await set_up_through_the_flows(hass)  # notify level: medium
+    # A stranger by day is a caller (low); with nobody home it is worth a look (medium).
+    hass.states.async_set("person.alice", "not_home", {"friendly_name": "Alice"})
+    await set_home_options(hass, entry_id, {CONF_PRESENCE_ENTITIES: ["person.alice"]})
     bus_events = async_capture_events(hass, EVENT_RISK)
 
     hass.states.async_set(TRIGGER_ENTITY, STATE_ON, {"device_class": "motion"})
@@ -295,6 +328,72 @@ async def test_notify_from_the_cameras_level(hass: HomeAssistant, fake_camera: F
     assert (stored["id"], stored["notify"]) == (data["event_id"], True)
     assert hass.states.get("binary_sensor.front_door_threat").state == STATE_ON
     assert hass.states.get("event.front_door_risk_event").attributes["notify"] is True
+    assert await hass.config_entries.async_unload(entry_id)
+
+
+async def test_home_state_from_real_entities_is_evidence(
+    hass: HomeAssistant, fake_camera: FakeCamera
+) -> None:
+    """The entities picked in the options are read when the camera is analysed; the real
+    add-on receives their states as home_state, echoes it and scores it as named factors,
+    which reach the bus event and the event entity. A change of state shows at the next
+    analysis: the same stranger is an alarm with the house armed and empty, and a guest when
+    guests are expected and Alice is home."""
+    await local_early_afternoon(hass)
+    fake_camera.image = one_person_jpeg(fake_camera.image)
+    entry_id = await set_up_through_the_flows(hass)
+    assert await async_setup_component(
+        hass, "input_boolean", {"input_boolean": {"guests": {"name": "Guests expected"}}}
+    )
+    hass.states.async_set("alarm_control_panel.house", "armed_away")
+    hass.states.async_set("person.alice", "not_home", {"friendly_name": "Alice"})
+    hass.states.async_set("lock.front_door", "unlocked", {"friendly_name": "Front door"})
+    await set_home_options(
+        hass,
+        entry_id,
+        {
+            CONF_ALARM_ENTITY: "alarm_control_panel.house",
+            CONF_PRESENCE_ENTITIES: ["person.alice"],
+            CONF_LOCK_ENTITIES: ["lock.front_door"],
+            CONF_GUESTS_ENTITY: "input_boolean.guests",
+        },
+    )
+    bus_events = async_capture_events(hass, EVENT_RISK)
+
+    hass.states.async_set(TRIGGER_ENTITY, STATE_ON, {"device_class": "motion"})
+    await wait_for(hass, lambda: bool(bus_events), "the analysis with the house armed")
+    armed = bus_events[0].data
+    stored = await addon_latest_event("front_door")
+    assert stored["id"] == armed["event_id"]
+    assert stored["home_state"] == {  # as the rules read it (an empty list says nothing)
+        "alarm": "armed_away",
+        "people_home": 0,
+        "unlocked": ["Front door"],
+        "guests_expected": False,
+    }
+    factors = {f["name"]: f for f in armed["factors"]}
+    assert factors["alarm_armed_away"]["points"] == 25, armed["factors"]
+    assert factors["door_unlocked"]["detail"] == "unlocked: Front door"
+    assert armed["level"] in ("high", "critical"), armed
+    entity = hass.states.get("event.front_door_risk_event")
+    shown = {f["name"] for f in entity.attributes["factors"]}
+    assert {"alarm_armed_away", "door_unlocked"} <= shown
+
+    hass.states.async_set(TRIGGER_ENTITY, STATE_OFF, {"device_class": "motion"})
+    await hass.services.async_call(
+        "input_boolean", "turn_on", {"entity_id": "input_boolean.guests"}, blocking=True
+    )
+    hass.states.async_set("alarm_control_panel.house", "disarmed")
+    hass.states.async_set("person.alice", "home", {"friendly_name": "Alice"})
+    hass.states.async_set("lock.front_door", "locked", {"friendly_name": "Front door"})
+    hass.states.async_set(TRIGGER_ENTITY, STATE_ON, {"device_class": "motion"})
+    await wait_for(hass, lambda: len(bus_events) > 1, "the analysis with guests expected")
+    guests = bus_events[1].data
+    names = {f["name"] for f in guests["factors"]}
+    assert {"guests_expected", "household_present"} <= names, guests["factors"]
+    assert not names & {"alarm_armed_away", "door_unlocked", "nobody_home"}
+    assert guests["level"] == "low", guests
+    assert (await addon_latest_event("front_door"))["home_state"]["household_present"] == ["Alice"]
     assert await hass.config_entries.async_unload(entry_id)
 
 
