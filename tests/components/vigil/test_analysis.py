@@ -144,6 +144,7 @@ async def test_trigger_runs_analysis(hass: HomeAssistant, mock_vigil_client: Mag
     assert "enrichments_skipped" not in event_state.attributes
     assert [f["name"] for f in event_state.attributes["factors"]] == [
         "unknown_person",
+        "small_hours",
         "night",
         "person_present",
         "vehicle",
