@@ -64,6 +64,7 @@ from addon_server.reasoning.context import (
     Threat,
     VehicleKind,
 )
+from addon_server.reasoning.gate import LLMPolicy
 from addon_server.reasoning.levels import LEVEL_RANK, RiskLevel, level_for
 from addon_server.reasoning.rules import Factor, RuleConfig, RuleEngine
 
@@ -597,6 +598,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--llm-timeout", type=float, default=120.0, help="per answer, seconds")
     parser.add_argument("--threads", type=int, default=None, help="embedded LLM threads")
     parser.add_argument(
+        "--llm-policy",
+        choices=[p.value for p in LLMPolicy if p is not LLMPolicy.NEVER],
+        default=LLMPolicy.AUTO.value,
+        help="when the LLM arms ask the LLM (default auto: what a user would switch on; the"
+        " add-on's own default is never until an LLM improves both figures here)",
+    )
+    parser.add_argument(
         "--rules-config",
         type=Path,
         action="append",
@@ -640,7 +648,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Generous timeouts: on a busy 2-core box a slow answer must not become a fallback,
         # or the figures would measure the machine, not the model.
-        common: dict[str, Any] = {"timeout_s": args.llm_timeout, "ready_timeout_s": 300.0}
+        common: dict[str, Any] = {
+            "timeout_s": args.llm_timeout,
+            "ready_timeout_s": 300.0,
+            "llm_policy": LLMPolicy(args.llm_policy),
+        }
         configs: list[tuple[str, ReasoningSettings]] = []
         if args.llm:
             configs.append(("rules+smollm2", ReasoningSettings(threads=args.threads, **common)))

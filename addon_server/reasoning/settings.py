@@ -101,8 +101,10 @@ class ReasoningSettings:
     local_only: bool = False
     """``privacy.local_only`` (config.py sets it from there): the LLM client connects only to
     loopback / private-LAN addresses."""
-    # when the LLM is asked (:mod:`.gate`; seed-style env LLM_POLICY)
-    llm_policy: LLMPolicy = LLMPolicy.AUTO
+    # When the LLM is asked (:mod:`.gate`; seed-style env LLM_POLICY). Never by default: issue
+    # 15's rule is that the LLM is on by default only if it lowers both false alarms and misses
+    # on benchmarks/risk_eval.py, and the embedded SmolLM2 adds misses there (12.5 % vs 0 %).
+    llm_policy: LLMPolicy = LLMPolicy.NEVER
     llm_margin: int = DEFAULT_MARGIN
     # scoring
     weights: BlendWeights = field(default_factory=BlendWeights)
