@@ -40,6 +40,8 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from addon_server import tracing
+from addon_server.config import TracingSettings
 from addon_server.config import parse as parse_config
 from addon_server.detector import load_detector
 from addon_server.detector.base import Detection
@@ -57,13 +59,29 @@ TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
 
 @contextlib.contextmanager
 def trace_scope(trace_context: Mapping[str, str] | None, name: str) -> Iterator[None]:
-    """Run a replica's work under the caller's trace (W3C headers); a no-op without a tracer.
+    """Run a replica's work in a span ``name`` continuing the caller's trace (W3C headers).
 
-    The seam for OpenTelemetry: extract ``trace_context`` with the propagator and start a span
-    named ``name`` here; every deployment method enters it.
+    A replica is a process of its own: the first call turns tracing on there when the standard
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` names a collector (give it to the replicas through the
+    application's ``runtime_env.env_vars``); without one this is free (:mod:`addon_server.tracing`).
     """
-    del trace_context, name
-    yield
+    _trace_from_env()
+    with tracing.extract(dict(trace_context or {})), tracing.span(name):
+        yield
+
+
+_TRACING_CHECKED: list[bool] = []
+
+
+def _trace_from_env() -> None:
+    """Configure this process' tracing from the OTel environment, once."""
+    if _TRACING_CHECKED:
+        return
+    _TRACING_CHECKED.append(True)
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if endpoint and not tracing.enabled():
+        service = os.environ.get("OTEL_SERVICE_NAME", "vigil-ray")
+        tracing.configure(TracingSettings(otlp_endpoint=endpoint, service_name=service))
 
 
 def where() -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from addon_server import tracing
 from addon_server.config import RaySettings
 from addon_server.detector.base import Detection, canonical_class
 from addon_server.errors import BackendUnavailableError
@@ -116,7 +117,9 @@ class RayDetector:
 
     def _post(self, route: str, body: bytes) -> dict[str, Any]:
         # S310: config.py admits only http(s) URLs for ray.serve_url.
-        request = urllib.request.Request(f"{self.url}/{route}", data=body, method="POST")  # noqa: S310
+        request = urllib.request.Request(  # noqa: S310
+            f"{self.url}/{route}", data=body, method="POST", headers=tracing.inject()
+        )  # the batch's trace (traceparent) goes on to the replicas
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
                 found: dict[str, Any] = json.loads(response.read())

@@ -221,6 +221,28 @@ def test_a_hop_joins_the_trace_through_inject_and_extract(collector: Collector) 
     assert by_name["replica detect"].parent_id == by_name["ingress"].span_id
 
 
+def test_a_ray_replica_joins_the_trace_from_its_environment(collector: Collector) -> None:
+    """The Ray Serve deployments' seam, for real: a fresh process (as a replica starts) with
+    only the OTel environment continues the caller's trace in ``trace_scope``'s span."""
+    trace_id, caller = secrets.token_hex(16), secrets.token_hex(8)
+    code = (
+        "from addon_server import tracing\n"
+        "from addon_server.ray_serve.app import trace_scope\n"
+        f"with trace_scope({{'traceparent': '00-{trace_id}-{caller}-01'}}, 'detector'):\n"
+        "    assert tracing.enabled()\n"
+        "tracing.shutdown()\n"  # a replica's batch exporter sends on its schedule; flush here
+    )
+    env = addon_process_env()
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint, OTEL_SERVICE_NAME="replica")
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    spans = _wait_for(collector, trace_id, lambda s: any(x.name == "detector" for x in s))
+    by_name = {s.name: s for s in spans}
+    assert by_name["detector"].parent_id == caller
+
+
 def test_tracing_off_records_timings_only_and_imports_nothing() -> None:
     """Without a collector the stage is the pipeline's stopwatch: OpenTelemetry is not loaded."""
     code = (
