@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -177,14 +177,19 @@ def looking_like(ctx: SceneContext, n: int, looks: frozenset[str] | None) -> lis
 
 
 @pytest.mark.parametrize(
-    ("dismissed", "same", "different"),
-    [("cat", "cat", "dog"), ("car", "car", "truck"), ("dog", "dog", "bird")],
+    ("dismissed", "same", "different", "at"),
+    [
+        ("cat", "cat", "dog", DAY),
+        # a vehicle alone scores nothing by day: the neighbour's car parked at 00:30 does
+        ("car", "car", "truck", NIGHT.replace(hour=0, minute=30)),
+        ("dog", "dog", "bird", DAY),
+    ],
 )
 async def test_a_similar_looking_false_alarm_is_damped_and_a_different_looking_one_is_not(
-    dismissed: str, same: str, different: str
+    dismissed: str, same: str, different: str, at: datetime
 ) -> None:
     """The neighbour's cat, dismissed four mornings, quiets the cat, not a dog at that hour."""
-    ctx, other = scene(dismissed), scene(different)
+    ctx, other = scene(dismissed, at=at), scene(different, at=at)
     names = signature(f.name for f in ENGINE.evaluate(ctx).factors)
     assert names == signature(f.name for f in ENGINE.evaluate(other).factors)  # same rules
     feedback = looking_like(ctx, 4, appearance([dismissed]))
@@ -193,7 +198,7 @@ async def test_a_similar_looking_false_alarm_is_damped_and_a_different_looking_o
     unmoved = await reasoner.assess(other, feedback=feedback)
     assert CALIBRATION_FACTOR not in [f.name for f in unmoved.factors]
     assert unmoved.risk_score == plain.risk_score
-    damped = await reasoner.assess(scene(same), feedback=feedback)
+    damped = await reasoner.assess(scene(same, at=at), feedback=feedback)
     factor = next(f for f in damped.factors if f.name == CALIBRATION_FACTOR)
     assert (factor.points, factor.detail) == (-20, "4 similar events marked not a threat")
 
