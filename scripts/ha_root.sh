@@ -212,15 +212,68 @@ free_port() {
 }
 
 ADDON_DATA=""
-ADDON_PID=""   # also its process group id (started with setsid): the LLM server it spawns goes too
-stop_addon() {
-    if [[ -n "$ADDON_PID" ]] && kill -0 -- "-$ADDON_PID" 2>/dev/null; then
-        kill -TERM -- "-$ADDON_PID" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 -- "-$ADDON_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL -- "-$ADDON_PID" 2>/dev/null || true
+# A folder under the repo (so the same path inside the root) through which the end-to-end test
+# asks for a restart (VIGIL_E2E_CONTROL): it holds `pid`, the add-on's process group id (set
+# with setsid: the LLM server it spawns goes too), `restart` (the test's request) and
+# `restarted` (the answer, once the new process serves on the same port and data dir).
+ADDON_CONTROL=""
+ADDON_WATCHER=""
+kill_addon_group() {
+    local pid
+    pid="$(cat "$ADDON_CONTROL/pid" 2>/dev/null || true)"
+    if [[ -n "$pid" ]] && kill -0 -- "-$pid" 2>/dev/null; then
+        kill -TERM -- "-$pid" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$pid" 2>/dev/null || true
     fi
-    ADDON_PID=""
+}
+stop_addon() {
+    if [[ -n "$ADDON_WATCHER" ]]; then   # first: it must not start another add-on meanwhile
+        kill "$ADDON_WATCHER" 2>/dev/null || true
+        wait "$ADDON_WATCHER" 2>/dev/null || true
+        ADDON_WATCHER=""
+    fi
+    if [[ -n "$ADDON_CONTROL" ]]; then kill_addon_group; rm -rf "$ADDON_CONTROL"; ADDON_CONTROL=""; fi
     if [[ -n "$ADDON_DATA" ]]; then rm -rf "$ADDON_DATA"; ADDON_DATA=""; fi
+}
+
+# Start the add-on process on PORT with TOKEN and DATA and wait until it answers /health.
+spawn_addon() {
+    local port="$1" token="$2" data="$3" py="$4" log="$STATE/addon.log" pid i
+    # The same offline settings the top-level Makefile exports, for runs without make.
+    # LLM_POLICY=always (unless set): the two-phase test and bench need every event refined.
+    HOST=127.0.0.1 PORT="$port" VIGIL_API_TOKEN="$token" VIGIL_DATA_DIR="$data" \
+        LLM_POLICY="${LLM_POLICY:-always}" \
+        YOLO_OFFLINE="${YOLO_OFFLINE:-1}" YOLO_AUTOINSTALL="${YOLO_AUTOINSTALL:-False}" \
+        YOLO_CONFIG_DIR="${YOLO_CONFIG_DIR:-$REPO/.state/ultralytics}" \
+        setsid "$py" -m addon_server serve >>"$log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$ADDON_CONTROL/pid"
+    for ((i=0; i<600; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            STEP_LOG="$log"; fail "the add-on exited during start-up (log: $log)"
+        fi
+        if python3 - "$port" <<'PY' 2>/dev/null; then break; fi
+import json, sys, urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=2) as r:
+    sys.exit(0 if json.load(r).get("instance_id") else 1)
+PY
+        sleep 0.5
+    done
+    ((i < 600)) || { STEP_LOG="$log"; fail "the add-on did not answer /health within 300 s"; }
+}
+
+# In the background while the tests run: restart the add-on (same port, token and data dir)
+# each time the test asks, and answer when the new process serves.
+watch_restarts() {
+    trap - EXIT   # the parent's trap: the watcher must never remove the add-on's data
+    while sleep 0.2; do
+        [[ -f "$ADDON_CONTROL/restart" ]] || continue
+        rm -f "$ADDON_CONTROL/restart"
+        kill_addon_group
+        spawn_addon "$@"
+        touch "$ADDON_CONTROL/restarted"
+    done
 }
 
 # Start the real add-on outside the root (its own Python 3.11 venv) on 127.0.0.1; the root
@@ -234,36 +287,19 @@ start_addon() {
         [[ "$want" == auto ]] && { say "no add-on venv ($py): the end-to-end test will be skipped"; return 0; }
         fail "$py cannot import addon_server (build the add-on venv first, or set VIGIL_E2E=auto|off)"
     fi
-    local port token data log
+    local port token
     port="$(free_port)"
     token="e2e-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-    data="$(mktemp -d "$STATE/addon-data.XXXXXX")"
-    ADDON_DATA="$data"
-    log="$STATE/addon.log"
-    # The same offline settings the top-level Makefile exports, for runs without make.
-    # LLM_POLICY=always (unless set): the two-phase test and bench need every event refined.
-    HOST=127.0.0.1 PORT="$port" VIGIL_API_TOKEN="$token" VIGIL_DATA_DIR="$data" \
-        LLM_POLICY="${LLM_POLICY:-always}" \
-        YOLO_OFFLINE="${YOLO_OFFLINE:-1}" YOLO_AUTOINSTALL="${YOLO_AUTOINSTALL:-False}" \
-        YOLO_CONFIG_DIR="${YOLO_CONFIG_DIR:-$REPO/.state/ultralytics}" \
-        setsid "$py" -m addon_server serve >"$log" 2>&1 &
-    ADDON_PID=$!
+    ADDON_DATA="$(mktemp -d "$STATE/addon-data.XXXXXX")"
+    ADDON_CONTROL="$(mktemp -d "$STATE/addon-control.XXXXXX")"
     trap 'stop_addon' EXIT
-    local i
-    for ((i=0; i<600; i++)); do
-        if ! kill -0 "$ADDON_PID" 2>/dev/null; then
-            STEP_LOG="$log"; fail "the add-on exited during start-up (log: $log)"
-        fi
-        if python3 - "$port" <<'PY' 2>/dev/null; then break; fi
-import json, sys, urllib.request
-with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=2) as r:
-    sys.exit(0 if json.load(r).get("instance_id") else 1)
-PY
-        sleep 0.5
-    done
-    ((i < 600)) || { STEP_LOG="$log"; fail "the add-on did not answer /health within 300 s"; }
+    : >"$STATE/addon.log"
+    spawn_addon "$port" "$token" "$ADDON_DATA" "$py"
+    watch_restarts "$port" "$token" "$ADDON_DATA" "$py" &
+    ADDON_WATCHER=$!
     export VIGIL_E2E_URL="http://127.0.0.1:$port" VIGIL_E2E_TOKEN="$token"
-    say "add-on (pid $ADDON_PID) answers on $VIGIL_E2E_URL; log: $log"
+    export VIGIL_E2E_CONTROL="$ADDON_CONTROL"
+    say "add-on (pid $(cat "$ADDON_CONTROL/pid")) answers on $VIGIL_E2E_URL; log: $STATE/addon.log"
     [[ -f "${VIGIL_MODELS_DIR:-models}/faceres.onnx" ]] || say "no ${VIGIL_MODELS_DIR:-models}/faceres.onnx:" \
         "the add-on runs with face re-ID off (README: 'Face re-identification models')"
 }

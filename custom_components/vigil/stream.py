@@ -45,6 +45,8 @@ class VigilEventStream:
         self._on_auth_failed = on_auth_failed
         self.last_id: int | None = None
         """The last stream id seen: where a reconnection resumes."""
+        self.connections = 0
+        """How many times the stream was (re)connected: each answer's first message counts."""
         self._task: asyncio.Task[None] | None = None
 
     @callback
@@ -77,8 +79,12 @@ class VigilEventStream:
         """Follow the stream until cancelled (or the token is refused: reauth)."""
         delay = BACKOFF_INITIAL_S
         while True:
+            connected = False
             try:
                 async for seq, event in self.client.stream_events(self.last_id):
+                    if not connected:
+                        connected = True
+                        self.connections += 1
                     self.last_id = seq
                     delay = BACKOFF_INITIAL_S  # connected and fed: a later drop retries soon
                     if event is not None:

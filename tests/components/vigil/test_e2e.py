@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,6 +60,8 @@ from .conftest import CAMERA_ENTITY, TRIGGER_ENTITY, FakeCamera, load_bytes
 
 E2E_URL = os.environ.get("VIGIL_E2E_URL")
 E2E_TOKEN = os.environ.get("VIGIL_E2E_TOKEN")
+E2E_CONTROL = os.environ.get("VIGIL_E2E_CONTROL")
+"""scripts/ha_root.sh's folder for restarting its add-on (unset for an add-on it did not start)."""
 
 pytestmark = [
     pytest.mark.e2e,
@@ -527,4 +530,60 @@ async def test_both_phases_reach_home_assistant_over_the_stream(hass: HomeAssist
     assert [r["phase"] for r in stored["revisions"]] == ["initial", "refined"]
     assert stored["llm_status"] in ("done", "failed")
     assert int(hass.states.get("sensor.front_door_risk_score").state) == stored["risk_score"]
+    assert await hass.config_entries.async_unload(entry_id)
+
+
+async def restart_addon() -> None:
+    """Have scripts/ha_root.sh restart its add-on (same port, token and data dir); return once
+    the new process answers /health."""
+    assert E2E_CONTROL is not None
+    control = Path(E2E_CONTROL)
+    done = control / "restarted"
+    done.unlink(missing_ok=True)
+    (control / "restart").touch()
+    deadline = time.monotonic() + 300 + ANALYSIS_TIMEOUT  # the harness' start-up bound, and some
+    while not done.exists():
+        assert time.monotonic() < deadline, "the harness did not restart the add-on"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.skipif(
+    not E2E_CONTROL, reason="the add-on is not one scripts/ha_root.sh started: it can't restart it"
+)
+async def test_the_stream_survives_an_addon_restart_and_resumes(
+    hass: HomeAssistant, fake_camera: FakeCamera
+) -> None:
+    """The real add-on process is stopped and started again on its data dir: Home Assistant's
+    stream reconnects by itself and resumes after the last id it saw, so an event stored
+    while it was away (posted straight to the add-on as soon as it serves again) reaches HA,
+    both phases in order, and nothing that came before is fired twice."""
+    entry_id = await set_up_through_the_flows(hass)
+    runtime = hass.config_entries.async_get_entry(entry_id).runtime_data
+    stream = runtime.stream
+    assert stream is not None
+    await wait_for(hass, lambda: stream.last_id is not None, "the stream to connect")
+    before, connections = stream.last_id, stream.connections
+    bus_events = async_capture_events(hass, EVENT_RISK)
+
+    await restart_addon()
+    headers = {"Authorization": f"Bearer {E2E_TOKEN}"} if E2E_TOKEN else {}
+    async with (
+        ClientSession() as session,
+        session.post(
+            f"{E2E_URL}/v1/analyze",
+            params={"camera": "front_door", "llm": "true"},
+            data=load_bytes("bus.jpg"),
+            headers={**headers, "Content-Type": "image/jpeg"},
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        answered = await resp.json()
+
+    await wait_for(hass, lambda: len(bus_events) >= 2, "both phases after the restart")
+    phases = [(e.data["event_id"], e.data["revision"], e.data["phase"]) for e in bus_events]
+    assert phases == [(answered["id"], 1, "initial"), (answered["id"], 2, "refined")]
+    assert stream.connections > connections  # the old connection ended with the old process
+    assert stream.last_id is not None and before is not None and stream.last_id > before
+    stored = await addon_get(f"/v1/events/{answered['id']}")
+    assert [r["phase"] for r in stored["revisions"]] == ["initial", "refined"]
     assert await hass.config_entries.async_unload(entry_id)
