@@ -127,6 +127,23 @@ async def addon_get(path: str) -> Any:
         return await resp.json()
 
 
+async def addon_analyze_bus(camera: str) -> dict[str, Any]:
+    """POST bus.jpg straight to the add-on (not through HA), LLM on; return its answer."""
+    headers = {"Authorization": f"Bearer {E2E_TOKEN}"} if E2E_TOKEN else {}
+    async with (
+        ClientSession() as session,
+        session.post(
+            f"{E2E_URL}/v1/analyze",
+            params={"camera": camera, "llm": "true"},
+            data=load_bytes("bus.jpg"),
+            headers={**headers, "Content-Type": "image/jpeg"},
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        answered: dict[str, Any] = await resp.json()
+        return answered
+
+
 async def set_up_through_the_flows(hass: HomeAssistant) -> str:
     """Add the add-on and one camera exactly as a user would; return the entry id."""
     url = URL(E2E_URL or "")
@@ -506,18 +523,7 @@ async def test_both_phases_reach_home_assistant_over_the_stream(hass: HomeAssist
     assert runtime.stream is not None
     await wait_for(hass, lambda: runtime.stream.last_id is not None, "the stream to connect")
 
-    headers = {"Authorization": f"Bearer {E2E_TOKEN}"} if E2E_TOKEN else {}
-    async with (
-        ClientSession() as session,
-        session.post(
-            f"{E2E_URL}/v1/analyze",
-            params={"camera": "front_door", "llm": "true"},
-            data=load_bytes("bus.jpg"),
-            headers={**headers, "Content-Type": "image/jpeg"},
-        ) as resp,
-    ):
-        assert resp.status == 200, await resp.text()
-        answered = await resp.json()
+    answered = await addon_analyze_bus("front_door")
     assert (answered["revision"], answered["phase"]) == (1, "initial")
     assert answered["llm_decision"]["asked"], answered["llm_decision"]
 
@@ -566,18 +572,7 @@ async def test_the_stream_survives_an_addon_restart_and_resumes(
     bus_events = async_capture_events(hass, EVENT_RISK)
 
     await restart_addon()
-    headers = {"Authorization": f"Bearer {E2E_TOKEN}"} if E2E_TOKEN else {}
-    async with (
-        ClientSession() as session,
-        session.post(
-            f"{E2E_URL}/v1/analyze",
-            params={"camera": "front_door", "llm": "true"},
-            data=load_bytes("bus.jpg"),
-            headers={**headers, "Content-Type": "image/jpeg"},
-        ) as resp,
-    ):
-        assert resp.status == 200, await resp.text()
-        answered = await resp.json()
+    answered = await addon_analyze_bus("front_door")
 
     await wait_for(hass, lambda: len(bus_events) >= 2, "both phases after the restart")
     phases = [(e.data["event_id"], e.data["revision"], e.data["phase"]) for e in bus_events]
