@@ -208,7 +208,7 @@ class RegistrySource:
                 except Exception as err:  # S3 down, or its credentials refused
                     where = f"the artifact store of version {found.version} ({found.source})"
                     unreachable = f"{type(err).__name__}: {err}"
-        unreachable = redact(unreachable)
+        where, unreachable = redact(where), redact(unreachable)
         version = uri.version or self._aliases(uri.name).get(uri.alias or "")
         if version is None or self._cached(uri.name, version) is None:
             message = (
@@ -374,6 +374,8 @@ class RegistrySource:
                 continue
             shutil.rmtree(trash, ignore_errors=True)
             removed.append(version)
+        for stale in home.glob(".prune-*"):  # left by a pruner that was killed midway
+            shutil.rmtree(stale, ignore_errors=True)
         if removed:
             _LOGGER.info("%s: pruned cached versions %s", name, ", ".join(removed))
         return removed
