@@ -447,6 +447,66 @@ async def test_the_detector_rolls_to_a_switched_alias_without_a_restart(
     models = (await (await client.get("/v1/models", headers=auth)).json())["models"]
     assert next(m for m in models if m["kind"] == "detector")["registry"]["version"] == "2"
 
+    # A version that does not load (its bytes are what was published, but no model): the
+    # reload fails naming it, and version 2 goes on serving.
+    broken = tmp_path / "broken" / "yolo11n-untrained.pt"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a checkpoint")
+    publish(broken, "detector-roll", uri, alias="prod")
+    failed = await client.post("/v1/models/detector/reload", headers=auth)
+    assert failed.status == 503
+    error = (await failed.json())["error"]
+    assert error["code"] == "reload_failed" and "version 3 failed to load" in error["message"]
+    assert "models:/detector-roll/2 is still served" in error["message"]
+    assert (await analyse())["model"] == "models:/detector-roll/2"
+
+
+async def test_a_detector_the_registry_could_not_provide_loads_on_reload(
+    registry_stack: RegistryStack,
+    gate: Gate,
+    aiohttp_client: Any,
+    make_settings: Any,
+    tmp_path: Path,
+    bus_jpg: bytes,
+) -> None:
+    """The registry down at start with nothing cached: the add-on runs without a detector and
+    /health says why, naming the registry; once it answers, a reload loads the detector."""
+    publish(yolo_weights(tmp_path / "yolo.pt"), "detector-late", registry_stack.tracking_uri)
+    from mlflow import MlflowClient
+
+    uri = registry_stack.tracking_uri
+    MlflowClient(uri, uri).set_registered_model_alias("detector-late", "prod", "1")
+    await gate.down()
+    settings = make_settings(
+        {"detector": {"input_size": 320, "warmup": False}, "registry": {"timeout_s": 2.0}},
+        YOLO26_MODEL_PATH="models:/detector-late@prod",
+        MLFLOW_TRACKING_URI=f"http://127.0.0.1:{gate.port}",
+    )
+    client = await aiohttp_client(create_app(settings))
+    health = await (await client.get("/health")).json()
+    assert health["status"] == "unhealthy"
+    (issue,) = (i for i in health["issues"] if i["code"] == "registry_unreachable")
+    assert issue["model"] == "models:/detector-late@prod"
+    assert (
+        f"the MLflow registry at http://127.0.0.1:{gate.port} cannot be reached"
+        in (issue["message"])
+    )
+    assert issue["message"].endswith("the model is not loaded")
+    # Still down: the reload says so, and the add-on goes on without a detector.
+    refused = await client.post("/v1/models/detector/reload")
+    assert refused.status == 503
+    assert (await refused.json())["error"]["code"] == "reload_failed"
+
+    await gate.up()
+    loaded = await client.post("/v1/models/detector/reload")
+    assert loaded.status == 200, await loaded.text()
+    assert (await loaded.json())["model"]["name"] == "models:/detector-late/1"
+    health = await (await client.get("/health")).json()
+    assert health["model_loaded"] is True
+    assert all(i["code"] != "registry_unreachable" for i in health["issues"])
+    detected = await client.post("/v1/detect", data=bus_jpg, headers={"Content-Type": "image/jpeg"})
+    assert (await detected.json())["model"] == "models:/detector-late/1"
+
 
 async def test_reload_refuses_a_detector_not_from_the_registry(
     aiohttp_client: Any, make_settings: Any, counting_detector: Any
