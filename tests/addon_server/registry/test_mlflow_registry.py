@@ -106,6 +106,13 @@ def yolo_weights(path: Path) -> Path:
     return path
 
 
+def two_detector_versions(name: str, tracking_uri: str, tmp_path: Path) -> None:
+    """Versions 1 (alias ``prod``) and 2 of one detector: the name served tells them apart."""
+    weights = yolo_weights(tmp_path / "yolo11n-untrained.pt")
+    publish(weights, name, tracking_uri, alias="prod")
+    publish(weights, name, tracking_uri)
+
+
 def test_registry_settings_and_sources_are_checked(tmp_path: Path) -> None:
     data = {"server": {"data_dir": str(tmp_path)}}
     settings = parse(data, environ={"ZOO_MODEL_SOURCES": "pose=models:/pose@prod"})
@@ -208,9 +215,7 @@ async def test_the_detector_comes_from_the_registry_and_a_restart_takes_the_new_
     bus_jpg: bytes,
 ) -> None:
     uri = registry_stack.tracking_uri
-    weights = yolo_weights(tmp_path / "yolo11n-untrained.pt")
-    publish(weights, "detector-reg", uri, alias="prod")
-    publish(weights, "detector-reg", uri)
+    two_detector_versions("detector-reg", uri, tmp_path)
     document = {"detector": {"input_size": 320, "warmup": False}}
     settings = make_settings(
         document, YOLO26_MODEL_PATH="models:/detector-reg@prod", MLFLOW_TRACKING_URI=uri
@@ -401,9 +406,7 @@ async def test_the_detector_rolls_to_a_switched_alias_without_a_restart(
     from mlflow import MlflowClient
 
     uri = registry_stack.tracking_uri
-    weights = yolo_weights(tmp_path / "yolo11n-untrained.pt")
-    publish(weights, "detector-roll", uri, alias="prod")
-    publish(weights, "detector-roll", uri)
+    two_detector_versions("detector-roll", uri, tmp_path)
     token = "roll-token"
     auth = {"Authorization": f"Bearer {token}"}
     settings = make_settings(
