@@ -51,6 +51,7 @@ from addon_server.ray_serve.placement import AppArgs, models_per_replica, parse_
 from addon_server.reasoning.supervisor import ServerState, SupervisedServer, SupervisorConfig
 from addon_server.zoo.interface import Enrichment, Frame, ZooModel
 from addon_server.zoo.manager import Lease, ZooManager
+from addon_server.zoo.models.appearance import AppearanceResult
 from addon_server.zoo.registry import ModelSpec, Registry
 
 _LOGGER = logging.getLogger(__name__)
@@ -218,13 +219,16 @@ class ZooDeployment:
         with trace_scope(trace_context, f"zoo.{name}"):
             held = await self.get_model(name)
             result: Enrichment = await asyncio.to_thread(held.model.infer, frame)
-            return {
+            answer = {
                 "model": name,
                 "result": result.as_json(),
                 "context_lines": result.context_lines(),
                 "loaded": self.loaded(),
                 **self.where,
             }
+            if isinstance(result, AppearanceResult):  # the add-on's body re-ID needs vectors
+                answer["appearance"] = result.as_wire()
+            return answer
 
     def loaded(self) -> list[str]:
         return sorted(n for n, e in self.manager.entries.items() if e.model is not None)
