@@ -50,8 +50,9 @@ from addon_server.imaging import ImageError, decode
 from addon_server.ray_serve.client import detection_of, detection_row
 from addon_server.ray_serve.placement import AppArgs, models_per_replica, parse_args
 from addon_server.reasoning.supervisor import ServerState, SupervisedServer, SupervisorConfig
-from addon_server.zoo.interface import Enrichment, Frame, ZooModel
+from addon_server.zoo.interface import Enrichment, Frame
 from addon_server.zoo.manager import Lease, ZooManager
+from addon_server.zoo.models.appearance import AppearanceResult
 from addon_server.zoo.registry import ModelSpec, Registry
 
 _LOGGER = logging.getLogger(__name__)
@@ -180,7 +181,6 @@ class _Held:
     def __init__(self, manager: ZooManager, lease: Lease, loop: asyncio.AbstractEventLoop) -> None:
         self.manager = manager
         self.lease = lease
-        self.model: ZooModel = lease.model
         self._loop = loop
         self._handed_back = False
 
@@ -266,13 +266,16 @@ class ZooDeployment:
             # This call's own lease: a Serve eviction meanwhile cannot unload it under the call.
             async with self.manager.use(name, deadline_s=self.settings.deadline_s) as model:
                 result: Enrichment = await asyncio.to_thread(model.infer, frame)
-            return {
+            answer = {
                 "model": name,
                 "result": result.as_json(),
                 "context_lines": result.context_lines(),
                 "loaded": self.loaded(),
                 **self.where,
             }
+            if isinstance(result, AppearanceResult):  # the add-on's body re-ID needs vectors
+                answer["appearance"] = result.as_wire()
+            return answer
 
     def loaded(self) -> list[str]:
         return sorted(n for n, e in self.manager.entries.items() if e.model is not None)

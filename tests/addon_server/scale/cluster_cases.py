@@ -117,7 +117,7 @@ def addon_call(method: str, path: str, body: bytes | None = None) -> tuple[int, 
 
 
 def addon_analyze() -> dict[str, Any]:
-    status, event = addon_call("POST", "/v1/analyze?camera=porch&use_llm=false", _zidane())
+    status, event = addon_call("POST", "/v1/analyze?camera=porch&llm=false", _zidane())
     assert status == 200, event
     return event
 
@@ -305,7 +305,7 @@ def test_one_trace_id_from_the_addon_through_the_cluster(
     host A and the Zoo replica(s) on host B share the caller's trace id, parent to child."""
     trace_id, caller, traceparent = trace_new()
     event = trace_request(
-        f"{ADDON}/v1/analyze?camera=porch&use_llm=false",
+        f"{ADDON}/v1/analyze?camera=porch&llm=false",
         traceparent,
         Authorization=f"Bearer {TOKEN}",
     )
@@ -410,6 +410,95 @@ def test_serve_evicts_the_least_recently_used_zoo_model(ray_cluster: Cluster) ->
     again = evict_infer(victim)  # loaded again (wherever Serve sends it) and answering
     assert victim in again["loaded"]
     assert again["result"] == results[victim]
+
+
+# --- h-wire: zoo evidence and body re-ID over the wire (BACKEND=ray) ----------------------------
+
+WIRE_MODELS = ("pose", "person_reid")
+"""The served zoo models (person_reid is the appearance family: its vectors cross the wire)."""
+
+
+def wire_local_results(frame: Any) -> dict[str, Any]:
+    """What a single-process add-on's zoo gives on ``frame``: the same registry rows (and
+    options), run in this process."""
+    from addon_server.zoo.interface import LoadContext
+    from addon_server.zoo.registry import Registry
+
+    registry = Registry()
+    found: dict[str, Any] = {}
+    for name in WIRE_MODELS:
+        spec = registry[name]
+        model = spec.resolve_loader()(LoadContext(Path(MODELS_DIR), "cpu", dict(spec.options)))
+        try:
+            found[name] = model.infer(frame)
+        finally:
+            model.close()
+    return found
+
+
+def wire_same_records(there: dict[str, list[Any]], here: dict[str, list[Any]]) -> None:
+    """Equal records, but for confidences within 0.01 (two processes' ONNX runs may differ in
+    the last digits; the translation itself is exact, tests/addon_server/zoo/test_evidence_wire)."""
+    import dataclasses
+
+    assert there.keys() == here.keys()
+    for model, found in there.items():
+        assert [dataclasses.replace(r, confidence=0.0) for r in found] == [
+            dataclasses.replace(r, confidence=0.0) for r in here[model]
+        ]
+        confidences = [r.confidence for r in here[model]]
+        assert [r.confidence for r in found] == pytest.approx(confidences, abs=0.01)
+
+
+def test_zoo_evidence_and_body_reid_cross_the_wire(ray_cluster: Cluster, addon: None) -> None:
+    """In ``BACKEND=ray`` zidane.jpg's event has a body re-ID entry per person (the vectors
+    came back from the cluster), and the enrich stage's answer, as the add-on's ``RayZoo``
+    holds it, gives the rules the same evidence records (the two men's postures) and the same
+    vectors as the models run in one process. Standing scores nothing by the default rules,
+    so the event itself shows no posture factor: the records are what the pipeline hands the
+    rules (``records(outcome.results, ...)``)."""
+    import asyncio
+
+    import cv2
+
+    from addon_server.config import RaySettings
+    from addon_server.detector.base import Detection
+    from addon_server.ray_serve.client import RayZoo
+    from addon_server.zoo.evidence import records
+    from addon_server.zoo.interface import Frame
+    from addon_server.zoo.models.appearance import AppearanceResult
+
+    event = addon_analyze()
+    assert event["degraded"] is False, event["missing_stages"]
+    assert set(WIRE_MODELS) <= set(event["enrichments"]["results"])
+    persons = [i for i, d in enumerate(event["detections"]) if d["class"] == "person"]
+    assert len(persons) == 2
+    assert sorted(b["object_index"] for b in event["body_reid"]) == persons
+    for body in event["body_reid"]:
+        assert body["model"] == "mobilenetv2-appearance"
+        assert body["bbox"] == event["detections"][body["object_index"]]["bbox"]
+    assert '"vector"' not in json.dumps(event)  # the stored event keeps boxes only
+
+    detections = tuple(
+        Detection(
+            d["class"], d["confidence"], *(d["bbox"][k] for k in ("x", "y", "width", "height"))
+        )
+        for d in event["detections"]
+    )
+    frame = Frame(np.ascontiguousarray(cv2.imread(str(ASSETS / "zidane.jpg"))), detections, "porch")
+    settings = RaySettings(serve_url=SERVE_URL, zoo_timeout_s=ZOO_TIMEOUT_S + 2)
+    outcome = asyncio.run(RayZoo(settings).enrich(frame, WIRE_MODELS))
+    assert outcome.missing_stages == [] and set(outcome.results) == set(WIRE_MODELS)
+    local = wire_local_results(frame)
+    evidence = records(outcome.results, detections)
+    wire_same_records(evidence, records(local, detections))
+    assert sorted(r.object_index for r in evidence["pose"]) == persons  # type: ignore[type-var]
+    remote, here = outcome.results["person_reid"], local["person_reid"]
+    assert isinstance(remote, AppearanceResult) and isinstance(here, AppearanceResult)
+    assert (remote.match_threshold, remote.calibrated) == (here.match_threshold, here.calibrated)
+    assert [e.bbox for e in remote.embeddings] == [e.bbox for e in here.embeddings]
+    for there, mine in zip(remote.embeddings, here.embeddings, strict=True):
+        assert np.allclose(there.vector, mine.vector, atol=1e-5)
 
 
 def test_lost_host_degrades_then_recovers(ray_cluster: Cluster, addon: None) -> None:
