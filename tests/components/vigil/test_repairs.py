@@ -287,9 +287,9 @@ async def test_unreachable_model_registry_is_a_repair_until_it_answers(
     issue_registry: ir.IssueRegistry,
     freezer: FrozenDateTimeFactory,
 ) -> None:
-    """The MLflow registry down while a model loaded (a hand-written fixture in the shape the
-    add-on's registry test checks against its schema): a repair naming the model and the
-    cached version served, without the server's password, gone once a load reaches it."""
+    """The MLflow registry down while a model loaded (/health recorded by the add-on's registry
+    test): a repair naming the model and the cached version served, without the server's
+    password, gone once a load reaches it."""
     down = load_json("health_registry_unreachable.json")
     mock_vigil_client.health.return_value = Health.from_dict(down)
     await poll(hass, freezer)
@@ -298,9 +298,9 @@ async def test_unreachable_model_registry_is_a_repair_until_it_answers(
     )
     assert issue.severity == ir.IssueSeverity.WARNING
     assert issue.translation_placeholders is not None
-    assert issue.translation_placeholders["subject"] == "models:/emotion@prod"
-    assert "cached version 3" in issue.translation_placeholders["message"]
-    assert "vigil:***@mlflow.lan" in issue.translation_placeholders["message"]
+    assert issue.translation_placeholders["subject"] == "models:/emotion-health@prod"
+    assert "cached version 1" in issue.translation_placeholders["message"]
+    assert "vigil:***@127.0.0.1" in issue.translation_placeholders["message"]
 
     mock_vigil_client.health.return_value = Health.from_dict(load_json("health.json"))
     await poll(hass, freezer)
