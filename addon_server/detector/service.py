@@ -23,6 +23,7 @@ from addon_server.detector.base import (
     Detection,
     DetectionResult,
     Detector,
+    FallbackDetections,
     Selection,
     clip_box,
     select,
@@ -265,6 +266,9 @@ class DetectionService:
         started = time.perf_counter()
         self.metrics.queue_depth.set(self.batcher.queue_depth)
         detections, batch_size, _forward_ms = await self.batcher.infer(image.pixels)
+        model, missing = self.detector.name, tuple[str, ...]()
+        if isinstance(detections, FallbackDetections):  # a stage was down for this image
+            model, missing = detections.model, detections.missing_stages
         kept = select(_to_original(detections, image), selection)
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.metrics.detections_per_image.observe(len(kept))
@@ -273,8 +277,9 @@ class DetectionService:
             width=image.width,
             height=image.height,
             inference_time_ms=elapsed_ms,
-            model=self.detector.name,
+            model=model,
             batch_size=batch_size,
+            missing_stages=missing,
         )
 
     def triton_health(self) -> dict[str, Any] | None:
@@ -288,7 +293,7 @@ class DetectionService:
             from addon_server.ray_serve.client import board_for
 
             assert self.settings.ray.serve_url is not None  # config.py requires it
-            return board_for(self.settings.ray.serve_url).issues()
+            return board_for(self.settings.ray.serve_url).issues(("detector", "zoo"))
         if self.backend != "triton":
             return []
         triton = self.triton_health()
