@@ -355,9 +355,11 @@ class Reasoner:
                 "last_error": self.setup_error,
             }
         status = await self.server.check()
-        if self.settings.mode is LLMMode.RAY and status.ready:
-            self._stage_board().answered("llm")  # the stage answered its /v1/models again
         out = status.as_json()
+        if self.settings.mode is LLMMode.RAY:
+            out["mode"] = LLMMode.RAY.value
+            if status.ready:
+                self._stage_board().answered("llm")  # the stage answered /v1/models again
         out["response_format"] = self.settings.resolved_response_format().value
         return out
 

@@ -223,6 +223,8 @@ async def test_a_failed_ray_llm_stage_is_named_in_the_refined_event(
     assert refined["missing_stages"] == ["llm"]
     assert "connection" in refined["llm_error"]
     assert await stages_down(client) == ["llm"]
+    health = await (await client.get("/health")).json()
+    assert health["llm"]["mode"] == "ray"
 
 
 def test_the_fallback_batch_names_its_model_per_image(darknet_detector: Detector) -> None:
