@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 from ray import serve
+from ray.exceptions import RayError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
@@ -393,6 +394,8 @@ class VigilIngress:
             return _error(504, "stage_unavailable", str(err))
         except BackPressureError as err:
             return _error(429, "busy", str(err))
+        except RayError as err:  # the stage's replica died under the call (its host is gone)
+            return _error(504, "stage_unavailable", f"{type(err).__name__}: {err}")
         except (ValueError, KeyError, ImageError) as err:
             return _error(400, "bad_request", str(err))
         return _error(404, "not_found", f"no route {request.url.path}")
