@@ -53,6 +53,9 @@ def test_config(tmp: Path) -> Path:
     timeouts, a small ingress queue (for the 429 case), the shared models dir."""
     document = yaml.safe_load((REPO / "deploy" / "ray" / "vigil.yaml").read_text())
     document["http_options"]["host"] = "127.0.0.1"
+    # One proxy, on the head: the add-on's address. Proxies on every node would share
+    # 127.0.0.1:8000 here (SO_REUSEPORT), so killing a host would reset calls it never served.
+    document["proxy_location"] = "HeadOnly"
     args = document["applications"][0]["args"]
     args.update(
         models_dir=MODELS_DIR,
@@ -110,7 +113,7 @@ def addon_call(method: str, path: str, body: bytes | None = None) -> tuple[int, 
 
 
 def addon_analyze() -> dict[str, Any]:
-    status, event = addon_call("POST", "/v1/analyze?camera=porch&use_llm=false", _zidane())
+    status, event = addon_call("POST", "/v1/analyze?camera=porch&llm=false", _zidane())
     assert status == 200, event
     return event
 
@@ -129,7 +132,7 @@ def addon(ray_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
         RAY_ZOO_TIMEOUT_S=str(ZOO_TIMEOUT_S + 2),
         VIGIL_DATA_DIR=str(tmp_path_factory.mktemp("addon")),
         VIGIL_API_TOKEN=TOKEN,
-        LLM_MODE="ray",  # the application's LLM stage, asked only by use_llm analyses
+        LLM_MODE="ray",  # the application's LLM stage, asked by analyses with llm=true
         LLM_POLICY="always",
         RAY_RETRY_S=str(FALLBACK_RETRY_S),
         PORT="8095",
@@ -256,7 +259,7 @@ def test_lost_host_degrades_then_recovers(ray_cluster: Cluster, addon: None) -> 
     assert answer["timings_ms"]["zoo"] < (ZOO_TIMEOUT_S + 5) * 1000
 
     # The LLM stage (LLM_MODE=ray) is on host B too: the refinement fails and names it.
-    status, first = addon_call("POST", "/v1/analyze?camera=porch&use_llm=true", _zidane())
+    status, first = addon_call("POST", "/v1/analyze?camera=porch&llm=true", _zidane())
     assert status == 200, first
     assert first["llm_status"] == "pending"
     refined = fallback_refined(first["id"])
