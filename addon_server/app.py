@@ -76,7 +76,9 @@ def create_app(
     metrics = Metrics()
     devices = DeviceTable(settings.devices, discover() if discovered is None else discovered)
     registry = settings.registry  # mlflow is imported only when a models:/ path is loaded
-    model_registry = RegistrySource(registry.tracking_uri, registry.cache_dir, registry.timeout_s)
+    model_registry = RegistrySource(
+        registry.tracking_uri, registry.cache_dir, registry.timeout_s, registry.cache_keep
+    )
     detection = DetectionService(
         settings.detector,
         settings.batching,

@@ -384,6 +384,7 @@ SCHEMA = vol.Schema(
             ),
             vol.Optional("cache_dir", default=None): vol.Any(None, vol.All(str, vol.Length(min=1))),
             vol.Optional("timeout_s", default=5.0): _SECONDS,
+            vol.Optional("cache_keep", default=2): _POSITIVE_INT,
         },
         vol.Optional("reid", default=dict): {
             vol.Optional("enabled", default=True): _BOOL,
@@ -458,6 +459,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "ZOO_MODEL_SOURCES": ("zoo", "sources"),
     "MLFLOW_TRACKING_URI": ("registry", "tracking_uri"),
     "VIGIL_REGISTRY_CACHE": ("registry", "cache_dir"),
+    "VIGIL_REGISTRY_CACHE_KEEP": ("registry", "cache_keep"),
     "VIGIL_OVERRIDE_DIR": ("deploy", "override_dir"),
     "DETECTOR_HALF": ("detector", "gpu_path", "half"),
     "PINNED_MEMORY": ("detector", "gpu_path", "pinned_memory"),
@@ -654,6 +656,8 @@ class RegistrySettings:
     """Verified copies, by name and version (default: ``<data_dir>/registry``)."""
     timeout_s: float = 5.0
     """How long the tracking server may take to answer before the cache is used."""
+    cache_keep: int = 2
+    """Newest versions kept in the cache per registered model, besides those in use."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -859,6 +863,7 @@ def _build(data: dict[str, Any], source: str) -> Settings:
             tracking_uri=data["registry"]["tracking_uri"],
             cache_dir=Path(data["registry"]["cache_dir"] or Path(server["data_dir"]) / "registry"),
             timeout_s=data["registry"]["timeout_s"],
+            cache_keep=data["registry"]["cache_keep"],
         ),
         privacy=privacy,
         source=source,

@@ -52,6 +52,9 @@ async def health_document(services: Services) -> dict[str, Any]:
             }
         )
     issues.extend(services.detection.issues())
+    registry = services.detection.model_registry  # shared by the detector and the zoo
+    if registry is not None:
+        issues.extend(registry.issues())  # models served from the cache, or not at all
     for model in models:
         if model["kind"] == "zoo" and model["state"] == "failed":
             issues.append(

@@ -15,6 +15,7 @@ from aiohttp import web
 from addon_server.api.errors import ApiError
 from addon_server.api.routes import RETRY_AFTER, Route, error, json_response, path_param, query
 from addon_server.api.schemas import BOOLEAN
+from addon_server.detector.service import ReloadError
 from addon_server.errors import ModelNotInstalledError
 from addon_server.served import NotUnloadableError, ServedModel
 from addon_server.services import SERVICES_KEY, Services
@@ -79,6 +80,15 @@ async def unload_model(request: web.Request) -> web.Response:
     return web.json_response(model.info().as_json())
 
 
+async def reload_detector(request: web.Request) -> web.Response:
+    """Roll the detector to the version its registry alias points at now (no restart)."""
+    try:
+        answer = await request.app[SERVICES_KEY].detection.reload()
+    except ReloadError as err:
+        raise ApiError(err.status, err.code, str(err)) from None
+    return web.json_response(answer)
+
+
 async def zoo_status(request: web.Request) -> web.Response:
     return web.json_response(request.app[SERVICES_KEY].zoo.status())
 
@@ -124,6 +134,26 @@ ROUTES = [
             "200": json_response("The model", "Model"),
             "404": error("Unknown model"),
             "409": error("The model cannot be unloaded"),
+        },
+        tags=("models",),
+    ),
+    Route(
+        "POST",
+        "/v1/models/detector/reload",
+        reload_detector,
+        "Resolve the detector's models:/ alias again; when it moved, load the new version "
+        "beside the old one, warm it up and swap (queued requests finish on the old one)",
+        "reload_detector",
+        responses={
+            "200": json_response("The version served now", "DetectorReload"),
+            "409": error(
+                "Not a registry detector (not_from_registry, not_reloadable) or a reload is "
+                "running (reload_in_progress)"
+            ),
+            "503": error(
+                "The registry cannot be reached and nothing is cached (registry_unavailable) "
+                "or the new version failed to load (reload_failed); the old one is still served"
+            ),
         },
         tags=("models",),
     ),

@@ -51,6 +51,7 @@ ISSUE_CODES: Final = (
     "zoo_model_failed",
     "restart_required",
     "stage_unavailable",
+    "registry_unreachable",
 )
 """Codes of /health ``issues``: Home Assistant has a repair text for each (its ``ISSUE_CODES``)."""
 ISSUE_SEVERITIES: Final = ("warning", "info")
@@ -365,6 +366,13 @@ SCHEMAS["Model"] = closed(
         "error": nullable(STRING),
     },
     {"triton": ref("TritonHealth"), "registry": ref("RegistrySource")},
+)
+SCHEMAS["DetectorReload"] = closed(
+    {
+        "changed": BOOLEAN | {"description": "Another version is served than before the call"},
+        "previous": TEXT | {"description": "The detector's name before the call"},
+        "model": ref("Model"),
+    }
 )
 SCHEMAS["ZooModel"] = closed(
     {

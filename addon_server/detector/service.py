@@ -3,7 +3,10 @@
 It owns the loaded detector and its batcher, validates per-request options into a
 :class:`Selection`, and returns a typed :class:`DetectionResult`. Loading happens once at
 startup; when the weights are missing the service stays up and reports the model as not
-installed instead of failing the whole add-on.
+installed instead of failing the whole add-on. A detector from the model registry
+(``models:/<name>@<alias>``) is rolled to the version its alias points at now by
+:meth:`DetectionService.reload` (``POST /v1/models/detector/reload``): the new version is loaded
+and warmed up beside the old one, then swapped in; requests already queued finish on the old.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from addon_server.zoo.mlflow_source import RegistrySource, Resolved, is_registry
 
 _LOGGER = logging.getLogger(__name__)
 SERVICE = "detector"
+DRAIN_TIMEOUT_S = 60.0
+"""How long a reload waits for the requests queued on the old detector before stopping it."""
 
 
 class DetectorUnavailableError(Exception):
@@ -48,6 +53,14 @@ class DetectorUnavailableError(Exception):
 
 class InvalidSelectionError(ValueError):
     """A request asked for classes or thresholds the detector cannot honour."""
+
+
+class ReloadError(Exception):
+    """A reload was refused or failed; the detector served before is still served."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
 
 
 def _to_original(detections: list[Detection], image: DecodedImage) -> list[Detection]:
@@ -67,6 +80,24 @@ def _to_original(detections: list[Detection], image: DecodedImage) -> list[Detec
         )
         out.append(Detection(d.class_name, d.confidence, x, y, w, h))
     return out
+
+
+class _InFlight:
+    """How many requests one batcher has accepted and not yet answered."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self.idle.set()
 
 
 class DetectionService:
@@ -99,6 +130,11 @@ class DetectionService:
         self.unavailable: BackendUnavailableError | None = None
         """Why a served detector (Triton) could not be loaded yet; retried in the background."""
         self._loading: asyncio.Task[None] | None = None
+        self._batching = batching
+        """The batching the running batcher has (after autotuning): a reload keeps it."""
+        self._in_flight: dict[DynamicBatcher, _InFlight] = {}
+        """Requests in flight per batcher: a reload stops the old one once they are answered."""
+        self._reloading = asyncio.Lock()
 
     @property
     def model_name(self) -> str:
@@ -185,8 +221,95 @@ class DetectionService:
             )
         self.devices.reserve(self.device, SERVICE, self.measured_bytes or 0)
         self.metrics.model_loaded.set(1)
+        self._batching = batching
         self.batcher = DynamicBatcher(detector, batching, on_batch=self._on_batch)
         await self.batcher.start()
+
+    async def reload(self) -> dict[str, Any]:
+        """Resolve the registry alias again and, when it moved, roll the detector to it.
+
+        The new version is loaded and warmed up while the old one keeps serving; then both
+        are swapped at once (new requests go to the new batcher) and the old batcher is
+        stopped when the requests queued on it are answered. Any failure leaves the old
+        detector serving and raises :class:`ReloadError`. Returns ``changed``, the model
+        served before and the detector's entry (``model``: the version served now).
+        """
+        path = self.settings.model_path
+        if not is_registry_uri(path) or self.model_registry is None:
+            raise ReloadError(
+                409,
+                "not_from_registry",
+                f"the detector's model_path {path or '(embedded)'} is not a models:/ URI of a "
+                "configured registry (registry.tracking_uri): restart the add-on to load "
+                "another file",
+            )
+        if self.backend in ("triton", "ray"):
+            raise ReloadError(
+                409, "not_reloadable", f"the {self.backend} backend loads its own detector"
+            )
+        if self._reloading.locked():
+            raise ReloadError(409, "reload_in_progress", "a reload of the detector is running")
+        async with self._reloading:
+            return await self._reload(str(path), self.model_registry)
+
+    async def _reload(self, path: str, registry: RegistrySource) -> dict[str, Any]:
+        before = self.model_name
+        old, old_batcher, old_source = self.detector, self.batcher, self.source
+        if old is None or old_batcher is None:  # it failed at start: this is its load
+            self.source, self.installed = None, True
+            await self.start()
+            if self.detector is None:
+                raise ReloadError(503, "reload_failed", self.load_error or "not loaded")
+            return {"changed": True, "previous": before, "model": self.info().as_json()}
+        try:
+            found = await asyncio.to_thread(registry.resolve, path)
+        except Exception as err:  # RegistryError, or anything MLflow raised
+            raise ReloadError(
+                503, "registry_unavailable", f"{err}; {before} is still served"
+            ) from err
+        if old_source is not None and found.version == old_source.version:
+            self.source = found  # the same version; its note says whether the cache answered
+            return {"changed": False, "previous": before, "model": self.info().as_json()}
+        started = time.perf_counter()
+        try:
+            new, measured = await asyncio.to_thread(
+                Probe(self.device).measure, lambda: self._load_and_warm(found, warmup=True)
+            )
+        except Exception as err:
+            if old_source is not None:  # keep the version still served out of the pruning
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(
+                        registry.resolve, f"models:/{old_source.name}/{old_source.version}"
+                    )
+            _LOGGER.exception("detector version %s failed to load", found.version)
+            raise ReloadError(
+                503,
+                "reload_failed",
+                f"{path} version {found.version} failed to load: {err}; {before} is still served",
+            ) from err
+        batcher = DynamicBatcher(new, self._batching, on_batch=self._on_batch)
+        await batcher.start()
+        # Both are booked while the old one drains.
+        self.devices.reserve(self.device, SERVICE, (self.measured_bytes or 0) + measured.delta)
+        self.detector, self.batcher, self.source = new, batcher, found
+        self.measured_bytes = measured.delta
+        loaded_s = time.perf_counter() - started
+        flight = self._in_flight.pop(old_batcher, None)
+        if flight is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(flight.idle.wait(), DRAIN_TIMEOUT_S)
+        await old_batcher.stop()
+        await asyncio.to_thread(old.close)
+        self.devices.reserve(self.device, SERVICE, measured.delta)
+        _LOGGER.info(
+            "detector rolled from %s to %s (loaded and warmed up in %.2f s, old one drained "
+            "and closed in %.2f s)",
+            before,
+            new.name,
+            loaded_s,
+            time.perf_counter() - started - loaded_s,
+        )
+        return {"changed": True, "previous": before, "model": self.info().as_json()}
 
     def _resolve_registry(self) -> None:
         """A ``models:/`` model path is resolved at every (re)load: a moved alias is picked up
@@ -197,14 +320,15 @@ class DetectionService:
             raise ModelNotInstalledError(f"{self.settings.model_path} needs registry.tracking_uri")
         self.source = self.model_registry.resolve(str(self.settings.model_path))
 
-    def _load_and_warm(self) -> Detector:
+    def _load_and_warm(self, source: Resolved | None = None, *, warmup: bool = False) -> Detector:
         settings = self.settings
-        if self.source is not None:
-            settings = replace(settings, model_path=str(self.source.path))
+        source = source or self.source
+        if source is not None:
+            settings = replace(settings, model_path=str(source.path))
         detector = load_detector(settings, self.device)
-        if self.source is not None:  # events and /v1/models name the version served
-            detector.name = f"models:/{self.source.name}/{self.source.version}"
-        if self.settings.warmup:
+        if source is not None:  # events and /v1/models name the version served
+            detector.name = f"models:/{source.name}/{source.version}"
+        if self.settings.warmup or warmup:
             self._warmup(detector)
         return detector
 
@@ -223,6 +347,7 @@ class DetectionService:
         if self.batcher is not None:
             await self.batcher.stop()
             self.batcher = None
+        self._in_flight.clear()
         if self.detector is not None:
             self.devices.release(self.device, SERVICE)
             self.detector.close()
@@ -259,14 +384,22 @@ class DetectionService:
 
     async def detect(self, image: DecodedImage, selection: Selection) -> DetectionResult:
         """Run one image through the batcher and keep what ``selection`` asks for."""
-        if self.batcher is None or self.detector is None:
+        # Held for the whole call: a reload swapping the detector meanwhile must neither
+        # stop this batcher under the request nor make its answer name the new model.
+        batcher, detector = self.batcher, self.detector
+        if batcher is None or detector is None:
             if self.unavailable is not None:
                 raise type(self.unavailable)(str(self.unavailable))
             raise DetectorUnavailableError(self.load_error or "the detector is not loaded")
         started = time.perf_counter()
-        self.metrics.queue_depth.set(self.batcher.queue_depth)
-        detections, batch_size, _forward_ms = await self.batcher.infer(image.pixels)
-        model, missing = self.detector.name, tuple[str, ...]()
+        self.metrics.queue_depth.set(batcher.queue_depth)
+        flight = self._in_flight.setdefault(batcher, _InFlight())
+        flight.enter()
+        try:
+            detections, batch_size, _forward_ms = await batcher.infer(image.pixels)
+        finally:
+            flight.leave()
+        model, missing = detector.name, tuple[str, ...]()
         if isinstance(detections, FallbackDetections):  # a stage was down for this image
             model, missing = detections.model, detections.missing_stages
         kept = select(_to_original(detections, image), selection)

@@ -14,8 +14,9 @@ Four deployments, built from the add-on's own classes:
   (its zoo client), ``POST /analyze`` (one analysis' model stages per call: decode, detect,
   the triggered zoo models), ``POST /llm`` (the LLM's status and answer with the replica's
   placement), ``POST /v1/chat/completions`` and ``GET /v1/models`` (OpenAI's API, passed
-  through to the LLM stage: the add-on's ``LLM_MODE=ray`` client) and ``GET /healthz``.
-  Each stage call has its own timeout; a stage that does not answer in time is named in
+  through to the LLM stage: the add-on's ``LLM_MODE=ray`` client), ``GET /healthz`` and
+  ``GET /zoo_status?model=`` (the zoo of the replica Serve routes that model to). Each stage
+  call has its own timeout; a stage that does not answer in time is named in
   ``missing_stages`` and the answer carries what the other stages found (``degraded: true``).
 
 Every replica call takes ``trace_context`` (W3C ``traceparent``/``tracestate`` from the HTTP
@@ -52,8 +53,9 @@ from addon_server.imaging import ImageError, decode
 from addon_server.ray_serve.client import detection_of, detection_row
 from addon_server.ray_serve.placement import AppArgs, models_per_replica, parse_args
 from addon_server.reasoning.supervisor import ServerState, SupervisedServer, SupervisorConfig
-from addon_server.zoo.interface import Enrichment, Frame, ZooModel
+from addon_server.zoo.interface import Enrichment, Frame
 from addon_server.zoo.manager import Lease, ZooManager
+from addon_server.zoo.models.appearance import AppearanceResult
 from addon_server.zoo.registry import ModelSpec, Registry
 
 _LOGGER = logging.getLogger(__name__)
@@ -69,8 +71,25 @@ def trace_scope(trace_context: Mapping[str, str] | None, name: str) -> Iterator[
     application's ``runtime_env.env_vars``); without one this is free (:mod:`addon_server.tracing`).
     """
     _trace_from_env()
-    with tracing.extract(dict(trace_context or {})), tracing.span(name):
+    with tracing.extract(dict(trace_context or {})), tracing.span(name, **_replica_attributes()):
         yield
+
+
+def _replica_attributes() -> dict[str, str]:
+    """The node and replica a span ran on, so a trace shows which host each hop took; nothing
+    while tracing is off or outside a Serve replica."""
+    if not tracing.enabled():
+        return {}
+    import ray
+    from ray.serve.exceptions import RayServeException
+
+    if not ray.is_initialized():
+        return {}
+    try:
+        replica = serve.get_replica_context().replica_tag
+    except RayServeException:
+        return {}
+    return {"ray.node_id": ray.get_runtime_context().get_node_id(), "ray.replica": replica}
 
 
 _TRACING_CHECKED: list[bool] = []
@@ -153,17 +172,44 @@ class DetectorDeployment:
 
 
 class _Held:
-    """A zoo model Serve keeps loaded: it holds a lease, so the zoo never evicts it under Serve;
-    Serve's LRU eviction calls ``__del__``, which hands the lease back on the replica's loop."""
+    """A zoo model Serve keeps loaded: it holds a lease, so the zoo never evicts it under Serve.
 
-    def __init__(self, lease: Lease, loop: asyncio.AbstractEventLoop) -> None:
+    Serve's LRU eviction calls ``__del__`` (from a thread; the garbage collector calls it again
+    later): the first call hands the lease back on the replica's loop and unloads the model
+    from the zoo unless a call still uses it. Serve's routing no longer sends the model here,
+    and ``max_num_models_per_replica`` only keeps the replica in its budget if an evicted
+    model's bytes are given back.
+    """
+
+    def __init__(self, manager: ZooManager, lease: Lease, loop: asyncio.AbstractEventLoop) -> None:
+        self.manager = manager
         self.lease = lease
-        self.model: ZooModel = lease.model
         self._loop = loop
+        self._handed_back = False
 
     def __del__(self) -> None:
+        if self._handed_back:
+            return
+        self._handed_back = True
         with contextlib.suppress(RuntimeError):  # the loop is closed at replica shutdown
-            self._loop.call_soon_threadsafe(self.lease.release)
+            self._loop.call_soon_threadsafe(self._evicted)
+
+    def _evicted(self) -> None:
+        self.lease.release()
+        task = self._loop.create_task(_unload_if_idle(self.manager, self.lease.name))
+        _UNLOADS.add(task)
+        task.add_done_callback(_UNLOADS.discard)
+
+
+_UNLOADS: set[asyncio.Task[None]] = set()
+"""Unloads under way (the loop keeps only weak references to tasks)."""
+
+
+async def _unload_if_idle(manager: ZooManager, name: str) -> None:
+    """Unload ``name`` if nothing holds it: the check and the eviction mark happen in one step
+    (no await between them), so a lease taken meanwhile (a reload) keeps the model."""
+    if manager.entries[name].refcount == 0:
+        await manager.unload(name)
 
 
 def _release_when_loaded(loading: asyncio.Future[Lease]) -> None:
@@ -209,7 +255,7 @@ class ZooDeployment:
             except asyncio.CancelledError:
                 loading.add_done_callback(_release_when_loaded)
                 raise
-            return _Held(lease, asyncio.get_running_loop())
+            return _Held(self.manager, lease, asyncio.get_running_loop())
 
         self.get_model = serve.multiplexed(max_num_models_per_replica=self.max_models)(get_model)
 
@@ -219,15 +265,20 @@ class ZooDeployment:
         """Run the request's model (its multiplexed id) on ``frame``."""
         name = serve.get_multiplexed_model_id()
         with trace_scope(trace_context, f"zoo.{name}"):
-            held = await self.get_model(name)
-            result: Enrichment = await asyncio.to_thread(held.model.infer, frame)
-            return {
+            await self.get_model(name)  # Serve's LRU: loaded here, the least recent evicted
+            # This call's own lease: a Serve eviction meanwhile cannot unload it under the call.
+            async with self.manager.use(name, deadline_s=self.settings.deadline_s) as model:
+                result: Enrichment = await asyncio.to_thread(model.infer, frame)
+            answer = {
                 "model": name,
                 "result": result.as_json(),
                 "context_lines": result.context_lines(),
                 "loaded": self.loaded(),
                 **self.where,
             }
+            if isinstance(result, AppearanceResult):  # the add-on's body re-ID needs vectors
+                answer["appearance"] = result.as_wire()
+            return answer
 
     def loaded(self) -> list[str]:
         return sorted(n for n, e in self.manager.entries.items() if e.model is not None)
@@ -237,6 +288,10 @@ class ZooDeployment:
             "max_num_models_per_replica": self.max_models,
             "budget_bytes": self.manager.budget_bytes,
             "zoo_bytes": self.manager.zoo_bytes(),
+            "runtime_bytes": self.manager.runtime_bytes(),
+            "model_bytes": {
+                n: e.accounted for n, e in self.manager.entries.items() if e.holds_bytes
+            },
             "loaded": self.loaded(),
             **self.where,
         }
@@ -368,6 +423,8 @@ class VigilIngress:
         try:
             if request.method == "GET" and path == "healthz":
                 return JSONResponse({"ok": True})
+            if request.method == "GET" and path == "zoo_status":
+                return JSONResponse(await self._zoo_status(request.query_params["model"]))
             if request.method == "GET" and path == "models":  # GET /v1/models (OpenAI's)
                 listed = self.llm.models.remote(trace)
                 return _as_served(await _call(listed, self.args.timeout("llm"), "llm"))
@@ -499,6 +556,17 @@ class VigilIngress:
             "missing_stages": missing,
             "timings_ms": timings,
         }
+
+    async def _zoo_status(self, model: str) -> dict[str, Any]:
+        """The zoo on the replica Serve routes ``model`` to (the one that has it loaded, if
+        any): its models, bytes and Serve's per-replica limit. Read-only."""
+        if model not in self.served:
+            raise ValueError(f"model not served here: {model}")
+        handle = self.zoo.options(multiplexed_model_id=model)
+        status: dict[str, Any] = await _call(
+            handle.status.remote(), self.args.timeout("zoo"), "zoo"
+        )
+        return status
 
     async def _llm(self, body: Mapping[str, Any], trace: Mapping[str, str]) -> dict[str, Any]:
         answer: dict[str, Any] = await _call(

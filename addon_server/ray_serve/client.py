@@ -32,7 +32,8 @@ from addon_server.config import RaySettings
 from addon_server.detector.base import Detection, Detector, FallbackDetections, canonical_class
 from addon_server.errors import BackendUnavailableError
 from addon_server.imaging import BGRImage
-from addon_server.zoo.interface import Frame
+from addon_server.zoo.interface import Enrichment, Frame
+from addon_server.zoo.models.appearance import AppearanceResult
 from addon_server.zoo.service import EnrichOutcome, Skipped
 
 _LOGGER = logging.getLogger(__name__)
@@ -227,6 +228,17 @@ class RemoteEnrichment:
         return list(self.lines)
 
 
+def remote_result(found: dict[str, Any]) -> Enrichment:
+    """One model's answer from the ``Zoo`` deployment as the pipeline's result.
+
+    The evidence records read any result's JSON (``zoo/evidence.py``), so a
+    :class:`RemoteEnrichment` serves them; body re-ID needs the vectors, so an appearance
+    model's answer (its ``appearance`` wire document) becomes a real ``AppearanceResult``."""
+    if "appearance" in found:
+        return AppearanceResult.from_wire(found["appearance"])
+    return RemoteEnrichment(found["result"], tuple(found.get("context_lines", ())))
+
+
 class RayZoo:
     """The enrich stage on the cluster's ``Zoo`` deployment (``/enrich``).
 
@@ -267,9 +279,7 @@ class RayZoo:
             return outcome
         outcome.timings_ms["ray"] = (time.perf_counter() - started) * 1000
         for name, found in answer["results"].items():
-            outcome.results[name] = RemoteEnrichment(
-                found["result"], tuple(found.get("context_lines", ()))
-            )
+            outcome.results[name] = remote_result(found)
         for name, skip in answer["skipped"].items():
             outcome.skipped[name] = Skipped(skip["reason"], skip["message"])
         outcome.missing_stages.extend(answer["missing_stages"])

@@ -1,10 +1,14 @@
 """Zoo results as the reasoning stage's evidence records (threats, postures, pets, vehicles).
 
 The rules and the prompt read typed records (``reasoning/context.py``); each model family keeps
-its own result type. This module is the one translation between them, by the typed fields the
-families share (``threats``, ``persons``/``posture``, ``falls``, ``pets``, ``vehicles``,
-``plates``), so a new family that reuses a field name is scored without touching the rules.
-Records about one person or vehicle point at its detection (``object_index``) by box overlap.
+its own result type. This module is the one translation between them, and it reads each result's
+JSON document (``as_json()``), never its Python type: a model run in this process and the same
+model's answer from the Ray cluster (``ray_serve.client.RemoteEnrichment``, that JSON and no
+more) give equal records. It goes by the field names the families' documents share
+(``threats[]`` with ``class``, ``persons[]`` with ``posture``, ``falls[]``, ``pets[]``,
+``vehicles[]`` with ``vehicle_type`` or a segmenter's ``class``, ``plates[]``), so a new family
+that reuses a field name is scored without touching the rules. Records about one person or
+vehicle point at its detection (``object_index``) by box overlap.
 """
 
 from __future__ import annotations
@@ -33,20 +37,22 @@ def threat_label(class_name: str) -> str:
     return name
 
 
-def _box(item: Any) -> Box | None:
-    """A result's box, whichever form its family keeps it in (Box, mapping or tuple)."""
-    box = getattr(item, "bbox", None)
-    if box is None or isinstance(box, Box):
-        return box
-    if isinstance(box, Mapping):
-        return Box(int(box["x"]), int(box["y"]), int(box["width"]), int(box["height"]))
-    if hasattr(box, "x"):
-        return Box(int(box.x), int(box.y), int(box.width), int(box.height))
-    x, y, w, h = box
-    return Box(int(x), int(y), int(w), int(h))
+def _items(document: Mapping[str, Any], field: str) -> list[Mapping[str, Any]]:
+    """The objects listed under ``field`` (a family's ``postures`` strings are not records)."""
+    found = document.get(field)
+    if not isinstance(found, list | tuple):
+        return []
+    return [item for item in found if isinstance(item, Mapping)]
 
 
-def _index(item: Any, detections: Sequence[Detection], classes: frozenset[str]) -> int | None:
+def _box(item: Mapping[str, Any]) -> Box | None:
+    box = item.get("bbox")
+    return Box.from_json(box) if isinstance(box, Mapping) else None
+
+
+def _index(
+    item: Mapping[str, Any], detections: Sequence[Detection], classes: frozenset[str]
+) -> int | None:
     box = _box(item)
     return None if box is None else overlapping(box, detections, classes, above=0.3)
 
@@ -61,65 +67,72 @@ _PERSON = frozenset({"person"})
 def records(
     results: Mapping[str, Enrichment], detections: Sequence[Detection]
 ) -> dict[str, list[Record]]:
-    """Evidence records per model name, for the reasoning stage's ``SceneContext``."""
+    """Evidence records per model name, for the reasoning stage's ``SceneContext``.
+
+    Each result is read through its JSON document only, so a typed result and the cluster's
+    copy of the same document give equal records."""
     out: dict[str, list[Record]] = {}
     for model, result in results.items():
+        document = result.as_json()
         found: list[Record] = []
-        for threat in getattr(result, "threats", ()):
+        for threat in _items(document, "threats"):
             found.append(
                 Threat(
                     model=model,
-                    confidence=_unit(threat.confidence),
-                    label=threat_label(threat.class_name),
+                    confidence=_unit(threat["confidence"]),
+                    label=threat_label(str(threat["class"])),
                     object_index=_index(threat, detections, _PERSON),
                 )
             )
-        for person in getattr(result, "persons", ()):
-            posture = getattr(person, "posture", None)
+        for person in _items(document, "persons"):
+            posture = person.get("posture")
             if posture and posture != "unknown":
                 found.append(
                     Posture(
                         model=model,
-                        confidence=_unit(getattr(person, "score", 1.0)),
+                        confidence=_unit(person.get("score", 1.0)),
                         posture=str(posture),
                         object_index=_index(person, detections, _PERSON),
                     )
                 )
-        for fall in getattr(result, "falls", ()):
+        for fall in _items(document, "falls"):
             found.append(
                 Posture(
                     model=model,
-                    confidence=_unit(fall.confidence),
+                    confidence=_unit(fall["confidence"]),
                     posture="fallen",
                     object_index=_index(fall, detections, _PERSON),
                 )
             )
-        for pet in getattr(result, "pets", ()):
+        for pet in _items(document, "pets"):
             found.append(
                 Animal(
                     model=model,
-                    confidence=_unit(pet.confidence),
-                    species=str(pet.species),
-                    household=bool(pet.is_household_pet),
+                    confidence=_unit(pet["confidence"]),
+                    species=str(pet["species"]),
+                    household=bool(pet["is_household_pet"]),
                     object_index=_index(pet, detections, frozenset()),
                 )
             )
-        for vehicle in getattr(result, "vehicles", ()):
-            found.append(
-                VehicleKind(
-                    model=model,
-                    confidence=_unit(vehicle.confidence),
-                    vehicle_type=str(vehicle.vehicle_type),
-                    object_index=_index(vehicle, detections, frozenset()),
+        for vehicle in _items(document, "vehicles"):
+            # A classifier names the type (``vehicle_type``); a segmenter its class (``class``).
+            kind = vehicle.get("vehicle_type") or vehicle.get("class")
+            if kind:
+                found.append(
+                    VehicleKind(
+                        model=model,
+                        confidence=_unit(vehicle["confidence"]),
+                        vehicle_type=str(kind),
+                        object_index=_index(vehicle, detections, frozenset()),
+                    )
                 )
-            )
-        for plate in getattr(result, "plates", ()):
+        for plate in _items(document, "plates"):
             found.append(
                 Attribute(
                     model=model,
-                    confidence=_unit(plate.confidence),
+                    confidence=_unit(plate["confidence"]),
                     name="licence plate",
-                    value=str(plate.text),
+                    value=str(plate["text"] or "unreadable"),  # the OCR read nothing: None
                 )
             )
         if found:

@@ -16,7 +16,17 @@ again at every load: it costs one read of weights the loader is about to read an
 A pinned version already in the cache needs no network. An alias does (that is how a switch
 is seen), but when the tracking server cannot be reached the version the alias last resolved to
 is served from the cache, and the result says so (``note``, logged as a warning); without a
-cached copy the error names the URI and the server.
+cached copy the error names the URI and the server. The same holds when the server answers but
+the artifact store (S3) does not. Either way the URI is listed by :meth:`RegistrySource.issues`
+(the ``registry_unreachable`` issue of /health, a repair in Home Assistant) until a later
+resolution of it reaches the registry again. Server URLs in messages have their password
+hidden (:func:`~addon_server.reasoning.endpoint.redact`).
+
+The cache keeps, per registered model, the newest ``keep`` versions plus every version in use
+(what an alias last pointed at, what this process last resolved or still serves); the rest is
+pruned after each new download. A version folder is renamed away before it is deleted and a
+download lands in a hidden staging folder renamed into place, so another process sharing the
+cache sees a version whole or not at all, and a download in progress is never touched.
 
 ``mlflow`` is imported only here and only when such a path is used: the default install never
 loads it. S3 credentials are MLflow's and boto3's standard environment variables
@@ -26,6 +36,7 @@ loads it. S3 credentials are MLflow's and boto3's standard environment variables
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import os
@@ -35,11 +46,13 @@ import sys
 import tempfile
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from addon_server.reasoning.endpoint import redact
 from addon_server.zoo.manifest import file_sha256
 
 _LOGGER = logging.getLogger(__name__)
@@ -52,6 +65,7 @@ ARTIFACT_DIR = "model"
 ALIASES_FILE = "aliases.json"
 CHECKSUMS_FILE = "checksums.json"
 FILES_DIR = "files"
+ISSUE_CODE = "registry_unreachable"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 
@@ -134,20 +148,51 @@ def _client(tracking_uri: str | None) -> Any:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """A model URI whose last resolution did not reach the registry."""
+
+    uri: str
+    version: str | None
+    """The cached version served instead (None: nothing cached, the model is not loaded)."""
+    message: str
+
+
 class RegistrySource:
     """Resolves registry URIs into a local cache (one per add-on; safe from several threads:
     each download lands in its own temporary folder and is renamed into place)."""
 
-    def __init__(self, tracking_uri: str | None, cache_dir: Path, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, tracking_uri: str | None, cache_dir: Path, timeout_s: float = 5.0, keep: int = 2
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.cache_dir = cache_dir
         self.timeout_s = timeout_s
+        self.keep = keep
+        """Newest versions kept per registered model (besides those in use) when pruning."""
+        self._lock = threading.Lock()
+        self._outages: dict[str, Outage] = {}
+        self._serving: dict[str, tuple[str, str]] = {}
+        """URI → (registered model, version) its last resolution gave: in use, never pruned."""
+
+    @property
+    def server(self) -> str:
+        """The tracking server as messages show it: without its password."""
+        return redact(self.tracking_uri) if self.tracking_uri else "(none configured)"
+
+    def issues(self) -> list[dict[str, Any]]:
+        """One ``registry_unreachable`` issue per URI whose last resolution missed the
+        registry (served from the cache, or not at all): /health turns them into repairs."""
+        with self._lock:
+            outages = sorted(self._outages.values(), key=lambda o: o.uri)
+        return [{"code": ISSUE_CODE, "model": o.uri, "message": o.message} for o in outages]
 
     def resolve(self, text: str) -> Resolved:
         uri = ModelUri.parse(text)
         if uri.version is not None and self._cached(uri.name, uri.version) is not None:
-            return self._from_cache(uri, uri.version, None)
+            return self._served(self._from_cache(uri, uri.version, None), reached=True)
         unreachable = self._unreachable()
+        where = f"the MLflow registry at {self.server}"
         if unreachable is None:
             try:
                 found = self._lookup(uri)
@@ -156,19 +201,46 @@ class RegistrySource:
             except Exception as err:  # connection errors surface as several exception types
                 unreachable = f"{type(err).__name__}: {err}"
             else:
-                return self._fetch(uri, found)
+                try:
+                    return self._served(self._fetch(uri, found), reached=True)
+                except RegistryError:
+                    raise
+                except Exception as err:  # S3 down, or its credentials refused
+                    where = f"the artifact store of version {found.version} ({found.source})"
+                    unreachable = f"{type(err).__name__}: {err}"
+        where, unreachable = redact(where), redact(unreachable)
         version = uri.version or self._aliases(uri.name).get(uri.alias or "")
         if version is None or self._cached(uri.name, version) is None:
-            raise RegistryError(
-                f"{uri}: the MLflow registry at {self.tracking_uri} cannot be reached "
-                f"({unreachable}) and no copy is cached in {self.cache_dir / uri.name}"
+            message = (
+                f"{uri}: {where} cannot be reached ({unreachable}) and no copy is cached in "
+                f"{self.cache_dir / uri.name}"
             )
-        note = (
-            f"MLflow registry at {self.tracking_uri} unreachable ({unreachable}); serving "
-            f"cached version {version}"
-        )
+            self._outage(Outage(str(uri), None, f"{message}: the model is not loaded"))
+            raise RegistryError(message)
+        note = f"{where} unreachable ({unreachable}); serving cached version {version}"
         _LOGGER.warning("%s: %s", uri, note)
-        return self._from_cache(uri, version, note)
+        resolved = self._from_cache(uri, version, note)
+        self._outage(
+            Outage(
+                str(uri),
+                version,
+                f"{uri}: {note} until a load of it reaches the registry again (a switched "
+                "alias is not seen meanwhile)",
+            )
+        )
+        return self._served(resolved, reached=False)
+
+    def _outage(self, outage: Outage) -> None:
+        with self._lock:
+            self._outages[outage.uri] = outage
+
+    def _served(self, resolved: Resolved, *, reached: bool) -> Resolved:
+        """Record what ``resolved.uri`` serves now (and that the registry answered for it)."""
+        with self._lock:
+            self._serving[resolved.uri] = (resolved.name, resolved.version)
+            if reached:
+                self._outages.pop(resolved.uri, None)
+        return resolved
 
     # -- the server ---------------------------------------------------------------------------
 
@@ -181,8 +253,17 @@ class RegistrySource:
             return "no tracking URI configured (MLFLOW_TRACKING_URI)"
         if not uri.startswith(("http://", "https://")):
             return None
+        # urllib takes ``user:password@`` for part of the host name: send it as basic auth.
+        parts = urllib.parse.urlsplit(uri)
+        bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        request = urllib.request.Request(f"{bare.rstrip('/')}/health")  # noqa: S310
+        if parts.username is not None:
+            password = urllib.parse.unquote(parts.password or "")
+            userinfo = f"{urllib.parse.unquote(parts.username)}:{password}"
+            token = base64.b64encode(userinfo.encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=self.timeout_s):  # noqa: S310
+            with urllib.request.urlopen(request, timeout=self.timeout_s):  # noqa: S310
                 return None
         except urllib.error.HTTPError:
             return None  # it answers: a proxy without /health is still a server
@@ -215,14 +296,16 @@ class RegistrySource:
         return _Version(str(found.version), str(found.source), {**checksums})
 
     def _fetch(self, uri: ModelUri, found: _Version) -> Resolved:
-        if uri.alias is not None:
-            self._remember(uri.name, uri.alias, found.version)
         recorded = self._recorded(uri.name, found.version)
         if recorded == found.checksums:
             try:
-                return self._from_cache(uri, found.version, None)
+                resolved = self._from_cache(uri, found.version, None)
             except ChecksumError as err:
                 _LOGGER.warning("%s; fetching version %s again", err, found.version)
+            else:
+                if uri.alias is not None:
+                    self._remember(uri.name, uri.alias, found.version)
+                return resolved
         from mlflow.artifacts import download_artifacts
 
         home = self.cache_dir / uri.name
@@ -250,7 +333,52 @@ class RegistrySource:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         _LOGGER.info("%s: version %s downloaded into %s", uri, found.version, target)
+        if uri.alias is not None:  # only now: an outage must fall back to a version on disk
+            self._remember(uri.name, uri.alias, found.version)
+        self.prune(uri.name, also_keep={found.version})
         return Resolved(str(uri), uri.name, found.version, _entry_path(target), cached=False)
+
+    def prune(self, name: str, also_keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Delete the cached versions of ``name`` beyond the newest :attr:`keep` that nothing
+        uses (an alias's last version, one this process resolved or serves, ``also_keep``).
+
+        Each folder is renamed to a hidden name first (atomic), so a reader in another
+        process never sees half a version; hidden staging folders (downloads in progress)
+        are not versions and are left alone. Returns the versions removed.
+        """
+        home = self.cache_dir / name
+        try:
+            versions = sorted(
+                (p.name for p in home.iterdir() if p.is_dir() and p.name.isdigit()),
+                key=int,
+                reverse=True,
+            )
+        except OSError:
+            return []
+        with self._lock:
+            serving = {version for model, version in self._serving.values() if model == name}
+        keep = (
+            set(versions[: self.keep])
+            | serving
+            | set(also_keep)
+            | set(self._aliases(name).values())
+        )
+        removed = []
+        for version in versions:
+            if version in keep:
+                continue
+            trash = home / f".prune-{version}-{os.getpid()}-{threading.get_ident()}"
+            try:
+                (home / version).rename(trash)
+            except OSError:  # gone already: another process pruned it
+                continue
+            shutil.rmtree(trash, ignore_errors=True)
+            removed.append(version)
+        for stale in home.glob(".prune-*"):  # left by a pruner that was killed midway
+            shutil.rmtree(stale, ignore_errors=True)
+        if removed:
+            _LOGGER.info("%s: pruned cached versions %s", name, ", ".join(removed))
+        return removed
 
     # -- the cache ----------------------------------------------------------------------------
 

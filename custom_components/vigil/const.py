@@ -62,6 +62,7 @@ ISSUE_CODES: Final = (
     "restart_required",
     "triton_unavailable",
     "stage_unavailable",
+    "registry_unreachable",
 )
 
 ATTR_CAMERA: Final = "camera"

@@ -12,7 +12,7 @@ import contextlib
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,9 @@ class Span:
     name: str = ""
     kind: str = ""
     attributes: dict[str, str] = field(default_factory=dict)
+    resource: dict[str, str] = field(default_factory=dict)
+    """The exporting process' resource: ``service.name``, ``service.instance.id`` (one per
+    process), ..."""
 
 
 @dataclass(frozen=True)
@@ -97,14 +100,20 @@ def received(collector: Collector) -> list[Span]:
     """Every span the collector has printed so far."""
     spans: list[Span] = []
     span: Span | None = None
-    in_attributes = False
+    resource: dict[str, str] = {}
+    in_attributes = in_resource = False
     for raw in collector.output.read_text(errors="replace").splitlines():
         line = raw.strip()
         if line.startswith("Span #"):
-            span, in_attributes = Span(), False
+            span, in_attributes, in_resource = Span(resource=resource), False, False
             spans.append(span)
-        elif line.startswith(("ResourceSpans #", "ScopeSpans #")):
-            span = None
+        elif line.startswith("ResourceSpans #"):
+            span, resource, in_resource = None, {}, True
+        elif line.startswith("ScopeSpans #"):
+            span, in_resource = None, False
+        elif in_resource and line.startswith("-> "):
+            key, value = _attribute(line)
+            resource[key] = value
         elif span is None:
             continue
         elif line == "Attributes:":
@@ -112,9 +121,8 @@ def received(collector: Collector) -> list[Span]:
         elif line.startswith(("Events:", "Links:")):
             in_attributes = False
         elif in_attributes and line.startswith("-> "):
-            key, _, value = line[3:].partition(": ")
-            # Values print as Str(x), Int(5): keep what is inside the parentheses.
-            span.attributes[key] = value[value.find("(") + 1 : -1] if "(" in value else value
+            key, value = _attribute(line)
+            span.attributes[key] = value
         elif " : " in line:
             key, _, value = line.partition(" : ")
             if key.strip() in _FIELDS:
@@ -122,3 +130,22 @@ def received(collector: Collector) -> list[Span]:
             elif key.strip() == "Kind":
                 span.kind = value.strip()
     return spans
+
+
+def _attribute(line: str) -> tuple[str, str]:
+    """``-> key: Str(x)`` → (key, x): values print as Str(x), Int(5); keep what is inside."""
+    key, _, value = line[3:].partition(": ")
+    return key, value[value.find("(") + 1 : -1] if "(" in value else value
+
+
+def wait_for_spans(
+    collector: Collector, trace_id: str, done: Callable[[list[Span]], bool], timeout_s: float
+) -> list[Span]:
+    """The trace's spans once ``done`` says they are all there, or what came in ``timeout_s``
+    (a hang guard: exporters batch, so spans arrive a moment after the work)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        spans = [s for s in received(collector) if s.trace_id == trace_id]
+        if done(spans) or time.monotonic() > deadline:
+            return spans
+        time.sleep(0.2)

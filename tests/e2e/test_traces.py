@@ -32,7 +32,7 @@ from addon_server.detector import load_detector
 from addon_server.detector.triton_serve import ServerProcess
 from benchmarks.addon_process import free_port
 from tests.addon_server.conftest import HANG_TIMEOUT_S, addon_process_env
-from tests.e2e.otel_collector import Collector, Span, received, running_collector
+from tests.e2e.otel_collector import Collector, Span, running_collector, wait_for_spans
 from tests.e2e.test_addon_process import BUS, HTTP_TIMEOUT_S, running_addon
 
 WAIT_S = 120.0
@@ -115,12 +115,7 @@ def _url(span: Span) -> str:
 def _wait_for(
     collector: Collector, trace_id: str, done: Callable[[list[Span]], bool]
 ) -> list[Span]:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        spans = [s for s in received(collector) if s.trace_id == trace_id]
-        if done(spans) or time.monotonic() > deadline:
-            return spans
-        time.sleep(0.2)
+    return wait_for_spans(collector, trace_id, done, WAIT_S)
 
 
 def test_one_trace_from_the_request_through_the_stages_to_the_llm(

@@ -14,6 +14,8 @@ same, and it is matched once its threshold is measured.
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +70,44 @@ class AppearanceResult:
                 for e in self.embeddings
             ],
         }
+
+    def as_wire(self) -> dict[str, Any]:
+        """Everything :meth:`from_wire` needs to rebuild this result on the other side of the
+        Ray cluster's HTTP answer: the trust options, and each vector as base64 of its
+        little-endian float32 bytes (exact, and 4/3 of the raw size: a 1280-d vector is 6,828
+        characters, against ~11 kB as rounded decimals)."""
+        return {
+            "model": self.model,
+            "dimension": self.dimension,
+            "match_threshold": self.match_threshold,
+            "calibrated": self.calibrated,
+            "embeddings": [
+                {
+                    "bbox": e.bbox.as_json(),
+                    "vector": base64.b64encode(np.asarray(e.vector, "<f4").tobytes()).decode(),
+                }
+                for e in self.embeddings
+            ],
+        }
+
+    @classmethod
+    def from_wire(cls, document: Mapping[str, Any]) -> AppearanceResult:
+        """The result :meth:`as_wire` describes (body re-ID then works as on a local one)."""
+        embeddings = tuple(
+            BodyEmbedding(
+                np.frombuffer(base64.b64decode(e["vector"]), "<f4").astype(np.float32),
+                Box.from_json(e["bbox"]),
+            )
+            for e in document["embeddings"]
+        )
+        threshold = document.get("match_threshold")
+        return cls(
+            embeddings,
+            int(document["dimension"]),
+            str(document["model"]),
+            None if threshold is None else float(threshold),
+            bool(document.get("calibrated", False)),
+        )
 
     def context_lines(self) -> list[str]:
         return []

@@ -58,6 +58,11 @@ class Box:
     def as_json(self) -> dict[str, int]:
         return {"x": self.x, "y": self.y, "width": self.width, "height": self.height}
 
+    @classmethod
+    def from_json(cls, box: Mapping[str, Any]) -> Box:
+        """The box :meth:`as_json` wrote (a result's document read back, e.g. from the cluster)."""
+        return cls(int(box["x"]), int(box["y"]), int(box["width"]), int(box["height"]))
+
 
 def overlapping(
     box: Box, detections: Sequence[Detection], classes: frozenset[str], above: float

