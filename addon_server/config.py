@@ -57,6 +57,7 @@ COMPILE_MODES: tuple[str, ...] = ("off", "default", "reduce-overhead", "max-auto
 default)."""
 DEVICE_ID = re.compile(r"^(cpu|cuda:\d+)$")
 BACKENDS = ("auto", "darknet", "ultralytics", "triton", "ray")
+RAY_DETECTOR_FALLBACKS = ("local", "none")
 TRITON_PROTOCOLS = ("grpc", "http")
 
 
@@ -306,6 +307,8 @@ SCHEMA = vol.Schema(
             ),
             vol.Optional("detector_timeout_s"): _seconds(0.05, 600),
             vol.Optional("zoo_timeout_s"): _seconds(0.05, 600),
+            vol.Optional("detector_fallback"): vol.All(vol.Lower, vol.In(RAY_DETECTOR_FALLBACKS)),
+            vol.Optional("retry_s"): _seconds(0.1, 3600),
         },
         vol.Optional("batching", default=dict): {
             vol.Optional("enabled", default=True): _BOOL,
@@ -423,6 +426,8 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "RAY_SERVE_URL": ("ray", "serve_url"),
     "RAY_DETECTOR_TIMEOUT_S": ("ray", "detector_timeout_s"),
     "RAY_ZOO_TIMEOUT_S": ("ray", "zoo_timeout_s"),
+    "RAY_DETECTOR_FALLBACK": ("ray", "detector_fallback"),
+    "RAY_RETRY_S": ("ray", "retry_s"),
     "TRITON_ENABLED": ("triton", "enabled"),
     "TRITON_URL": ("triton", "url"),
     "TRITON_HTTP_URL": ("triton", "http_url"),
@@ -552,10 +557,18 @@ class RaySettings:
     serve_url: str | None = None
     """The Vigil application's HTTP root on the cluster, e.g. ``http://head:8000/vigil``."""
     detector_timeout_s: float = 10.0
-    """How long one detection call may take before the analysis fails with 503."""
+    """How long one detection call may take before the detector falls back (see
+    ``detector_fallback``)."""
     zoo_timeout_s: float = 5.0
     """How long the enrichments may take; past it the analysis answers without them
     (``degraded: true``, ``missing_stages: ["zoo"]``)."""
+    detector_fallback: str = "local"
+    """When the cluster's detector does not answer: ``local`` runs the add-on's embedded
+    yolov3-tiny on the CPU (loaded on the first failure, then kept) and the analysis answers
+    ``degraded: true`` with ``detector`` missing; ``none`` answers 503."""
+    retry_s: float = 30.0
+    """While a stage is known down, the cluster is asked again only this often; in between
+    the detector goes straight to its fallback instead of waiting ``detector_timeout_s``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -759,6 +772,13 @@ def _build(data: dict[str, Any], source: str) -> Settings:
     ray = RaySettings(**data["ray"])
     if detector["backend"] == "ray" and not ray.serve_url:
         raise ConfigError("ray.serve_url: required with backend 'ray' (env RAY_SERVE_URL)")
+    if reasoning.mode is LLMMode.RAY:
+        if not ray.serve_url:
+            raise ConfigError("ray.serve_url: required with llm.mode 'ray' (env RAY_SERVE_URL)")
+        if reasoning.url is not None:
+            raise ConfigError("llm.url: not used with llm.mode 'ray' (the LLM is ray.serve_url's)")
+        # The Serve application's ingress speaks OpenAI's chat API on its own root.
+        reasoning = dataclasses.replace(reasoning, url=ray.serve_url)
     _check_zoo_names(data["zoo"])
     privacy = _privacy(data["privacy"], reasoning)
     reasoning = dataclasses.replace(reasoning, local_only=privacy.local_only)

@@ -235,6 +235,7 @@ class Analyzer:
             timings[f"reason_{part}"] = ms
 
         level = assessment.risk_level
+        missing = list(dict.fromkeys((*detected.missing_stages, *outcome.missing_stages)))
         status = EventLLMStatus.PENDING if decision.asked else EventLLMStatus.SKIPPED
         document: dict[str, Any] = {
             "id": event_id,
@@ -247,8 +248,8 @@ class Analyzer:
             "detections": [d.as_json() for d in detected.detections],
             "counts": _counts(detected),
             "enrichments": outcome.as_json(),
-            "degraded": bool(outcome.missing_stages),
-            "missing_stages": list(outcome.missing_stages),
+            "degraded": bool(missing),
+            "missing_stages": missing,
             "reid": [_match_json(m) for m in matches],
             "body_reid": [_body_json(b, detected) for b in bodies],
             "image": size,

@@ -203,6 +203,10 @@ class Refiner:
                 revision=2,
             )
         )
+        if assessment.missing_stages:  # the LLM's stage was down: degraded, as revision 1 is
+            stages = (*document.get("missing_stages", ()), *assessment.missing_stages)
+            document["missing_stages"] = list(dict.fromkeys(stages))
+            document["degraded"] = True
         timings = dict(document.get("timings_ms") or {})
         timings["refine_queue"] = waited
         timings["reason_llm"] = (assessment.timings_ms or {}).get("llm", 0.0)

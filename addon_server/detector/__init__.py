@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import replace
 from pathlib import Path
 
 from addon_server.config import DetectorSettings
@@ -44,7 +46,14 @@ def load_detector(settings: DetectorSettings, device: str) -> Detector:
     if backend == "ray":
         from addon_server.ray_serve.client import RayDetector
 
-        return RayDetector(settings.ray)
+        fallback = None
+        if settings.ray.detector_fallback == "local":
+            # The single-process add-on's default: the embedded yolov3-tiny, on the CPU.
+            embedded = replace(
+                settings, backend="darknet", model_path=None, cfg_path=None, names_path=None
+            )
+            fallback = functools.partial(load_detector, embedded, "cpu")
+        return RayDetector(settings.ray, fallback=fallback)
     if backend == "triton":
         from addon_server.detector.triton import TritonDetector
 

@@ -57,6 +57,8 @@ class DetectionResult:
     inference_time_ms: float
     model: str
     batch_size: int
+    missing_stages: tuple[str, ...] = ()
+    """Stages that did not answer for this image (a fallback model found the boxes)."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +67,22 @@ class DetectionResult:
             "inference_time_ms": round(self.inference_time_ms, 2),
             "model": self.model,
         }
+
+
+class FallbackDetections(list[Detection]):
+    """One image's detections found by a stand-in model because a stage did not answer.
+
+    A backend returns it in place of a plain list (``ray.detector_fallback``): it travels
+    through the batcher unchanged, so each analysis knows it was degraded, by which model and
+    which stage was missing — per request, not guessed from a global state.
+    """
+
+    def __init__(
+        self, found: Iterable[Detection], *, model: str, missing_stages: tuple[str, ...]
+    ) -> None:
+        super().__init__(found)
+        self.model = model
+        self.missing_stages = missing_stages
 
 
 class Detector(Protocol):

@@ -26,6 +26,7 @@ from addon_server.detector.base import (
     Detection,
     DetectionResult,
     Detector,
+    FallbackDetections,
     Selection,
     clip_box,
     select,
@@ -398,6 +399,9 @@ class DetectionService:
             detections, batch_size, _forward_ms = await batcher.infer(image.pixels)
         finally:
             flight.leave()
+        model, missing = detector.name, tuple[str, ...]()
+        if isinstance(detections, FallbackDetections):  # a stage was down for this image
+            model, missing = detections.model, detections.missing_stages
         kept = select(_to_original(detections, image), selection)
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.metrics.detections_per_image.observe(len(kept))
@@ -406,8 +410,9 @@ class DetectionService:
             width=image.width,
             height=image.height,
             inference_time_ms=elapsed_ms,
-            model=detector.name,
+            model=model,
             batch_size=batch_size,
+            missing_stages=missing,
         )
 
     def triton_health(self) -> dict[str, Any] | None:
@@ -421,7 +426,7 @@ class DetectionService:
             from addon_server.ray_serve.client import board_for
 
             assert self.settings.ray.serve_url is not None  # config.py requires it
-            return board_for(self.settings.ray.serve_url).issues()
+            return board_for(self.settings.ray.serve_url).issues(("detector", "zoo"))
         if self.backend != "triton":
             return []
         triton = self.triton_health()

@@ -12,10 +12,12 @@ Four deployments, built from the add-on's own classes:
 * ``LLM`` — a pass-through to an OpenAI-compatible server (``llm_url``), placed on a host.
 * ``VigilIngress`` — HTTP: ``POST /detect`` (the add-on's detector backend), ``POST /enrich``
   (its zoo client), ``POST /analyze`` (one analysis' model stages per call: decode, detect,
-  the triggered zoo models), ``POST /llm``, ``GET /healthz`` and ``GET /zoo_status?model=``
-  (the zoo of the replica Serve routes that model to). Each stage call has its own
-  timeout; a stage that does not answer in time is named in ``missing_stages`` and the answer
-  carries what the other stages found (``degraded: true``).
+  the triggered zoo models), ``POST /llm`` (the LLM's status and answer with the replica's
+  placement), ``POST /v1/chat/completions`` and ``GET /v1/models`` (OpenAI's API, passed
+  through to the LLM stage: the add-on's ``LLM_MODE=ray`` client), ``GET /healthz`` and
+  ``GET /zoo_status?model=`` (the zoo of the replica Serve routes that model to). Each stage
+  call has its own timeout; a stage that does not answer in time is named in
+  ``missing_stages`` and the answer carries what the other stages found (``degraded: true``).
 
 Every replica call takes ``trace_context`` (W3C ``traceparent``/``tracestate`` from the HTTP
 request): :func:`trace_scope` is the one place a tracer attaches it inside the replica.
@@ -36,6 +38,7 @@ from typing import Any
 
 import numpy as np
 from ray import serve
+from ray.exceptions import RayError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
@@ -336,6 +339,20 @@ class LLMDeployment:
     async def complete(
         self, body: Mapping[str, Any], trace_context: Mapping[str, str] | None = None
     ) -> dict[str, Any]:
+        """One chat completion: the server's status and answer, as it gave them."""
+        return await self._forward("POST", "/v1/chat/completions", body, trace_context)
+
+    async def models(self, trace_context: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The server's ``/v1/models`` (an OpenAI client's reachability check)."""
+        return await self._forward("GET", "/v1/models", None, trace_context)
+
+    async def _forward(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        trace_context: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
         import aiohttp
 
         with trace_scope(trace_context, "llm"):
@@ -345,7 +362,9 @@ class LLMDeployment:
             timeout = aiohttp.ClientTimeout(total=self.timeout_s)
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
-                session.post(f"{base}/v1/chat/completions", json=dict(body)) as response,
+                session.request(
+                    method, f"{base}{path}", json=None if body is None else dict(body)
+                ) as response,
             ):
                 answer: dict[str, Any] = await response.json(content_type=None)
                 return {"status": response.status, "answer": answer, **self.where}
@@ -406,6 +425,9 @@ class VigilIngress:
                 return JSONResponse({"ok": True})
             if request.method == "GET" and path == "zoo_status":
                 return JSONResponse(await self._zoo_status(request.query_params["model"]))
+            if request.method == "GET" and path == "models":  # GET /v1/models (OpenAI's)
+                listed = self.llm.models.remote(trace)
+                return _as_served(await _call(listed, self.args.timeout("llm"), "llm"))
             body = await request.body()
             if path == "classes":
                 described = await _call(
@@ -423,10 +445,14 @@ class VigilIngress:
                 return JSONResponse(await self._analyze(request, body, trace))
             if path == "llm":
                 return JSONResponse(await self._llm(json.loads(body), trace))
+            if path == "completions":  # POST /v1/chat/completions: the add-on's LLM_MODE=ray
+                return _as_served(await self._llm(json.loads(body), trace))
         except StageTimeout as err:
             return _error(504, "stage_unavailable", str(err))
         except BackPressureError as err:
             return _error(429, "busy", str(err))
+        except RayError as err:  # the stage's replica died under the call (its host is gone)
+            return _error(504, "stage_unavailable", f"{type(err).__name__}: {err}")
         except (ValueError, KeyError, ImageError) as err:
             return _error(400, "bad_request", str(err))
         return _error(404, "not_found", f"no route {request.url.path}")
@@ -547,6 +573,14 @@ class VigilIngress:
             self.llm.complete.remote(body, trace), self.args.timeout("llm"), "llm"
         )
         return answer
+
+
+def _as_served(forwarded: Mapping[str, Any]) -> JSONResponse:
+    """The LLM server's answer with its own status (an OpenAI client reads it unchanged);
+    a stage without a server is unavailable (503)."""
+    if "error" in forwarded:
+        return _error(503, "stage_unavailable", str(forwarded["error"]))
+    return JSONResponse(forwarded["answer"], status_code=int(forwarded["status"]))
 
 
 def _image_type(content_type: str | None) -> str | None:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +29,14 @@ import numpy as np
 
 from addon_server import tracing
 from addon_server.config import RaySettings
-from addon_server.detector.base import Detection, canonical_class
+from addon_server.detector.base import Detection, Detector, FallbackDetections, canonical_class
 from addon_server.errors import BackendUnavailableError
 from addon_server.imaging import BGRImage
 from addon_server.zoo.interface import Enrichment, Frame
 from addon_server.zoo.models.appearance import AppearanceResult
 from addon_server.zoo.service import EnrichOutcome, Skipped
+
+_LOGGER = logging.getLogger(__name__)
 
 
 class RayStageUnavailableError(BackendUnavailableError):
@@ -61,13 +64,16 @@ class StageBoard:
         with self._lock:
             return sorted(self._down)
 
-    def issues(self) -> list[dict[str, Any]]:
-        """``stage_unavailable`` issues for /health (``service`` names the stage, for HA)."""
+    def issues(self, stages: Container[str] | None = None) -> list[dict[str, Any]]:
+        """``stage_unavailable`` issues for /health (``service`` names the stage, for HA);
+        ``stages``: only these (the detector service reports its stages, the reasoner the LLM's).
+        """
         with self._lock:
             down = sorted(self._down.items())
         return [
             {"code": "stage_unavailable", "service": stage, "message": message}
             for stage, (message, _since) in down
+            if stages is None or stage in stages
         ]
 
 
@@ -100,21 +106,57 @@ class RayDetector:
     """A Vigil detector served by the cluster's ``Detector`` deployment (``/detect``).
 
     Pixels travel as raw arrays (npz), not re-encoded: the boxes are the ones the same model
-    finds in-process. A failure or a timeout raises :class:`RayStageUnavailableError` (the
-    analysis answers 503, /health names the stage) — without detection there is no analysis.
+    finds in-process. When the stage fails or times out, /health names it; with a
+    ``fallback`` (``ray.detector_fallback: local``) the batch is detected by that local model
+    instead — loaded on the first failure, then kept — and each image's list is a
+    :class:`~addon_server.detector.base.FallbackDetections` naming the stage missing, so the
+    analysis answers ``degraded``; without one it raises :class:`RayStageUnavailableError`
+    (the analysis answers 503). While the stage is known down the cluster is asked again only
+    every ``retry_s``: the requests in between go straight to the fallback instead of each
+    waiting the stage timeout.
     """
 
     backend = "ray"
 
-    def __init__(self, settings: RaySettings, *, device: str = "ray") -> None:
+    def __init__(
+        self,
+        settings: RaySettings,
+        *,
+        device: str = "ray",
+        fallback: Callable[[], Detector] | None = None,
+    ) -> None:
         assert settings.serve_url is not None
         self.url = settings.serve_url.rstrip("/")
         self.timeout_s = settings.detector_timeout_s
+        self.retry_s = settings.retry_s
         self.device = device
         self.board = board_for(self.url)
-        answer = self._post("classes", b"")
-        self.class_names: tuple[str, ...] = tuple(canonical_class(n) for n in answer["classes"])
+        self._load_fallback = fallback
+        self._fallback: Detector | None = None
+        self._fallback_lock = threading.Lock()
+        self._retry_at = 0.0
+        """``time.monotonic()`` before which the stage is not asked again (it is down)."""
+        try:
+            answer = self._post("classes", b"")
+        except RayStageUnavailableError:
+            if fallback is None:
+                raise
+            self._retry_at = time.monotonic() + self.retry_s
+            local = self.fallback()  # the add-on starts on it; the cluster's name comes later
+            self.class_names: tuple[str, ...] = local.class_names
+            self.name = local.name
+            return
+        self.class_names = tuple(canonical_class(n) for n in answer["classes"])
         self.name = str(answer["model"])
+
+    def fallback(self) -> Detector:
+        """The local detector, loaded on first use (blocking: the batcher's thread)."""
+        assert self._load_fallback is not None
+        with self._fallback_lock:
+            if self._fallback is None:
+                _LOGGER.warning("the detector stage is down: loading the local fallback")
+                self._fallback = self._load_fallback()
+            return self._fallback
 
     def _post(self, route: str, body: bytes) -> dict[str, Any]:
         # S310: config.py admits only http(s) URLs for ray.serve_url.
@@ -132,15 +174,36 @@ class RayDetector:
         return found
 
     def detect_batch(self, images: Sequence[BGRImage]) -> list[list[Detection]]:
-        answer = self._post("detect", npz(**{str(i): img for i, img in enumerate(images)}))
-        return [[detection_of(r) for r in one["detections"]] for one in answer["results"]]
+        if self._load_fallback is not None and time.monotonic() < self._retry_at:
+            return self._locally(images)
+        try:
+            answer = self._post("detect", npz(**{str(i): img for i, img in enumerate(images)}))
+        except RayStageUnavailableError:
+            if self._load_fallback is None:
+                raise
+            self._retry_at = time.monotonic() + self.retry_s
+            return self._locally(images)
+        self._retry_at = 0.0
+        results = answer["results"]
+        if results:  # the add-on may have started on its fallback: name the cluster's model
+            self.name = str(results[0].get("model", self.name))
+        return [[detection_of(r) for r in one["detections"]] for one in results]
+
+    def _locally(self, images: Sequence[BGRImage]) -> list[list[Detection]]:
+        local = self.fallback()
+        return [
+            FallbackDetections(found, model=local.name, missing_stages=("detector",))
+            for found in local.detect_batch(images)
+        ]
 
     def memory_bytes(self) -> int:
-        """The weights live on the cluster's hosts, not in this process."""
-        return 0
+        """The cluster's weights live on its hosts; only a loaded fallback is in this process."""
+        return 0 if self._fallback is None else self._fallback.memory_bytes()
 
     def close(self) -> None:
-        """Nothing held: every call is its own HTTP request."""
+        """Every call is its own HTTP request; only a loaded fallback holds anything."""
+        if self._fallback is not None:
+            self._fallback.close()
 
 
 def _reason(err: BaseException) -> str:

@@ -111,10 +111,20 @@ class LLMErrorKind(StrEnum):
 class LLMError(Exception):
     """Any failure to get a valid answer; the reasoner falls back to the rules on it."""
 
-    def __init__(self, kind: LLMErrorKind, message: str) -> None:
+    def __init__(self, kind: LLMErrorKind, message: str, status: int | None = None) -> None:
         super().__init__(f"{kind.value}: {message}")
         self.kind = kind
         self.message = message
+        self.status = status
+        """The HTTP status of an ``HTTP`` error."""
+
+    @property
+    def unreachable(self) -> bool:
+        """The server (or the gateway in front of it) gave no answer at all: refused, timed
+        out, or a gateway's 502/503/504 — as opposed to an answer we could not use."""
+        if self.kind is LLMErrorKind.HTTP:
+            return self.status in (502, 503, 504)
+        return self.kind in (LLMErrorKind.CONNECTION, LLMErrorKind.TIMEOUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,7 +455,9 @@ class LLMClient:
                 text = await resp.text()
                 if resp.status >= 400:
                     raise LLMError(
-                        LLMErrorKind.HTTP, f"{method} {path} → HTTP {resp.status}: {text[:200]}"
+                        LLMErrorKind.HTTP,
+                        f"{method} {path} → HTTP {resp.status}: {text[:200]}",
+                        resp.status,
                     )
         except TimeoutError as exc:
             raise LLMError(

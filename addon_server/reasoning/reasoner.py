@@ -19,9 +19,9 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from addon_server.errors import ModelNotInstalledError
 from addon_server.served import ModelInfo, NotUnloadableError
@@ -42,6 +42,9 @@ from .supervisor import (
     SupervisedServer,
     SupervisorConfig,
 )
+
+if TYPE_CHECKING:
+    from addon_server.ray_serve.client import StageBoard
 
 __all__ = [
     "EMBEDDED_MODEL_DISTRIBUTION",
@@ -136,8 +139,8 @@ class Reasoner:
             queue_timeout_s=settings.queue_timeout_s,
             local_only=settings.local_only,
         )
-        if settings.mode is LLMMode.EXTERNAL:
-            assert settings.url is not None  # checked by ReasoningSettings
+        if settings.mode in (LLMMode.EXTERNAL, LLMMode.RAY):
+            assert settings.url is not None  # checked by ReasoningSettings / config.py
             self._client = LLMClient(settings.url, client_cfg)
             self.server = ExternalServer(self._client, check_timeout_s=settings.connect_timeout_s)
             return
@@ -284,13 +287,19 @@ class Reasoner:
                 # Cut off by the kill of a hung server: say that, not just "connection reset".
                 error = f"{self._outage(self.server.status())} ({exc})"
             log.warning("LLM fallback for %s: %s", context.camera, error)
-            return done(LLMStatus.FALLBACK, error=error)
+            fallback = done(LLMStatus.FALLBACK, error=error)
+            if self.settings.mode is LLMMode.RAY and exc.unreachable:
+                self._stage_board().failed("llm", f"the LLM stage did not answer: {error}")
+                return replace(fallback, missing_stages=("llm",))
+            return fallback
         except Exception as exc:  # a bug must not cost the event: rules still score it
             self.stats.llm_fallback["internal"] += 1
             log.exception("unexpected LLM client error")
             return done(LLMStatus.FALLBACK, error=f"internal: {exc!r}")
         if isinstance(self.server, ExternalServer):
             self.server.report(True)
+        if self.settings.mode is LLMMode.RAY:
+            self._stage_board().answered("llm")
         self.stats.llm_ok += 1
         return done(LLMStatus.OK, answer)
 
@@ -310,6 +319,14 @@ class Reasoner:
         if not use_llm or not self.llm_enabled:
             return verdict.assessment
         return await self.refine(context, verdict)
+
+    def _stage_board(self) -> StageBoard:
+        """The Ray application's board (``LLM_MODE=ray``): /health names the ``llm`` stage
+        while it is down, as it names the detector's and the zoo's."""
+        from addon_server.ray_serve.client import board_for
+
+        assert self.settings.url is not None  # ray.serve_url, set by config.py
+        return board_for(self.settings.url)
 
     @staticmethod
     def _outage(status: ServerStatus) -> str:
@@ -339,6 +356,10 @@ class Reasoner:
             }
         status = await self.server.check()
         out = status.as_json()
+        if self.settings.mode is LLMMode.RAY:
+            out["mode"] = LLMMode.RAY.value
+            if status.ready:
+                self._stage_board().answered("llm")  # the stage answered /v1/models again
         out["response_format"] = self.settings.resolved_response_format().value
         return out
 
@@ -346,6 +367,8 @@ class Reasoner:
         """/health ``issues`` entries (Home Assistant repairs) for the LLM, without I/O."""
         if not self.llm_enabled:
             return []
+        if self.settings.mode is LLMMode.RAY:  # the stage's own issue, as for the detector's
+            return self._stage_board().issues(("llm",))
         if self._setup_code is not None:
             return [
                 {
@@ -393,8 +416,8 @@ class LlmModel:
     @property
     def name(self) -> str:
         settings = self.reasoner.settings
-        if settings.mode is LLMMode.EXTERNAL:
-            return settings.model or "external-llm"
+        if settings.mode in (LLMMode.EXTERNAL, LLMMode.RAY):
+            return settings.model or f"{settings.mode.value}-llm"
         return settings.model_path.stem if settings.model_path else EMBEDDED_MODEL_DISTRIBUTION
 
     def measured_bytes(self) -> int | None:
@@ -405,7 +428,7 @@ class LlmModel:
 
     def info(self) -> ModelInfo:
         status = self.reasoner.status()
-        external = self.reasoner.settings.mode is LLMMode.EXTERNAL
+        external = self.reasoner.settings.mode in (LLMMode.EXTERNAL, LLMMode.RAY)
         if status is None:
             state, error = "not_installed", self.reasoner.setup_error
         else:

@@ -118,6 +118,9 @@ class Assessment:
     summary_rejected: str | None = None
     model: str | None = None
     timings_ms: Mapping[str, float] | None = None
+    missing_stages: tuple[str, ...] = ()
+    """Stages that gave no answer (``llm`` when the Ray LLM stage is down): the event's
+    ``missing_stages``, not one of the risk fields :meth:`as_json` writes."""
 
     def __post_init__(self) -> None:
         # The one invariant an event must never break, checked where it is built.

@@ -33,6 +33,9 @@ class LLMMode(StrEnum):
 
     SUPERVISED = "supervised"
     EXTERNAL = "external"
+    RAY = "ray"
+    """The Vigil Serve application's LLM stage (``ray.serve_url``; its ingress speaks OpenAI's
+    chat API): a failed call names the ``llm`` stage missing in the event and in /health."""
     DISABLED = "disabled"
 
 
@@ -168,7 +171,9 @@ class ReasoningSettings:
         """The concrete form for this mode (see the class doc)."""
         if self.response_format != "auto":
             return ResponseFormat(self.response_format)
-        if self.mode is LLMMode.SUPERVISED:
+        if self.mode in (LLMMode.SUPERVISED, LLMMode.RAY):
+            # RAY: the Serve application's LLM replica supervises the same llama-cpp-python
+            # server by default (set response_format when its llm_url is another server).
             return ResponseFormat.JSON_OBJECT
         return ResponseFormat.JSON_SCHEMA
 

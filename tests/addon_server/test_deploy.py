@@ -560,6 +560,7 @@ SAMPLES: dict[str, Any] = {
     "detector_input_size": 640,
     "detector_classes": ["person", "car"],
     "ray_serve_url": "http://ray-head:8000",
+    "ray_detector_fallback": "none",
     "max_batch_size": 4,
     "analysis_max_concurrent": 1,
     "llm_mode": "external",

@@ -21,6 +21,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "detector_input_size": ("detector", "input_size"),
     "detector_classes": ("detector", "classes"),
     "ray_serve_url": ("ray", "serve_url"),
+    "ray_detector_fallback": ("ray", "detector_fallback"),
     "max_batch_size": ("batching", "max_batch_size"),
     "analysis_max_concurrent": ("analysis", "max_concurrent"),
     "llm_mode": ("llm", "mode"),

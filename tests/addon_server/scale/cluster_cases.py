@@ -3,7 +3,8 @@
 One cluster for the module: a head and two fake-GPU hosts (``vigil_host_a``: the detector,
 ``vigil_host_b``: the zoo and the LLM), the application deployed with ``serve deploy`` from
 ``deploy/ray/vigil.yaml`` (only test-size arguments changed). The cases run in file order:
-the last one kills host B and brings it back.
+``test_lost_host_degrades_then_recovers`` kills host B and brings it back, the last one
+does the same with host A.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -58,6 +60,9 @@ def test_config(tmp: Path, otlp_endpoint: str) -> Path:
     ``runtime_env``: what a real deployment sets, and every replica's worker gets it)."""
     document = yaml.safe_load((REPO / "deploy" / "ray" / "vigil.yaml").read_text())
     document["http_options"]["host"] = "127.0.0.1"
+    # One proxy, on the head: the add-on's address. Proxies on every node would share
+    # 127.0.0.1:8000 here (SO_REUSEPORT), so killing a host would reset calls it never served.
+    document["proxy_location"] = "HeadOnly"
     application = document["applications"][0]
     application.setdefault("runtime_env", {}).setdefault("env_vars", {}).update(
         OTEL_EXPORTER_OTLP_ENDPOINT=otlp_endpoint, OTEL_BSP_SCHEDULE_DELAY="200"
@@ -101,6 +106,8 @@ def post(
 
 
 ADDON = "http://127.0.0.1:8095"
+FALLBACK_RETRY_S = 5.0
+"""How often the add-on asks a detector stage it knows is down (its fallback answers between)."""
 TOKEN = "scale-test"
 
 
@@ -140,7 +147,9 @@ def addon(
         RAY_ZOO_TIMEOUT_S=str(ZOO_TIMEOUT_S + 2),
         VIGIL_DATA_DIR=str(tmp_path_factory.mktemp("addon")),
         VIGIL_API_TOKEN=TOKEN,
-        LLM_MODE="disabled",
+        LLM_MODE="ray",  # the application's LLM stage, asked by analyses with llm=true
+        LLM_POLICY="always",
+        RAY_RETRY_S=str(FALLBACK_RETRY_S),
         PORT="8095",
     )
     log = (tmp_path_factory.mktemp("log") / "addon.log").open("wb")
@@ -528,6 +537,16 @@ def test_lost_host_degrades_then_recovers(ray_cluster: Cluster, addon: None) -> 
     # The zoo stage gave up at its own timeout (asyncio.wait_for), not after Ray's retries.
     assert answer["timings_ms"]["zoo"] < (ZOO_TIMEOUT_S + 5) * 1000
 
+    # The LLM stage (LLM_MODE=ray) is on host B too: the refinement fails and names it.
+    status, first = addon_call("POST", "/v1/analyze?camera=porch&llm=true", _zidane())
+    assert status == 200, first
+    assert first["llm_status"] == "pending"
+    refined = fallback_refined(first["id"])
+    assert refined["llm_status"] == "failed"
+    assert refined["degraded"] is True
+    assert refined["missing_stages"] == ["zoo", "llm"]  # revision 1's stages, and the LLM
+    assert {i["service"] for i in stage_issues()} == {"zoo", "llm"}
+
     ray_cluster.start_host("vigil_host_b")
 
     def full() -> bool:
@@ -536,4 +555,51 @@ def test_lost_host_degrades_then_recovers(ray_cluster: Cluster, addon: None) -> 
 
     wait_for(full, 240, "the zoo on the rejoined host")
     wait_for(lambda: addon_analyze()["degraded"] is False, 60, "full answers at the add-on")
-    assert stage_issues() == []
+    # The LLM stage is named until it answers again (/health asks its /v1/models).
+    wait_for(lambda: stage_issues() == [], LLM_TIMEOUT_S + 60, "the LLM stage answering")
+
+
+# -- the detector's host gone: the add-on's own fallback detector (h-fallback) ----------------
+
+
+def fallback_refined(event_id: str) -> dict[str, Any]:
+    """Revision 2 of an event (the LLM's refinement, done or failed), when it is stored."""
+    found: dict[str, Any] = {}
+
+    def refined() -> bool:
+        found.update(addon_call("GET", f"/v1/events/{event_id}")[1])
+        return bool(found.get("revision") == 2)
+
+    wait_for(refined, LLM_TIMEOUT_S + 60, f"revision 2 of {event_id}")
+    return found
+
+
+def test_lost_detector_host_falls_back_then_recovers(ray_cluster: Cluster, addon: None) -> None:
+    """Host A (the detector) is killed: the add-on answers from its embedded detector,
+    degraded with ``detector`` named, and full answers return when host A rejoins."""
+    from addon_server.detector import EMBEDDED_MODEL_NAME
+
+    assert addon_analyze()["degraded"] is False
+
+    ray_cluster.kill("vigil_host_a")
+
+    started = time.monotonic()
+    event = addon_analyze()  # 200: the fallback answered after the stage's timeout
+    first_s = time.monotonic() - started
+    assert event["degraded"] is True
+    assert event["missing_stages"][0] == "detector"
+    assert event["model"] == EMBEDDED_MODEL_NAME  # the add-on's own (the cluster's may match)
+    assert event["counts"]["person"] >= 1 and event["risk_level"]
+    assert "detector" in {i["service"] for i in stage_issues()}
+    started = time.monotonic()
+    event = addon_analyze()  # the stage is known down: straight to the fallback
+    next_s = time.monotonic() - started
+    print(f"\nfallback: first degraded answer {first_s:.1f} s, the next {next_s:.1f} s")
+    assert event["missing_stages"][0] == "detector"
+
+    ray_cluster.start_host("vigil_host_a")
+
+    started = time.monotonic()
+    wait_for(lambda: addon_analyze()["degraded"] is False, 300, "full answers from host A")
+    print(f"fallback: full answers {time.monotonic() - started:.1f} s after host A rejoined")
+    assert "detector" not in {i["service"] for i in stage_issues()}

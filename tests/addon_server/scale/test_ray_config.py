@@ -36,3 +36,33 @@ def test_serve_url_must_be_http(url: str) -> None:
 def test_stage_timeout_is_bounded() -> None:
     with pytest.raises(ConfigError, match=r"ray\.zoo_timeout_s"):
         parse({"ray": {"zoo_timeout_s": 0}}, environ={})
+
+
+def test_detector_fallback_and_retry_from_the_environment() -> None:
+    base = {"BACKEND": "ray", "RAY_SERVE_URL": "http://head:8000/vigil"}
+    ray = parse({}, environ=base).detector.ray
+    assert (ray.detector_fallback, ray.retry_s) == ("local", 30.0)  # the defaults
+    ray = parse({}, environ={**base, "RAY_DETECTOR_FALLBACK": "NONE", "RAY_RETRY_S": "2"})
+    assert (ray.detector.ray.detector_fallback, ray.detector.ray.retry_s) == ("none", 2.0)
+
+
+def test_detector_fallback_is_local_or_none() -> None:
+    with pytest.raises(ConfigError, match=r"ray\.detector_fallback"):
+        parse({"ray": {"detector_fallback": "triton"}}, environ={})
+
+
+def test_llm_mode_ray_talks_to_the_serve_application() -> None:
+    settings = parse({}, environ={"LLM_MODE": "ray", "RAY_SERVE_URL": "http://head:8000/vigil"})
+    assert settings.reasoning.mode == "ray"
+    assert settings.reasoning.url == "http://head:8000/vigil"
+    with pytest.raises(ConfigError, match=r"ray\.serve_url: required with llm\.mode 'ray'"):
+        parse({}, environ={"LLM_MODE": "ray"})
+    with pytest.raises(ConfigError, match=r"llm\.url: not used with llm\.mode 'ray'"):
+        parse(
+            {},
+            environ={
+                "LLM_MODE": "ray",
+                "RAY_SERVE_URL": "http://head:8000/vigil",
+                "LLM_URL": "http://127.0.0.1:8080/v1",
+            },
+        )
