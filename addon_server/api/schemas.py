@@ -146,7 +146,12 @@ SCHEMAS["DetectResult"] = closed(
         "image": ref("ImageSize"),
         "inference_time_ms": DURATION,
         "model": TEXT,
-    }
+    },
+    {
+        "degraded": BOOLEAN | {"description": "Present (true) when a stand-in model answered"},
+        "missing_stages": array(enum(SERVICES))
+        | {"description": "The stage that did not answer (BACKEND=ray, its host gone)"},
+    },
 )
 SCHEMAS["Factor"] = closed(
     {

@@ -66,6 +66,12 @@ class DetectionResult:
             "image": {"width": self.width, "height": self.height},
             "inference_time_ms": round(self.inference_time_ms, 2),
             "model": self.model,
+            # Only when a stand-in answered (``ray.detector_fallback``): the caller must know.
+            **(
+                {"degraded": True, "missing_stages": list(self.missing_stages)}
+                if self.missing_stages
+                else {}
+            ),
         }
 
 

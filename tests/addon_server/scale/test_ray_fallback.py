@@ -79,6 +79,12 @@ async def test_the_detector_falls_back_when_its_host_is_gone(
     health = await (await client.get("/health")).json()
     assert health["model_loaded"] is True and health["status"] == "degraded"
 
+    resp = await client.post("/v1/detect", data=bus_jpg, headers=JPEG)  # the stage alone
+    found = await resp.json()
+    assert resp.status == 200, found
+    assert found["model"] == EMBEDDED_MODEL_NAME and found["detections"]
+    assert (found["degraded"], found["missing_stages"]) == (True, ["detector"])
+
 
 async def test_without_a_fallback_the_analysis_answers_503(
     aiohttp_client: Any, make_settings: Any, bus_jpg: bytes
