@@ -48,8 +48,9 @@ ZOO_TIMEOUT_S = 10.0
 LLM_TIMEOUT_S = 280.0
 """The first call starts llama.cpp's server (slow on a busy 2-core box)."""
 MB = 1024**2
-BUDGET_MB = 180
-"""Two of the served models (the largest: emotion, 90 MB by estimate) per Zoo replica."""
+BUDGET_MB = 268
+"""Two of the served models (the largest: emotion, 90 MB by estimate) per Zoo replica, with
+room for emotion's load (its estimate and the zoo's 25 % margin) next to another model."""
 EVICT_MODELS = ("image_quality", "person_segmentation", "pet_classifier")
 """Small models served for the eviction case only (nothing the test images show triggers
 them): with pose and person_reid, five models, more than two Zoo replicas of two can hold."""
@@ -418,7 +419,7 @@ def test_serve_evicts_the_least_recently_used_zoo_model(ray_cluster: Cluster) ->
         order = used.setdefault(replica, [])
         order.append(model)
         status = evict_status(model, replica)
-        assert status["max_num_models_per_replica"] == 2  # 180 MB // emotion's 90 MB
+        assert status["max_num_models_per_replica"] == 2  # 268 MB // emotion's 90 MB
         if len(order) > status["max_num_models_per_replica"]:
             break
         before[replica] = status
