@@ -75,10 +75,8 @@ def create_app(
     tracing.configure(settings.tracing)  # first: the HTTP sessions the services open are traced
     metrics = Metrics()
     devices = DeviceTable(settings.devices, discover() if discovered is None else discovered)
-    registry = settings.registry  # mlflow is imported only when a models:/ path is loaded
-    model_registry = RegistrySource(
-        registry.tracking_uri, registry.cache_dir, registry.timeout_s, registry.cache_keep
-    )
+    # mlflow is imported only when a models:/ path is loaded
+    model_registry = RegistrySource.of(settings.registry)
     detection = DetectionService(
         settings.detector,
         settings.batching,

@@ -51,12 +51,18 @@ from addon_server.detector import load_detector
 from addon_server.detector.base import Detection
 from addon_server.imaging import ImageError, decode
 from addon_server.ray_serve.client import detection_of, detection_row
-from addon_server.ray_serve.placement import AppArgs, models_per_replica, parse_args
+from addon_server.ray_serve.placement import (
+    AppArgs,
+    models_per_replica,
+    parse_args,
+    zoo_settings,
+)
 from addon_server.reasoning.supervisor import ServerState, SupervisedServer, SupervisorConfig
 from addon_server.zoo.interface import Enrichment, Frame
 from addon_server.zoo.manager import Lease, ZooManager
+from addon_server.zoo.mlflow_source import RegistrySource
 from addon_server.zoo.models.appearance import AppearanceResult
-from addon_server.zoo.registry import ModelSpec, Registry
+from addon_server.zoo.registry import ModelSpec, Registry, configured
 
 _LOGGER = logging.getLogger(__name__)
 TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
@@ -227,17 +233,21 @@ class ZooDeployment:
         models: Sequence[str] | None,
         budget_bytes: int,
         models_dir: str,
+        registry: Mapping[str, Any] | None = None,
     ) -> None:
-        self.settings = parse_config({"zoo": dict(zoo)}, environ={}).zoo
-        registry = Registry()
-        names = list(models) if models is not None else registry.names()
-        self.specs: list[ModelSpec] = [registry[n] for n in names]
+        self.settings, registry_settings = zoo_settings(zoo, registry or {})
+        rows = Registry()
+        names = list(models) if models is not None else rows.names()
+        # The zoo section's sources: a models:/ URI is resolved on the MLflow registry at each
+        # load, so an alias switch is served from this replica's next load of the model.
+        self.specs: list[ModelSpec] = configured((rows[n] for n in names), self.settings)
         self.manager = ZooManager(
             _device(),
             self.specs,
             budget_bytes=budget_bytes,
             models_dir=Path(models_dir),
             margin_bytes=self.settings.margin_bytes,
+            registry=RegistrySource.of(registry_settings),
         )
         self.max_models = models_per_replica(budget_bytes, self.specs)
         self.where = where()
@@ -274,6 +284,7 @@ class ZooDeployment:
                 "result": result.as_json(),
                 "context_lines": result.context_lines(),
                 "loaded": self.loaded(),
+                "registry": self.sources().get(name),
                 **self.where,
             }
             if isinstance(result, AppearanceResult):  # the add-on's body re-ID needs vectors
@@ -282,6 +293,12 @@ class ZooDeployment:
 
     def loaded(self) -> list[str]:
         return sorted(n for n, e in self.manager.entries.items() if e.model is not None)
+
+    def sources(self) -> dict[str, dict[str, Any]]:
+        """The registry version each ``models:/`` model was (last) loaded from, as the
+        add-on's /v1/models shows it: which version a replica serves after an alias switch."""
+        entries = self.manager.entries.items()
+        return {n: e.source.as_json() for n, e in entries if e.source is not None}
 
     def status(self) -> dict[str, Any]:
         return {
@@ -293,6 +310,7 @@ class ZooDeployment:
                 n: e.accounted for n, e in self.manager.entries.items() if e.holds_bytes
             },
             "loaded": self.loaded(),
+            "registry": self.sources(),
             **self.where,
         }
 
@@ -614,6 +632,7 @@ def build(raw_args: dict[str, Any]) -> Any:
             None if args.zoo_models is None else list(args.zoo_models),
             args.zoo_budget_bytes,
             models_dir,
+            dict(args.registry),
         )
     )
     llm = (

@@ -25,6 +25,8 @@ from typing import Any
 
 import voluptuous as vol
 
+from addon_server.config import ConfigError, RegistrySettings, ZooSettings
+from addon_server.config import parse as parse_config
 from addon_server.zoo.registry import ModelSpec
 
 STAGES = ("detector", "zoo", "llm")
@@ -82,6 +84,7 @@ ARGS_SCHEMA = vol.Schema(
         },
         vol.Optional("detector", default=dict): dict,
         vol.Optional("zoo", default=dict): dict,
+        vol.Optional("registry", default=dict): dict,
         vol.Optional("zoo_models", default=None): vol.Any(None, [str]),
         vol.Optional("zoo_budget_mb", default=2048): vol.All(vol.Coerce(int), vol.Range(min=1)),
         vol.Optional("models_dir", default="models"): str,
@@ -113,6 +116,10 @@ class AppArgs:
     detector: Mapping[str, Any] = field(default_factory=dict)
     """The add-on's ``detector:`` section, validated by config.py's schema in the replica."""
     zoo: Mapping[str, Any] = field(default_factory=dict)
+    """The add-on's ``zoo:`` section (its ``sources`` name ``models:/`` weights)."""
+    registry: Mapping[str, Any] = field(default_factory=dict)
+    """The add-on's ``registry:`` section: the MLflow server ``models:/`` sources resolve on.
+    Its credentials (S3 keys, ``MLFLOW_S3_ENDPOINT_URL``) are the replicas' environment."""
     zoo_models: tuple[str, ...] | None = None
     zoo_budget_bytes: int = 2048 * MB
     models_dir: str = "models"
@@ -162,6 +169,10 @@ def parse_args(raw: Mapping[str, Any] | None) -> AppArgs:
         first = err.errors[0]
         path = ".".join(str(p) for p in first.path) or "<args>"
         raise PlacementError(f"{path}: {first.msg}") from None
+    try:
+        zoo_settings(data["zoo"], data["registry"])
+    except ConfigError as err:
+        raise PlacementError(str(err)) from None
     return AppArgs(
         hosts=data["hosts"],
         gpu=data["gpu"],
@@ -173,6 +184,7 @@ def parse_args(raw: Mapping[str, Any] | None) -> AppArgs:
         batch_wait_timeout_s=data["batch"]["wait_timeout_s"],
         detector=data["detector"],
         zoo=data["zoo"],
+        registry=data["registry"],
         zoo_models=None if data["zoo_models"] is None else tuple(data["zoo_models"]),
         zoo_budget_bytes=data["zoo_budget_mb"] * MB,
         models_dir=data["models_dir"],
@@ -181,6 +193,16 @@ def parse_args(raw: Mapping[str, Any] | None) -> AppArgs:
         max_side=data["max_side"],
         max_pixels=data["max_pixels"],
     )
+
+
+def zoo_settings(
+    zoo: Mapping[str, Any], registry: Mapping[str, Any]
+) -> tuple[ZooSettings, RegistrySettings]:
+    """The ``zoo`` and ``registry`` arguments read by the add-on's own config schema (no
+    environment: a replica's settings are its arguments), so a bad key fails at deploy time
+    with the add-on's message, and the Zoo replicas get the same defaults as the add-on."""
+    settings = parse_config({"zoo": dict(zoo), "registry": dict(registry)}, environ={})
+    return settings.zoo, settings.registry
 
 
 def models_per_replica(budget_bytes: int, specs: Iterable[ModelSpec]) -> int:

@@ -50,10 +50,13 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from addon_server.reasoning.endpoint import redact
 from addon_server.zoo.manifest import file_sha256
+
+if TYPE_CHECKING:
+    from addon_server.config import RegistrySettings
 
 _LOGGER = logging.getLogger(__name__)
 SCHEME = "models:/"
@@ -174,6 +177,13 @@ class RegistrySource:
         self._outages: dict[str, Outage] = {}
         self._serving: dict[str, tuple[str, str]] = {}
         """URI → (registered model, version) its last resolution gave: in use, never pruned."""
+
+    @classmethod
+    def of(cls, settings: RegistrySettings) -> RegistrySource:
+        """The source the ``registry:`` section describes (the add-on's, a Zoo replica's)."""
+        return cls(
+            settings.tracking_uri, settings.cache_dir, settings.timeout_s, settings.cache_keep
+        )
 
     @property
     def server(self) -> str:

@@ -16,12 +16,15 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from addon_server.zoo.interface import Loader, Priority
+
+if TYPE_CHECKING:
+    from addon_server.config import ZooSettings
 
 MB = 1024**2
 DEFAULT_IDLE_TTL_S = 300.0
@@ -93,6 +96,24 @@ def missing(spec: ModelSpec, models_dir: Path) -> list[str]:
         if not present:
             absent.append(f"python module {module}")
     return absent
+
+
+def configured(specs: Iterable[ModelSpec], settings: ZooSettings) -> list[ModelSpec]:
+    """``specs`` as the zoo section sets them: its idle TTL, its ``max_crops`` (a model's own
+    option wins) and its ``sources`` (a ``models:/`` URI replaces the model's files).
+
+    The one place the section meets the rows, so the single-process zoo and the Ray Serve
+    replicas serve the same model from the same weights.
+    """
+    return [
+        replace(
+            s,
+            idle_ttl_s=s.idle_ttl_s if settings.idle_ttl_s is None else settings.idle_ttl_s,
+            options=MappingProxyType({"max_crops": settings.max_crops, **s.options}),
+            files=(settings.sources[s.name],) if s.name in settings.sources else s.files,
+        )
+        for s in specs
+    ]
 
 
 _M = "addon_server.zoo.models"

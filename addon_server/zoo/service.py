@@ -17,9 +17,8 @@ import asyncio
 import logging
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Protocol
 
 from addon_server.config import ZooSettings
@@ -37,7 +36,7 @@ from addon_server.zoo.interface import (
 )
 from addon_server.zoo.manager import ZooManager
 from addon_server.zoo.mlflow_source import RegistrySource
-from addon_server.zoo.registry import SUSPICIOUS_POSE, ModelSpec, Registry
+from addon_server.zoo.registry import SUSPICIOUS_POSE, ModelSpec, Registry, configured
 
 _LOGGER = logging.getLogger(__name__)
 LEDGER_OWNER = "zoo"
@@ -151,16 +150,10 @@ class ZooService:
         self.models_dir = models_dir
         self.registry = registry if registry is not None else Registry()
         self._postures: dict[str, deque[bool]] = defaultdict(lambda: deque(maxlen=POSE_WINDOW))
-        specs = [
-            replace(
-                s,
-                idle_ttl_s=s.idle_ttl_s if settings.idle_ttl_s is None else settings.idle_ttl_s,
-                options=MappingProxyType({"max_crops": settings.max_crops, **s.options}),
-                files=(settings.sources[s.name],) if s.name in settings.sources else s.files,
-            )
-            for s in self.registry.specs.values()
-            if s.name not in settings.disabled_models
-        ]
+        specs = configured(
+            (s for s in self.registry.specs.values() if s.name not in settings.disabled_models),
+            settings,
+        )
         by_device: dict[str, list[ModelSpec]] = defaultdict(list)
         for spec in specs:
             by_device[devices.device_for(spec.service)].append(spec)

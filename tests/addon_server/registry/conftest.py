@@ -20,12 +20,17 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
+from addon_server.zoo.models.emotion import EMOTIONS
 from tests.addon_server.conftest import HANG_TIMEOUT_S, free_ports
 
 BUCKET = "vigil-models"
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "vigil-test", "AWS_SECRET_ACCESS_KEY": "vigil-test-secret"}
+S3_SETTINGS = ("MLFLOW_S3_ENDPOINT_URL", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -64,6 +69,8 @@ class RegistryStack:
     s3_endpoint: str
     root: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    """What a process needs to read the artifact store: the S3 endpoint and keys."""
 
     def stop_mlflow(self) -> None:
         """Take the tracking server down (the registry-outage test)."""
@@ -75,9 +82,11 @@ class RegistryStack:
         return boto3.client("s3", endpoint_url=self.s3_endpoint, region_name="us-east-1")
 
 
-@pytest.fixture(scope="module")
-def registry_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryStack]:
-    root = tmp_path_factory.mktemp("registry")
+@contextlib.contextmanager
+def running_registry(root: Path) -> Iterator[RegistryStack]:
+    """SeaweedFS and an MLflow server on free loopback ports, data under ``root``; this
+    process' environment names the S3 store and its keys meanwhile (MLflow and boto3 read
+    them, as the add-on does), and ``stack.env`` holds them for other processes."""
     bindir = Path(sys.executable).parent
     names = ("master", "volume", "filer", "s3", "admin")
     ports = free_ports(2 * len(names) + 1)
@@ -98,6 +107,7 @@ def registry_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
     for name in names:
         weed_args += [f"-{name}.port={http[name]}", f"-{name}.port.grpc={grpc[name]}"]
     stack = RegistryStack(f"http://127.0.0.1:{mlflow_port}", s3_endpoint, root)
+    stack.env = {key: env[key] for key in (*S3_KEYS, *S3_SETTINGS)}
     logs = {name: (root / f"{name}.log").open("wb") for name in ("weed", "mlflow")}
     try:
         stack.processes["weed"] = subprocess.Popen(
@@ -116,14 +126,51 @@ def registry_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
         _wait_http(f"{stack.tracking_uri}/health", stack.processes["mlflow"], root / "mlflow.log")
         with pytest.MonkeyPatch.context() as patch:
             # The add-on's side reads S3 as MLflow and boto3 do: the standard variables.
-            for key in (*S3_KEYS, "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"):
-                patch.setenv(key, env[key])
+            for key, value in stack.env.items():
+                patch.setenv(key, value)
             yield stack
     finally:
         for process in stack.processes.values():
             _stop(process)
         for log in logs.values():
             log.close()
+
+
+@pytest.fixture(scope="module")
+def registry_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryStack]:
+    with running_registry(tmp_path_factory.mktemp("registry")) as stack:
+        yield stack
+
+
+def emotion_onnx(folder: Path, favourite: str) -> Path:
+    """A tiny stand-in for ``emotion.onnx`` (same input and output names) that always answers
+    ``favourite``: two versions that differ tell which one the zoo serves."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bias = np.full(len(EMOTIONS), -4.0, dtype=np.float32)
+    bias[EMOTIONS.index(favourite)] = 4.0
+    nodes = [
+        helper.make_node("Reshape", ["input_1:0", "shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "weights"], ["mixed"]),
+        helper.make_node("Add", ["mixed", "bias"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["Identity:0"], axis=1),
+    ]
+    initialisers = [
+        numpy_helper.from_array(np.array([-1, 64 * 64], dtype=np.int64), "shape"),
+        numpy_helper.from_array(np.zeros((64 * 64, len(EMOTIONS)), np.float32), "weights"),
+        numpy_helper.from_array(bias, "bias"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "emotion-stand-in",
+        [helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, ["n", 64, 64, 1])],
+        [helper.make_tensor_value_info("Identity:0", TensorProto.FLOAT, ["n", len(EMOTIONS)])],
+        initialisers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = folder / "emotion.onnx"
+    onnx.save(model, str(path))
+    return path
 
 
 class Gate:

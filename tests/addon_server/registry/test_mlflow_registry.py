@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from addon_server.app import create_app
 from addon_server.cli import main
@@ -32,44 +30,12 @@ from addon_server.zoo.mlflow_source import (
     publish,
 )
 from addon_server.zoo.models.boxes import Box
-from addon_server.zoo.models.emotion import EMOTIONS
 from addon_server.zoo.registry import Registry
 from tests.addon_server.conftest import HANG_TIMEOUT_S
-from tests.addon_server.registry.conftest import BUCKET, Gate, RegistryStack
+from tests.addon_server.registry.conftest import BUCKET, Gate, RegistryStack, emotion_onnx
 
 GiB = 1024**3
 CAMERA = {"camera": "front_door"}
-
-
-def emotion_onnx(folder: Path, favourite: str) -> Path:
-    """A tiny stand-in for ``emotion.onnx`` (same input and output names) that always answers
-    ``favourite``: two versions that differ tell which one the zoo serves."""
-    folder.mkdir(parents=True, exist_ok=True)
-    bias = np.full(len(EMOTIONS), -4.0, dtype=np.float32)
-    bias[EMOTIONS.index(favourite)] = 4.0
-    nodes = [
-        helper.make_node("Reshape", ["input_1:0", "shape"], ["flat"]),
-        helper.make_node("MatMul", ["flat", "weights"], ["mixed"]),
-        helper.make_node("Add", ["mixed", "bias"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["Identity:0"], axis=1),
-    ]
-    initialisers = [
-        numpy_helper.from_array(np.array([-1, 64 * 64], dtype=np.int64), "shape"),
-        numpy_helper.from_array(np.zeros((64 * 64, len(EMOTIONS)), np.float32), "weights"),
-        numpy_helper.from_array(bias, "bias"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "emotion-stand-in",
-        [helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, ["n", 64, 64, 1])],
-        [helper.make_tensor_value_info("Identity:0", TensorProto.FLOAT, ["n", len(EMOTIONS)])],
-        initialisers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    path = folder / "emotion.onnx"
-    onnx.save(model, str(path))
-    return path
 
 
 def expression(model: Any) -> str:

@@ -9,6 +9,7 @@ does the same with host A.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -28,6 +29,7 @@ import yaml
 
 from addon_server.ray_serve.client import npz
 from tests.addon_server.conftest import ASSETS, addon_process_env
+from tests.addon_server.registry.conftest import RegistryStack, emotion_onnx, running_registry
 from tests.addon_server.scale.cluster import (
     REPO,
     SERVE_URL,
@@ -46,18 +48,20 @@ ZOO_TIMEOUT_S = 10.0
 LLM_TIMEOUT_S = 280.0
 """The first call starts llama.cpp's server (slow on a busy 2-core box)."""
 MB = 1024**2
-BUDGET_MB = 150
-"""Two of the served models (the largest: pose, 60 MB by estimate) per Zoo replica."""
+BUDGET_MB = 268
+"""Two of the served models (the largest: emotion, 90 MB by estimate) per Zoo replica, with
+room for emotion's load (its estimate and the zoo's 25 % margin) next to another model."""
 EVICT_MODELS = ("image_quality", "person_segmentation", "pet_classifier")
 """Small models served for the eviction case only (nothing the test images show triggers
 them): with pose and person_reid, five models, more than two Zoo replicas of two can hold."""
 
 
-def test_config(tmp: Path, otlp_endpoint: str) -> Path:
+def test_config(tmp: Path, otlp_endpoint: str, registry: RegistryStack) -> Path:
     """deploy/ray/vigil.yaml with test-size arguments: loopback, two Zoo replicas, short
-    timeouts, a small ingress queue (for the 429 case), the shared models dir, and the replicas
+    timeouts, a small ingress queue (for the 429 case), the shared models dir, the replicas
     exporting traces to the test's collector (the OTel environment, as the application's
-    ``runtime_env``: what a real deployment sets, and every replica's worker gets it)."""
+    ``runtime_env``: what a real deployment sets, and every replica's worker gets it), and
+    emotion's weights from the test's MLflow registry (its S3 keys in the same environment)."""
     document = yaml.safe_load((REPO / "deploy" / "ray" / "vigil.yaml").read_text())
     document["http_options"]["host"] = "127.0.0.1"
     # One proxy, on the head: the add-on's address. Proxies on every node would share
@@ -65,12 +69,19 @@ def test_config(tmp: Path, otlp_endpoint: str) -> Path:
     document["proxy_location"] = "HeadOnly"
     application = document["applications"][0]
     application.setdefault("runtime_env", {}).setdefault("env_vars", {}).update(
-        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_endpoint, OTEL_BSP_SCHEDULE_DELAY="200"
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_endpoint, OTEL_BSP_SCHEDULE_DELAY="200", **registry.env
     )
     args = application["args"]
+    args["zoo"]["sources"] = {"emotion": REGISTRY_URI}
+    # A busy box: the replica's first registry load imports mlflow.
+    args["registry"] = {
+        "tracking_uri": registry.tracking_uri,
+        "cache_dir": str(tmp / "registry-cache"),
+        "timeout_s": 60,
+    }
     args.update(
         models_dir=MODELS_DIR,
-        zoo_models=["pose", "person_reid", *EVICT_MODELS],
+        zoo_models=["pose", "person_reid", *EVICT_MODELS, "emotion"],
         zoo_budget_mb=BUDGET_MB,
         max_ongoing_requests={"ingress": 4},
         max_queued_requests={"ingress": 4},
@@ -179,11 +190,24 @@ def trace_collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collec
 
 
 @pytest.fixture(scope="module")
+def registry_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryStack]:
+    """SeaweedFS and MLflow in the namespace, before the cluster: the application's
+    arguments name the tracking server at deploy time."""
+    with running_registry(tmp_path_factory.mktemp("registry")) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
 def ray_cluster(
-    tmp_path_factory: pytest.TempPathFactory, trace_collector: Collector
+    tmp_path_factory: pytest.TempPathFactory,
+    trace_collector: Collector,
+    registry_stack: RegistryStack,
 ) -> Iterator[Cluster]:
     with cluster({"vigil_host_a": 1, "vigil_host_b": 1}) as made:
-        made.serve_deploy(test_config(tmp_path_factory.mktemp("cfg"), trace_collector.endpoint))
+        config = test_config(
+            tmp_path_factory.mktemp("cfg"), trace_collector.endpoint, registry_stack
+        )
+        made.serve_deploy(config)
         wait_for(_warm, 300, "the app, its models loaded")
         yield made
 
@@ -395,7 +419,7 @@ def test_serve_evicts_the_least_recently_used_zoo_model(ray_cluster: Cluster) ->
         order = used.setdefault(replica, [])
         order.append(model)
         status = evict_status(model, replica)
-        assert status["max_num_models_per_replica"] == 2  # 150 MB // pose's 60 MB
+        assert status["max_num_models_per_replica"] == 2  # 268 MB // emotion's 90 MB
         if len(order) > status["max_num_models_per_replica"]:
             break
         before[replica] = status
@@ -419,6 +443,58 @@ def test_serve_evicts_the_least_recently_used_zoo_model(ray_cluster: Cluster) ->
     again = evict_infer(victim)  # loaded again (wherever Serve sends it) and answering
     assert victim in again["loaded"]
     assert again["result"] == results[victim]
+
+
+# -- a zoo model from the MLflow registry: an alias switch served at the next load (item 5) -----
+
+REGISTRY_NAME = "vigil-emotion"
+REGISTRY_URI = f"models:/{REGISTRY_NAME}@prod"
+"""Emotion's weights on the cluster (``zoo.sources``): whatever version ``prod`` names."""
+
+
+def registry_served(answer: dict[str, Any]) -> tuple[str, set[str]]:
+    """The registry version an emotion answer came from, and the expressions it gave."""
+    return answer["registry"]["version"], {f["emotion"] for f in answer["result"]["faces"]}
+
+
+def registry_zoo_loaded(model: str) -> list[str]:
+    """What the Zoo replica Serve routes ``model`` to has loaded (the one holding it, if any)."""
+    with urllib.request.urlopen(f"{SERVE_URL}/zoo_status?model={model}", timeout=30) as r:
+        loaded: list[str] = json.loads(r.read())["loaded"]
+    return loaded
+
+
+def test_an_mlflow_alias_switch_is_served_at_the_next_load(
+    ray_cluster: Cluster, registry_stack: RegistryStack, tmp_path: Path
+) -> None:
+    """Version 1 (a stand-in that always says ``happy``) is published under ``prod`` and
+    served from the registry; ``prod`` moved to version 2 (``sad``) changes nothing while a
+    replica holds the model, and once Serve's LRU has evicted it (other models asked), the
+    next load on the cluster resolves the alias again and serves version 2."""
+    from mlflow import MlflowClient
+
+    from addon_server.zoo.mlflow_source import publish
+
+    uri = registry_stack.tracking_uri
+    publish(emotion_onnx(tmp_path / "v1", "happy"), REGISTRY_NAME, uri, alias="prod")
+    first = evict_infer("emotion")
+    assert registry_served(first) == ("1", {"happy"}), first
+    assert first["registry"]["uri"] == REGISTRY_URI
+
+    assert publish(emotion_onnx(tmp_path / "v2", "sad"), REGISTRY_NAME, uri).version == "2"
+    MlflowClient(uri, uri).set_registered_model_alias(REGISTRY_NAME, "prod", "2")
+    assert registry_served(evict_infer("emotion"))[0] == "1"  # loaded: no swap under callers
+
+    others = itertools.cycle(("pose", "person_reid", *EVICT_MODELS))
+
+    def evicted() -> bool:
+        evict_infer(next(others))
+        return "emotion" not in registry_zoo_loaded("emotion")
+
+    wait_for(evicted, 300, "emotion evicted by Serve's LRU")
+    second = evict_infer("emotion")
+    assert registry_served(second) == ("2", {"sad"}), second
+    wait_for(_warm, 300, "pose and person_reid loaded again (the next cases use them)")
 
 
 # --- h-wire: zoo evidence and body re-ID over the wire (BACKEND=ray) ----------------------------

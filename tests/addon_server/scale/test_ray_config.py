@@ -66,3 +66,42 @@ def test_llm_mode_ray_talks_to_the_serve_application() -> None:
                 "LLM_URL": "http://127.0.0.1:8080/v1",
             },
         )
+
+
+# -- the Serve application's registry arguments (the Zoo replicas' models:/ sources) ---------
+
+
+def test_app_args_take_the_registry_and_the_zoo_sources() -> None:
+    from addon_server.config import RegistrySettings
+    from addon_server.ray_serve.placement import parse_args, zoo_settings
+
+    raw = {
+        "zoo": {"sources": {"emotion": "models:/emotion-x@prod"}},
+        "registry": {"tracking_uri": "http://mlflow:5000", "cache_dir": "/cache"},
+    }
+    args = parse_args(raw)
+    zoo, registry = zoo_settings(args.zoo, args.registry)
+    assert zoo.sources == {"emotion": "models:/emotion-x@prod"}
+    assert registry.tracking_uri == "http://mlflow:5000"
+    assert str(registry.cache_dir) == "/cache"
+    # What is not given is the add-on's own default (one schema, one set of defaults).
+    default = RegistrySettings()
+    assert (registry.timeout_s, registry.cache_keep) == (default.timeout_s, default.cache_keep)
+    assert parse_args({}).registry == {}  # no registry: local files only, as before
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"registry": {"cache_keep": 0}}, r"registry\.cache_keep: value must be at least 1"),
+        ({"registry": {"tracking": "http://x"}}, r"registry\.tracking: extra keys not allowed"),
+        ({"registry": "http://x"}, r"registry: expected dict"),
+        ({"zoo": {"sources": {"posse": "models:/p@a"}}}, r"zoo\.sources: unknown model 'posse'"),
+        ({"zoo": {"sources": {"pose": "/models/pose.onnx"}}}, r"zoo\.sources.*models:/"),
+    ],
+)
+def test_app_args_refuse_a_bad_registry_or_source(raw: dict[str, object], message: str) -> None:
+    from addon_server.ray_serve.placement import PlacementError, parse_args
+
+    with pytest.raises(PlacementError, match=message):
+        parse_args(raw)
