@@ -27,6 +27,7 @@ import voluptuous as vol
 
 from addon_server.config import ConfigError, RegistrySettings, ZooSettings
 from addon_server.config import parse as parse_config
+from addon_server.zoo.manager import ESTIMATE_MARGIN, MEASURED_MARGIN
 from addon_server.zoo.registry import ModelSpec
 
 STAGES = ("detector", "zoo", "llm")
@@ -208,12 +209,16 @@ def zoo_settings(
 def models_per_replica(budget_bytes: int, specs: Iterable[ModelSpec]) -> int:
     """How many zoo models one Zoo replica keeps loaded (``max_num_models_per_replica``).
 
-    The number of the largest served models (by the registry's estimate) that fit the byte
-    budget, at least one: any set of that many models then fits by estimate, so Ray's LRU
-    eviction keeps the replica inside its budget, and the zoo manager inside the replica still
-    checks the measured figures (it refuses a load that would overrun, as on one host).
+    The number of the largest served models that fit the byte budget *as the zoo manager
+    admits them* — each at its estimate or measurement plus the load margin
+    (``ESTIMATE_MARGIN``/``MEASURED_MARGIN``) — at least one. Any set of that many models then
+    passes the manager's admission, so Ray's LRU eviction keeps the replica inside its budget;
+    counting the bare estimate let Serve route a model to a replica whose zoo then refused it
+    for room. The manager still checks the measured figures (and the runtimes' own bytes,
+    unknown before the first load), as on one host.
     """
     largest = max((s.estimated_bytes for s in specs), default=0)
     if largest <= 0:
         return 1
-    return max(1, budget_bytes // largest)
+    admitted = largest * max(ESTIMATE_MARGIN, MEASURED_MARGIN)
+    return max(1, int(budget_bytes // admitted))

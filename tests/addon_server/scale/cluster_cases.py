@@ -49,8 +49,8 @@ LLM_TIMEOUT_S = 280.0
 """The first call starts llama.cpp's server (slow on a busy 2-core box)."""
 MB = 1024**2
 BUDGET_MB = 268
-"""Two of the served models (the largest: emotion, 90 MB by estimate) per Zoo replica, with
-room for emotion's load (its estimate and the zoo's 25 % margin) next to another model."""
+"""Two of the served models per Zoo replica: the largest (emotion, 90 MB by estimate) is
+admitted at 112.5 MB with the zoo's 25 % margin, and ``models_per_replica`` counts it."""
 EVICT_MODELS = ("image_quality", "person_segmentation", "pet_classifier")
 """Small models served for the eviction case only (nothing the test images show triggers
 them): with pose and person_reid, five models, more than two Zoo replicas of two can hold."""

@@ -16,6 +16,7 @@ from addon_server.ray_serve.placement import (
     models_per_replica,
     parse_args,
 )
+from addon_server.zoo.manager import ESTIMATE_MARGIN
 from addon_server.zoo.registry import Registry
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "ray"
@@ -75,9 +76,16 @@ def test_unknown_argument_is_named() -> None:
 def test_models_per_replica_follows_the_byte_budget() -> None:
     registry = Registry()
     specs = [registry["pose"], registry["person_reid"]]  # 60 MB and 30 MB by estimate
+    # The zoo admits a load at its estimate plus a quarter (75 MB for pose): what Serve keeps
+    # loaded per replica must pass that admission, or a routed model is refused for room.
     assert models_per_replica(150 * MB, specs) == 2
+    assert models_per_replica(140 * MB, specs) == 1  # 2 × 60 MB fit, 2 × 75 MB do not
     assert models_per_replica(59 * MB, specs) == 1  # never zero: one model always fits
-    assert models_per_replica(600 * MB, specs) == 10
+    assert models_per_replica(600 * MB, specs) == 8
+    for budget_mb in (75, 149, 150, 268, 600, 1000):
+        n = models_per_replica(budget_mb * MB, specs)
+        admitted = n * registry["pose"].estimated_bytes * ESTIMATE_MARGIN
+        assert n == 1 or admitted <= budget_mb * MB, budget_mb
 
 
 def test_llm_is_a_url_or_a_supervised_model_not_both() -> None:
