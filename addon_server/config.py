@@ -449,6 +449,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "LLM_URL": ("llm", "url"),
     "LLM_API_KEY": ("llm", "api_key"),
     "LLM_MODEL": ("llm", "model"),
+    "LLM_TIMEOUT_S": ("llm", "timeout_s"),
     "LLM_POLICY": ("reasoning", "llm_policy"),
     "VIGIL_MODELS_DIR": ("reid", "models_dir"),
     "ENRICHMENT_ENABLED": ("zoo", "enabled"),

@@ -102,6 +102,12 @@ def detection_row(d: Detection) -> list[Any]:
     return [d.class_name, d.confidence, d.x, d.y, d.width, d.height]
 
 
+PROBE_TIMEOUT_S = 2.0
+"""How long a known-down detector stage is given to answer its ``/classes`` once a retry is
+due. An answer takes milliseconds; a host still gone would otherwise hold one analysis every
+``retry_s`` for the full stage timeout."""
+
+
 class RayDetector:
     """A Vigil detector served by the cluster's ``Detector`` deployment (``/detect``).
 
@@ -112,8 +118,11 @@ class RayDetector:
     :class:`~addon_server.detector.base.FallbackDetections` naming the stage missing, so the
     analysis answers ``degraded``; without one it raises :class:`RayStageUnavailableError`
     (the analysis answers 503). While the stage is known down the cluster is asked again only
-    every ``retry_s``: the requests in between go straight to the fallback instead of each
-    waiting the stage timeout.
+    every ``retry_s``, and then first with a short probe (``/classes``, at most
+    :data:`PROBE_TIMEOUT_S`): the requests in between, and a retry that finds the stage still
+    down, go straight to the fallback instead of waiting the stage timeout. The probe's answer
+    also gives back the cluster's model name and classes (the add-on may have started on the
+    fallback's).
     """
 
     backend = "ray"
@@ -136,16 +145,19 @@ class RayDetector:
         self._fallback_lock = threading.Lock()
         self._retry_at = 0.0
         """``time.monotonic()`` before which the stage is not asked again (it is down)."""
+        self.class_names: tuple[str, ...] = ()
+        self.name = ""
         try:
-            answer = self._post("classes", b"")
+            self._describe(self._post("classes", b""))
         except RayStageUnavailableError:
             if fallback is None:
                 raise
             self._retry_at = time.monotonic() + self.retry_s
-            local = self.fallback()  # the add-on starts on it; the cluster's name comes later
-            self.class_names: tuple[str, ...] = local.class_names
-            self.name = local.name
-            return
+            local = self.fallback()  # the add-on starts on it; the probe brings the cluster's
+            self.class_names, self.name = local.class_names, local.name
+
+    def _describe(self, answer: dict[str, Any]) -> None:
+        """Take the cluster's model name and classes from a ``/classes`` answer."""
         self.class_names = tuple(canonical_class(n) for n in answer["classes"])
         self.name = str(answer["model"])
 
@@ -158,13 +170,14 @@ class RayDetector:
                 self._fallback = self._load_fallback()
             return self._fallback
 
-    def _post(self, route: str, body: bytes) -> dict[str, Any]:
+    def _post(self, route: str, body: bytes, timeout_s: float | None = None) -> dict[str, Any]:
         # S310: config.py admits only http(s) URLs for ray.serve_url.
         request = urllib.request.Request(  # noqa: S310
             f"{self.url}/{route}", data=body, method="POST", headers=tracing.inject()
         )  # the batch's trace (traceparent) goes on to the replicas
+        timeout = self.timeout_s if timeout_s is None else timeout_s
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
                 found: dict[str, Any] = json.loads(response.read())
         except (OSError, ValueError) as err:  # URLError, HTTPError, timeouts, bad JSON
             message = f"the detector stage at {self.url} did not answer: {_reason(err)}"
@@ -173,8 +186,19 @@ class RayDetector:
         self.board.answered("detector")
         return found
 
+    def _back(self) -> bool:
+        """A retry is due for the down stage: does it answer a short probe? (Its answer
+        names the cluster's model and classes again.)"""
+        try:
+            self._describe(self._post("classes", b"", min(self.timeout_s, PROBE_TIMEOUT_S)))
+        except RayStageUnavailableError:
+            self._retry_at = time.monotonic() + self.retry_s
+            return False
+        return True
+
     def detect_batch(self, images: Sequence[BGRImage]) -> list[list[Detection]]:
-        if self._load_fallback is not None and time.monotonic() < self._retry_at:
+        known_down = self._load_fallback is not None and self._retry_at > 0
+        if known_down and (time.monotonic() < self._retry_at or not self._back()):
             return self._locally(images)
         try:
             answer = self._post("detect", npz(**{str(i): img for i, img in enumerate(images)}))

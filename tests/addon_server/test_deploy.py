@@ -567,6 +567,7 @@ SAMPLES: dict[str, Any] = {
     "llm_url": "http://192.168.1.5:8080/v1",
     "llm_model": "qwen",
     "llm_threads": 3,
+    "llm_timeout_s": 45.0,
     "llm_policy": "auto",
     "reid_enabled": False,
     "store_max_age_days": 7.5,

@@ -28,6 +28,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "llm_url": ("llm", "url"),
     "llm_model": ("llm", "model"),
     "llm_threads": ("llm", "threads"),
+    "llm_timeout_s": ("llm", "timeout_s"),
     "llm_policy": ("reasoning", "llm_policy"),
     "reid_enabled": ("reid", "enabled"),
     "store_max_age_days": ("store", "max_age_days"),

@@ -103,10 +103,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def stand_in_ingress(
-    detector: Detector, calls: list[str], *, down: bool = False
+    detector: Detector,
+    calls: list[str],
+    *,
+    down: bool = False,
+    describe: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> web.Application:
     """The Serve ingress' /classes, /detect and /enrich, answered by ``detector`` in process
-    (``down``: every route answers 504 as the ingress does when its stage's host is gone)."""
+    (``down``: every route answers 504 as the ingress does when its stage's host is gone;
+    ``describe``: what /classes answers, when it answers)."""
 
     async def route(request: web.Request) -> web.Response:
         name = request.match_info["route"]
@@ -116,6 +121,8 @@ def stand_in_ingress(
                 {"error": {"code": "stage_unavailable", "message": "detector did not answer"}},
                 status=504,
             )
+        if name == "classes" and describe is not None:
+            return web.json_response(await describe())
         if name == "classes":
             return web.json_response({"classes": list(detector.class_names), "model": "cluster"})
         with np.load(io.BytesIO(await request.read())) as loaded:
@@ -250,4 +257,63 @@ def test_the_fallback_batch_names_its_model_per_image(darknet_detector: Detector
         assert [getattr(f, "model", None) for f in found] == [EMBEDDED_MODEL_NAME] * 2
         assert detector.memory_bytes() > 0  # the fallback's weights, in this process
     finally:
+        detector.close()
+
+
+async def test_a_retry_probes_the_stage_briefly_and_takes_back_its_classes(
+    darknet_detector: Detector,
+) -> None:
+    """A retry that finds the stage hung costs the short ``/classes`` probe, not the stage
+    timeout; when the stage answers, the cluster's model name and classes replace the ones
+    the add-on started on (its fallback's)."""
+    from addon_server.config import parse
+    from addon_server.detector import load_detector
+    from addon_server.detector.base import FallbackDetections
+    from addon_server.ray_serve.client import PROBE_TIMEOUT_S
+
+    stage_timeout_s = 300.0  # what a retry without the probe would wait on a hung stage
+    (port,) = free_ports(1)  # nothing listens at start: the add-on starts on its fallback
+    settings = parse(
+        {
+            "detector": {"backend": "ray"},
+            "ray": {
+                "serve_url": f"http://127.0.0.1:{port}/vigil",
+                "retry_s": 0.1,
+                "detector_timeout_s": stage_timeout_s,
+            },
+        },
+        environ={},
+    ).detector
+    detector = load_detector(settings, "cpu")
+    assert detector.name == EMBEDDED_MODEL_NAME and "raccoon" not in detector.class_names
+
+    calls: list[str] = []
+    released = asyncio.Event()
+
+    async def hung_until_released() -> dict[str, Any]:
+        await released.wait()
+        return {"classes": [*darknet_detector.class_names, "raccoon"], "model": "cluster"}
+
+    cluster = stand_in_ingress(darknet_detector, calls, describe=hung_until_released)
+    server = TestServer(cluster, port=port)
+    await server.start_server()  # the ingress is back, its detector stage hangs
+    image = np.zeros((64, 64, 3), dtype=np.uint8)
+    try:
+        await asyncio.sleep(0.2)  # past retry_s: the next batch retries
+        started = time.monotonic()
+        found = await asyncio.to_thread(detector.detect_batch, [image])
+        waited = time.monotonic() - started
+        assert isinstance(found[0], FallbackDetections)
+        assert calls == ["classes"]  # probed, and /detect not sent to a stage that hangs
+        assert PROBE_TIMEOUT_S <= waited < stage_timeout_s
+
+        released.set()  # the stage answers again
+        await asyncio.sleep(0.2)
+        found = await asyncio.to_thread(detector.detect_batch, [image])
+        assert not isinstance(found[0], FallbackDetections)
+        assert calls[-2:] == ["classes", "detect"]
+        assert detector.name == "cluster" and "raccoon" in detector.class_names
+    finally:
+        released.set()
+        await server.close()
         detector.close()
