@@ -209,7 +209,7 @@ class RayDetector:
             return self._locally(images)
         self._retry_at = 0.0
         results = answer["results"]
-        if results:  # the add-on may have started on its fallback: name the cluster's model
+        if results:  # a redeployed application may serve another model: name the one that ran
             self.name = str(results[0].get("model", self.name))
         return [[detection_of(r) for r in one["detections"]] for one in results]
 

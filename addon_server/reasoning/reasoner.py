@@ -139,7 +139,7 @@ class Reasoner:
             queue_timeout_s=settings.queue_timeout_s,
             local_only=settings.local_only,
         )
-        if settings.mode in (LLMMode.EXTERNAL, LLMMode.RAY):
+        if settings.mode.remote:
             assert settings.url is not None  # checked by ReasoningSettings / config.py
             self._client = LLMClient(settings.url, client_cfg)
             self.server = ExternalServer(self._client, check_timeout_s=settings.connect_timeout_s)
@@ -416,7 +416,7 @@ class LlmModel:
     @property
     def name(self) -> str:
         settings = self.reasoner.settings
-        if settings.mode in (LLMMode.EXTERNAL, LLMMode.RAY):
+        if settings.mode.remote:
             return settings.model or f"{settings.mode.value}-llm"
         return settings.model_path.stem if settings.model_path else EMBEDDED_MODEL_DISTRIBUTION
 
@@ -428,7 +428,7 @@ class LlmModel:
 
     def info(self) -> ModelInfo:
         status = self.reasoner.status()
-        external = self.reasoner.settings.mode in (LLMMode.EXTERNAL, LLMMode.RAY)
+        external = self.reasoner.settings.mode.remote
         if status is None:
             state, error = "not_installed", self.reasoner.setup_error
         else:

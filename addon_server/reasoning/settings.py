@@ -38,6 +38,11 @@ class LLMMode(StrEnum):
     chat API): a failed call names the ``llm`` stage missing in the event and in /health."""
     DISABLED = "disabled"
 
+    @property
+    def remote(self) -> bool:
+        """The add-on calls an LLM server it does not run: ``external``'s or the Ray stage."""
+        return self in (LLMMode.EXTERNAL, LLMMode.RAY)
+
 
 class ResponseFormat(StrEnum):
     """How the answer schema is sent.

@@ -590,6 +590,18 @@ def test_zoo_evidence_and_body_reid_cross_the_wire(ray_cluster: Cluster, addon: 
         assert np.allclose(there.vector, mine.vector, atol=1e-5)
 
 
+def refined_revision(event_id: str) -> dict[str, Any]:
+    """Revision 2 of an event (the LLM's refinement, done or failed), when it is stored."""
+    found: dict[str, Any] = {}
+
+    def refined() -> bool:
+        found.update(addon_call("GET", f"/v1/events/{event_id}")[1])
+        return bool(found.get("revision") == 2)
+
+    wait_for(refined, LLM_TIMEOUT_S + 60, f"revision 2 of {event_id}")
+    return found
+
+
 def test_the_llm_stage_refines_an_event_through_the_ingress(
     ray_cluster: Cluster, addon: None
 ) -> None:
@@ -598,7 +610,7 @@ def test_the_llm_stage_refines_an_event_through_the_ingress(
     status, first = addon_call("POST", "/v1/analyze?camera=porch&llm=true", _zidane())
     assert status == 200, first
     assert first["llm_status"] == "pending"
-    refined = fallback_refined(first["id"])
+    refined = refined_revision(first["id"])
     assert refined["llm_status"] == "done", refined.get("llm_error")
     assert refined["llm_score"] is not None and refined["llm_error"] is None
     assert refined["degraded"] is False and "llm" not in refined.get("missing_stages", [])
@@ -637,7 +649,7 @@ def test_lost_host_degrades_then_recovers(ray_cluster: Cluster, addon: None) -> 
     status, first = addon_call("POST", "/v1/analyze?camera=porch&llm=true", _zidane())
     assert status == 200, first
     assert first["llm_status"] == "pending"
-    refined = fallback_refined(first["id"])
+    refined = refined_revision(first["id"])
     assert refined["llm_status"] == "failed"
     assert refined["degraded"] is True
     assert refined["missing_stages"] == ["zoo", "llm"]  # revision 1's stages, and the LLM
@@ -656,18 +668,6 @@ def test_lost_host_degrades_then_recovers(ray_cluster: Cluster, addon: None) -> 
 
 
 # -- the detector's host gone: the add-on's own fallback detector (h-fallback) ----------------
-
-
-def fallback_refined(event_id: str) -> dict[str, Any]:
-    """Revision 2 of an event (the LLM's refinement, done or failed), when it is stored."""
-    found: dict[str, Any] = {}
-
-    def refined() -> bool:
-        found.update(addon_call("GET", f"/v1/events/{event_id}")[1])
-        return bool(found.get("revision") == 2)
-
-    wait_for(refined, LLM_TIMEOUT_S + 60, f"revision 2 of {event_id}")
-    return found
 
 
 def test_lost_detector_host_falls_back_then_recovers(ray_cluster: Cluster, addon: None) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -84,6 +85,37 @@ async def test_the_detector_falls_back_when_its_host_is_gone(
     assert resp.status == 200, found
     assert found["model"] == EMBEDDED_MODEL_NAME and found["detections"]
     assert (found["degraded"], found["missing_stages"]) == (True, ["detector"])
+
+
+async def test_concurrent_mixed_size_analyses_each_get_their_own_fallback_boxes(
+    aiohttp_client: Any, make_settings: Any, bus_jpg: bytes, zidane_jpg: bytes
+) -> None:
+    """Analyses of two image sizes at once, the cluster gone: the fallback (one OpenCV net,
+    the batcher's thread) gives each image the boxes it gives that image alone."""
+    (port,) = free_ports(1)
+    client = await aiohttp_client(create_app(ray_settings(make_settings, port)))
+    alone = {}
+    for name, image in (("bus", bus_jpg), ("zidane", zidane_jpg)):
+        status, event = await analyze(client, image, use_llm="false")
+        assert status == 200, event
+        alone[name] = event["detections"]
+
+    names = ["bus", "zidane"] * 4
+    images = {"bus": bus_jpg, "zidane": zidane_jpg}
+    answers = await asyncio.gather(*(analyze(client, images[n], use_llm="false") for n in names))
+
+    for name, (status, event) in zip(names, answers, strict=True):
+        assert status == 200, event
+        assert event["model"] == EMBEDDED_MODEL_NAME and event["degraded"] is True
+        assert event["missing_stages"][0] == "detector"
+        found, expected = event["detections"], alone[name]
+        # A batched forward pass may differ from a single one in the last float bits.
+        assert [d["class"] for d in found] == [d["class"] for d in expected], name
+        for one, other in zip(found, expected, strict=True):
+            assert one["confidence"] == pytest.approx(other["confidence"], abs=1e-3)
+            for key in ("x", "y", "width", "height"):
+                assert abs(one["bbox"][key] - other["bbox"][key]) <= 1, (name, key)
+    assert alone["bus"] != alone["zidane"]
 
 
 async def test_without_a_fallback_the_analysis_answers_503(
