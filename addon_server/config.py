@@ -872,20 +872,22 @@ def _build(data: dict[str, Any], source: str) -> Settings:
 
 
 def _privacy(data: Mapping[str, Any], reasoning: ReasoningSettings) -> PrivacySettings:
-    """The ``privacy`` section; with ``local_only``, an external LLM URL must be local.
+    """The ``privacy`` section; with ``local_only``, the URL of an LLM the add-on does not run
+    (``llm.url``, or ``ray.serve_url`` with ``llm.mode: ray``) must be local.
 
     An address that is surely outside the LAN (a public literal, or a name that resolves to
     one) stops the start here; a name that does not resolve yet (mDNS may still be starting)
     is let through and refused at every connection until it resolves to a local address.
     """
     privacy = PrivacySettings(**data)
-    if privacy.local_only and reasoning.mode is LLMMode.EXTERNAL and reasoning.url:
+    if privacy.local_only and reasoning.mode.remote and reasoning.url:
+        key = "ray.serve_url" if reasoning.mode is LLMMode.RAY else "llm.url"  # its LLM's URL
         try:
             check_url(reasoning.url, resolve=resolve_blocking)
         except UnresolvedHostError:
             pass
         except NotLocalError as err:
-            raise ConfigError(f"privacy.local_only: llm.url {err.strerror}") from None
+            raise ConfigError(f"privacy.local_only: {key} {err.strerror}") from None
     return privacy
 
 

@@ -164,6 +164,19 @@ def test_the_configuration_refuses_a_public_llm_url(make_settings: Any, url: str
     assert not make_settings({"llm": {"mode": "external"}}, LLM_URL=url).privacy.local_only
 
 
+def test_the_configuration_refuses_a_public_ray_llm_stage(make_settings: Any) -> None:
+    """``LLM_MODE=ray``: the scene descriptions go to the Serve application's LLM stage, so
+    its address is checked as ``llm.url`` is (every call is refused there anyway)."""
+    url = f"http://{PUBLIC}:8000/vigil"
+    with pytest.raises(ConfigError) as caught:
+        make_settings({}, LOCAL_ONLY="1", LLM_MODE="ray", RAY_SERVE_URL=url)
+    assert str(caught.value).startswith("privacy.local_only: ray.serve_url ")
+    local = make_settings(
+        {}, LOCAL_ONLY="1", LLM_MODE="ray", RAY_SERVE_URL="http://192.168.1.20:8000/vigil"
+    )
+    assert local.reasoning.local_only and local.reasoning.url == "http://192.168.1.20:8000/vigil"
+
+
 @pytest.mark.parametrize(
     "url", ["http://127.0.0.1:8080", "http://localhost:8080/v1", "http://[fd00::5]:11434"]
 )
